@@ -1,0 +1,55 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+
+#include "caf/fwd.hpp"
+#include "caf/meta/type_name.hpp"
+
+#include "actors/user_actor.hpp"
+#include "actors/user_protocol.hpp"
+
+namespace videostreams {
+
+/// Advances a shard's idle clock; sent by the shard to itself.
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+
+/// Asks a shard for its `shard_stats`.
+using stats_atom = caf::atom_constant<caf::atom("stats")>;
+
+/// What a shard holds right now.
+struct shard_stats {
+  /// Users with a running actor (including those being passivated).
+  std::uint64_t live_users = 0;
+  /// Passivated users kept as a compact record (they have open streams).
+  std::uint64_t passive_records = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, shard_stats& x) {
+  return f(caf::meta::type_name("shard_stats"), x.live_users,
+           x.passive_records);
+}
+
+/// The typed interface of a shard: it owns the users that hash to it,
+/// starts their actors on first use, stops them when idle (keeping their open
+/// streams as a compact record) and forwards every command to the right one.
+using shard_actor = caf::typed_actor<
+  caf::replies_to<user_command>::with<user_reply>,
+  caf::reacts_to<local_call>,
+  caf::reacts_to<tick_atom>,
+  caf::replies_to<stats_atom>::with<shard_stats>>;
+
+/// How a shard behaves.
+struct shard_settings {
+  /// Shared by all user actors of the node.
+  std::shared_ptr<const user_settings> users;
+  /// A user actor with no command for this long is stopped (passivated).
+  std::chrono::milliseconds passivate_after{30000};
+};
+
+/// Starts a shard actor.
+shard_actor spawn_shard_actor(caf::actor_system& sys, shard_settings settings);
+
+} // namespace videostreams

@@ -1,0 +1,117 @@
+#pragma once
+
+// The messages that reach a user actor, its typed interface, and the local
+// reply slot that lets an HTTP thread wait for an answer without an actor of
+// its own. Everything here except `local_call` is serializable (0.17-style
+// `inspect`) and registered by `register_message_types`, because the cluster
+// forwards the same commands between nodes.
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "caf/allowed_unsafe_message_type.hpp"
+#include "caf/atom.hpp"
+#include "caf/meta/type_name.hpp"
+#include "caf/replies_to.hpp"
+#include "caf/typed_actor.hpp"
+
+#include "actors/user_streams.hpp"
+
+namespace videostreams {
+
+/// What a request asks of a user's actor.
+enum class user_op : std::uint8_t {
+  start_legacy, ///< `GET /api/startstream/:user_id`
+  end_legacy,   ///< `GET /api/endstream/:user_id`
+};
+
+/// Renders an operation for logs and test output.
+std::string to_string(user_op x);
+
+/// A request about one user, routed to that user's actor.
+struct user_command {
+  user_op op = user_op::start_legacy;
+  std::uint64_t user = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, user_command& x) {
+  return f(caf::meta::type_name("user_command"), x.op, x.user);
+}
+
+/// The answer of a user actor to a `user_command`.
+struct user_reply {
+  stream_outcome outcome = stream_outcome::denied;
+  /// Open streams after the decision.
+  std::uint32_t stream_count = 0;
+  /// The limit the decision was made against.
+  std::uint32_t max_streams = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, user_reply& x) {
+  return f(caf::meta::type_name("user_reply"), x.outcome, x.stream_count,
+           x.max_streams);
+}
+
+/// A one-shot rendezvous between an HTTP thread and an actor: the thread
+/// waits with a deadline, the actor fulfills it once. A late fulfillment
+/// after the waiter gave up is harmless (the slot is shared).
+class reply_slot {
+public:
+  /// Stores the answer and wakes the waiter. Only the first call counts.
+  void fulfill(const user_reply& x) {
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      if (ready_)
+        return;
+      value_ = x;
+      ready_ = true;
+    }
+    cv_.notify_one();
+  }
+
+  /// Waits until fulfilled or `timeout` passed; true when fulfilled.
+  bool wait_for(std::chrono::nanoseconds timeout) {
+    std::unique_lock<std::mutex> guard{mtx_};
+    return cv_.wait_for(guard, timeout, [this] { return ready_; });
+  }
+
+  /// The answer; valid after `wait_for` returned true.
+  const user_reply& value() const noexcept {
+    return value_;
+  }
+
+private:
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  bool ready_ = false;
+  user_reply value_;
+};
+
+/// A command from a thread on this node, answered through a reply slot
+/// instead of a response message. Never leaves the node: the router converts
+/// it to a plain request before forwarding to another node.
+struct local_call {
+  user_command cmd;
+  std::shared_ptr<reply_slot> slot;
+};
+
+/// Asks a user actor to stop and hand its state to the shard.
+using passivate_atom = caf::atom_constant<caf::atom("passivate")>;
+
+/// The typed interface of a user actor. It answers commands about its user,
+/// either as a request (`user_command`) or through a slot (`local_call`), and
+/// on `passivate` replies with its whole state and stops.
+using user_actor = caf::typed_actor<
+  caf::replies_to<user_command>::with<user_reply>,
+  caf::reacts_to<local_call>,
+  caf::replies_to<passivate_atom>::with<user_streams>>;
+
+} // namespace videostreams
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(videostreams::local_call)

@@ -1,0 +1,65 @@
+// videostreams: entry point. Reads the options, starts one node, and stops
+// it gracefully on SIGTERM or SIGINT.
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <pthread.h>
+
+#include "app/options.hpp"
+#include "app/service.hpp"
+
+int main(int argc, char** argv) {
+  using namespace videostreams;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  auto parsed = parse_options(args, [](const char* name) {
+    return std::getenv(name);
+  });
+  if (auto err = std::get_if<std::string>(&parsed)) {
+    std::fprintf(stderr, "videostreams: %s\n", err->c_str());
+    return 2;
+  }
+  auto& cfg = std::get<parsed_options>(parsed);
+  if (cfg.help) {
+    std::fputs(help_text().c_str(), stdout);
+    return 0;
+  }
+  // Block the stop signals before any thread exists, so that every thread
+  // inherits the mask and only `sigwait` below receives them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  service node{cfg.values};
+  auto port = node.bind();
+  if (port < 0) {
+    std::fprintf(stderr, "videostreams: cannot listen on %s:%d\n",
+                 cfg.values.bind.c_str(), cfg.values.port);
+    return 1;
+  }
+  std::string changed;
+  for (auto& x : cfg.changed)
+    changed += " " + x;
+  std::fprintf(stderr,
+               "videostreams: listening on %s:%d, mode in-memory (no "
+               "database), options:%s\n",
+               cfg.values.bind.c_str(), port,
+               changed.empty() ? " defaults" : changed.c_str());
+  std::thread server{[&node] { node.run(); }};
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  std::fprintf(stderr, "videostreams: %s received, finishing in-flight "
+                       "requests\n",
+               sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  node.stop();
+  server.join();
+  std::fprintf(stderr, "videostreams: stopped\n");
+  return 0;
+}

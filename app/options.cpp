@@ -1,0 +1,222 @@
+#include "app/options.hpp"
+
+#include <cctype>
+#include <charconv>
+#include <cstdio>
+#include <limits>
+
+namespace videostreams {
+
+namespace {
+
+/// One row of the option table.
+struct option_spec {
+  const char* name;
+  const char* help;
+  /// Parses `text` into `opts`; returns an error message or "".
+  std::function<std::string(const std::string& text, options& opts)> parse;
+  /// Renders the current value of this option in `opts`.
+  std::function<std::string(const options& opts)> format;
+};
+
+template <class T>
+std::optional<T> parse_integer(const std::string& text) {
+  T value{};
+  auto first = text.data();
+  auto last = text.data() + text.size();
+  auto [end, ec] = std::from_chars(first, last, value);
+  if (text.empty() || ec != std::errc{} || end != last)
+    return std::nullopt;
+  return value;
+}
+
+/// "250ms", "30s", "2m"; a bare number means seconds.
+std::optional<std::chrono::milliseconds> parse_duration(std::string text) {
+  long long scale = 1000;
+  auto strip = [&text](const char* suffix, long long factor, long long& out) {
+    std::string s{suffix};
+    if (text.size() > s.size()
+        && text.compare(text.size() - s.size(), s.size(), s) == 0) {
+      text.resize(text.size() - s.size());
+      out = factor;
+      return true;
+    }
+    return false;
+  };
+  strip("ms", 1, scale) || strip("s", 1000, scale) || strip("m", 60000, scale);
+  auto n = parse_integer<long long>(text);
+  if (!n || *n < 0 || *n > std::numeric_limits<long long>::max() / scale)
+    return std::nullopt;
+  return std::chrono::milliseconds{*n * scale};
+}
+
+std::string format_duration(std::chrono::milliseconds x) {
+  auto ms = x.count();
+  if (ms % 60000 == 0 && ms != 0)
+    return std::to_string(ms / 60000) + "m";
+  if (ms % 1000 == 0)
+    return std::to_string(ms / 1000) + "s";
+  return std::to_string(ms) + "ms";
+}
+
+template <class T>
+option_spec integer_option(const char* name, const char* help,
+                           T options::*field, T min, T max) {
+  return {
+    name, help,
+    [=](const std::string& text, options& opts) -> std::string {
+      auto v = parse_integer<T>(text);
+      if (!v || *v < min || *v > max)
+        return "must be an integer from " + std::to_string(min) + " to "
+               + std::to_string(max);
+      opts.*field = *v;
+      return {};
+    },
+    [=](const options& opts) { return std::to_string(opts.*field); }};
+}
+
+option_spec duration_option(const char* name, const char* help,
+                            std::chrono::milliseconds options::*field,
+                            std::chrono::milliseconds min,
+                            std::chrono::milliseconds max) {
+  return {
+    name, help,
+    [=](const std::string& text, options& opts) -> std::string {
+      auto v = parse_duration(text);
+      if (!v || *v < min || *v > max)
+        return "must be a duration such as 250ms, 30s or 2m, from "
+               + format_duration(min) + " to " + format_duration(max);
+      opts.*field = *v;
+      return {};
+    },
+    [=](const options& opts) { return format_duration(opts.*field); }};
+}
+
+const std::vector<option_spec>& option_table() {
+  using std::chrono::milliseconds;
+  static const std::vector<option_spec> table{
+    integer_option<int>("port",
+                        "TCP port of the HTTP API (0 picks a free one)",
+                        &options::port, 0, 65535),
+    {"bind", "address the HTTP API listens on",
+     [](const std::string& text, options& opts) -> std::string {
+       if (text.empty())
+         return "must not be empty";
+       opts.bind = text;
+       return {};
+     },
+     [](const options& opts) { return opts.bind; }},
+    integer_option<std::uint32_t>(
+      "max-streams", "concurrent streams a user may hold", &options::max_streams,
+      0, 1000),
+    integer_option<std::uint32_t>(
+      "shards", "shards the users are spread over (mix64(user) % shards)",
+      &options::shards, 1, 65536),
+    duration_option("passivate-after",
+                    "an idle user actor stops after this long; its open "
+                    "streams stay with its shard",
+                    &options::passivate_after, milliseconds{10},
+                    milliseconds{86400000}),
+    duration_option("request-timeout",
+                    "a request whose user actor does not answer within this "
+                    "gets 503",
+                    &options::request_timeout, milliseconds{1},
+                    milliseconds{60000}),
+    integer_option<std::uint32_t>(
+      "http-threads",
+      "HTTP worker threads; each serves one connection at a time, so this "
+      "bounds the concurrent connections",
+      &options::http_threads, 1, 4096),
+    integer_option<std::uint32_t>("actor-threads",
+                                  "threads that run the actors",
+                                  &options::actor_threads, 1, 256),
+    integer_option<int>("keep-alive-timeout",
+                        "seconds an idle keep-alive connection stays open",
+                        &options::keep_alive_timeout_seconds, 1, 3600),
+    integer_option<std::uint32_t>(
+      "keep-alive-max-requests", "requests served on one connection",
+      &options::keep_alive_max_requests, 1, 1000000000),
+  };
+  return table;
+}
+
+std::string env_name(const char* name) {
+  std::string result = "VIDEOSTREAMS_";
+  for (const char* c = name; *c; ++c)
+    result += *c == '-' ? '_' : static_cast<char>(std::toupper(*c));
+  return result;
+}
+
+const option_spec* find_option(const std::string& name) {
+  for (auto& spec : option_table())
+    if (name == spec.name)
+      return &spec;
+  return nullptr;
+}
+
+} // namespace
+
+std::variant<parsed_options, std::string>
+parse_options(const std::vector<std::string>& args,
+              const std::function<const char*(const char*)>& getenv) {
+  parsed_options result;
+  auto& opts = result.values;
+  // Environment first, so that the command line overrides it.
+  for (auto& spec : option_table()) {
+    auto var = env_name(spec.name);
+    if (auto value = getenv(var.c_str()); value != nullptr) {
+      if (auto err = spec.parse(value, opts); !err.empty())
+        return var + "=" + value + ": " + err;
+    }
+  }
+  for (auto& arg : args) {
+    if (arg == "--help" || arg == "-h") {
+      result.help = true;
+      continue;
+    }
+    if (arg.rfind("--", 0) != 0)
+      return "unexpected argument '" + arg + "' (options are --name=value)";
+    auto eq = arg.find('=');
+    auto name = arg.substr(2, eq == std::string::npos ? std::string::npos
+                                                      : eq - 2);
+    auto spec = find_option(name);
+    if (spec == nullptr)
+      return "unknown option --" + name + " (see --help)";
+    if (eq == std::string::npos)
+      return "--" + name + " needs a value: --" + name + "=VALUE";
+    if (auto err = spec->parse(arg.substr(eq + 1), opts); !err.empty())
+      return "--" + name + "=" + arg.substr(eq + 1) + ": " + err;
+  }
+  options defaults;
+  for (auto& spec : option_table()) {
+    auto value = spec.format(opts);
+    if (value != spec.format(defaults))
+      result.changed.push_back(std::string{"--"} + spec.name + "=" + value);
+  }
+  return result;
+}
+
+std::string help_text() {
+  std::string out =
+    "Usage: videostreams [--name=value ...]\n"
+    "\n"
+    "Tells video players whether a user may open another stream and keeps\n"
+    "every user at or under a concurrent-stream limit. Runs in memory.\n"
+    "\n"
+    "Every option can also be set by the environment variable shown; a\n"
+    "command-line value wins. Durations take ms, s or m (a bare number is\n"
+    "seconds).\n"
+    "\n";
+  options defaults;
+  for (auto& spec : option_table()) {
+    char line[512];
+    std::snprintf(line, sizeof(line), "  --%s=%s\n      %s\n      env %s\n",
+                  spec.name, spec.format(defaults).c_str(), spec.help,
+                  env_name(spec.name).c_str());
+    out += line;
+  }
+  out += "  --help\n      print this text and exit\n";
+  return out;
+}
+
+} // namespace videostreams

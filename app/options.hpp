@@ -1,0 +1,49 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace videostreams {
+
+/// Every setting of the service, with its default. One typed struct: the
+/// option table in `options.cpp` is the only place that names the options.
+struct options {
+  int port = 8080;
+  std::string bind = "0.0.0.0";
+  std::uint32_t max_streams = 3;
+  std::uint32_t shards = 128;
+  std::chrono::milliseconds passivate_after{30000};
+  std::chrono::milliseconds request_timeout{2000};
+  std::uint32_t http_threads = 64;
+  std::uint32_t actor_threads = 1;
+  int keep_alive_timeout_seconds = 5;
+  std::uint32_t keep_alive_max_requests = 100000;
+};
+
+/// The result of reading the command line and environment.
+struct parsed_options {
+  options values;
+  /// True when `--help` was given: print `help_text()` and exit 0.
+  bool help = false;
+  /// Options whose value differs from the default, as "--name=value" (for
+  /// the start-up log line).
+  std::vector<std::string> changed;
+};
+
+/// Reads `--name=value` arguments, falling back to the environment variable
+/// `VIDEOSTREAMS_NAME` (upper case, '-' as '_'), then to the default. A
+/// command-line value wins over the environment. `getenv` is injectable for
+/// tests. Returns an error message for an unknown option or a bad value.
+std::variant<parsed_options, std::string>
+parse_options(const std::vector<std::string>& args,
+              const std::function<const char*(const char*)>& getenv);
+
+/// The `--help` text: every option, its variable, its default and meaning.
+std::string help_text();
+
+} // namespace videostreams

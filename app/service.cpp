@@ -1,0 +1,103 @@
+#include "app/service.hpp"
+
+#include "caf/actor_system.hpp"
+#include "caf/actor_system_config.hpp"
+#include "caf/atom.hpp"
+#include "caf/send.hpp"
+
+#include "actors/message_types.hpp"
+#include "actors/router.hpp"
+#include "actors/shard_actor.hpp"
+#include "actors/stream_counters.hpp"
+#include "http/api.hpp"
+#include "http/metrics.hpp"
+#include "http/server.hpp"
+
+namespace videostreams {
+
+namespace {
+
+class actor_config : public caf::actor_system_config {
+public:
+  explicit actor_config(const options& opts) {
+    register_message_types(*this);
+    set("scheduler.max-threads", static_cast<size_t>(opts.actor_threads));
+    set("logger.verbosity", caf::atom("quiet"));
+  }
+};
+
+std::vector<shard_actor> spawn_shards(caf::actor_system& sys,
+                                      const options& opts,
+                                      stream_counters& counters) {
+  auto users = std::make_shared<user_settings>();
+  users->default_limit = opts.max_streams;
+  users->counters = &counters;
+  shard_settings settings;
+  settings.users = users;
+  settings.passivate_after = opts.passivate_after;
+  std::vector<shard_actor> shards;
+  shards.reserve(opts.shards);
+  for (std::uint32_t i = 0; i < opts.shards; ++i)
+    shards.push_back(spawn_shard_actor(sys, settings));
+  return shards;
+}
+
+http_server_settings http_settings(const options& opts) {
+  http_server_settings result;
+  result.bind_address = opts.bind;
+  result.port = opts.port;
+  result.threads = opts.http_threads;
+  result.keep_alive_timeout_seconds = opts.keep_alive_timeout_seconds;
+  result.keep_alive_max_requests = opts.keep_alive_max_requests;
+  return result;
+}
+
+} // namespace
+
+struct service::impl {
+  explicit impl(const options& opts)
+    : cfg(opts),
+      sys(cfg),
+      users(spawn_shards(sys, opts, counters)),
+      rest(users, api_settings{opts.request_timeout, 1}, metrics, counters),
+      http(rest, http_settings(opts)) {
+    // Nothing else to do.
+  }
+
+  ~impl() {
+    // Shards stop their user actors as they exit, so the actor system's
+    // destructor finds every actor done.
+    for (auto& shard : users.shards())
+      caf::anon_send_exit(shard, caf::exit_reason::user_shutdown);
+  }
+
+  stream_counters counters;
+  http_metrics metrics;
+  actor_config cfg;
+  caf::actor_system sys;
+  router users;
+  api rest;
+  http_server http;
+};
+
+service::service(const options& opts) : impl_(std::make_unique<impl>(opts)) {
+  // Nothing else to do.
+}
+
+service::~service() = default;
+
+int service::bind() {
+  return impl_->http.bind();
+}
+
+void service::run() {
+  impl_->rest.set_readiness(readiness::ready);
+  impl_->http.run();
+}
+
+void service::stop() {
+  impl_->rest.set_readiness(readiness::stopping);
+  impl_->http.stop();
+}
+
+} // namespace videostreams

@@ -1,0 +1,78 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "actors/router.hpp"
+#include "actors/stream_counters.hpp"
+#include "http/metrics.hpp"
+#include "http/routes.hpp"
+
+namespace videostreams {
+
+/// The parts of an HTTP request that the API reads.
+struct api_request {
+  std::string_view method;
+  /// Decoded path without the query string.
+  std::string_view path;
+  std::string_view body;
+};
+
+/// An HTTP answer, independent of the server library.
+struct api_response {
+  int status = 200;
+  /// JSON (or, for /metrics, Prometheus text); empty for 204.
+  std::string body;
+  std::string_view content_type = "application/json; charset=utf-8";
+  /// Headers beyond Content-Type and the CORS origin (set on every response).
+  std::vector<std::pair<std::string_view, std::string>> headers;
+};
+
+/// Where the node stands, as `/readyz` reports it.
+enum class readiness { starting, ready, stopping };
+
+/// How the API behaves.
+struct api_settings {
+  /// How long a request waits for its user's actor before answering 503.
+  std::chrono::nanoseconds request_timeout = std::chrono::seconds{2};
+  /// The `Retry-After` seconds sent with a 503.
+  int retry_after_seconds = 1;
+};
+
+/// The HTTP API of DESIGN §2: maps a request to a command for the user's
+/// actor and the actor's reply (or error) to status and JSON. The only place
+/// where outcomes and errors become HTTP status codes. Thread-safe.
+class api {
+public:
+  api(const router& users, api_settings settings, http_metrics& metrics,
+      const stream_counters& counters);
+
+  /// Answers one request; never throws (an internal failure is a 500).
+  api_response handle(const api_request& req) noexcept;
+
+  /// Changes what `/readyz` answers.
+  void set_readiness(readiness x) noexcept {
+    readiness_.store(x, std::memory_order_release);
+  }
+
+  /// The body of an error answer for `status`, e.g. `{"msg":"Route not
+  /// found"}`; used too for errors raised by the HTTP library itself.
+  static std::string error_body(int status);
+
+private:
+  api_response dispatch(const api_request& req, const route_match& m);
+  api_response stream_command(route r, std::string_view user_id_text);
+  api_response readyz() const;
+
+  const router& users_;
+  api_settings settings_;
+  http_metrics& metrics_;
+  const stream_counters& counters_;
+  std::atomic<readiness> readiness_{readiness::starting};
+};
+
+} // namespace videostreams

@@ -1,0 +1,139 @@
+#include "http/metrics.hpp"
+
+#include <algorithm>
+#include <cstdarg>
+#include <cstdio>
+
+namespace videostreams {
+
+namespace {
+
+constexpr auto relaxed = std::memory_order_relaxed;
+
+void append_format(std::string& out, const char* fmt, ...)
+  __attribute__((format(printf, 2, 3)));
+
+void append_format(std::string& out, const char* fmt, ...) {
+  char buf[256];
+  va_list args;
+  va_start(args, fmt);
+  auto n = std::vsnprintf(buf, sizeof(buf), fmt, args);
+  va_end(args);
+  if (n > 0)
+    out.append(buf, std::min<std::size_t>(static_cast<std::size_t>(n),
+                                          sizeof(buf) - 1));
+}
+
+void append_header(std::string& out, const char* name, const char* type,
+                   const char* help) {
+  append_format(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+template <class T>
+void append_gauge(std::string& out, const char* name, const char* type,
+                  const char* help, const std::atomic<T>& value) {
+  append_header(out, name, type, help);
+  append_format(out, "%s %lld\n", name,
+                static_cast<long long>(value.load(relaxed)));
+}
+
+} // namespace
+
+std::size_t http_metrics::status_slot(int status) noexcept {
+  for (std::size_t i = 0; i < status_codes.size(); ++i)
+    if (status_codes[i] == status)
+      return i;
+  return status_codes.size();
+}
+
+void http_metrics::record(route r, int status,
+                          std::chrono::nanoseconds latency) noexcept {
+  auto& fig = routes_[static_cast<std::size_t>(r)];
+  fig.by_status[status_slot(status)].fetch_add(1, relaxed);
+  auto seconds = std::chrono::duration<double>(latency).count();
+  std::size_t bucket = 0;
+  while (bucket < latency_buckets.size() && seconds > latency_buckets[bucket])
+    ++bucket;
+  fig.buckets[bucket].fetch_add(1, relaxed);
+  fig.latency_sum_ns.fetch_add(static_cast<std::uint64_t>(latency.count()),
+                               relaxed);
+}
+
+std::uint64_t http_metrics::requests(route r, int status) const noexcept {
+  return routes_[static_cast<std::size_t>(r)]
+    .by_status[status_slot(status)]
+    .load(relaxed);
+}
+
+std::string http_metrics::render(const stream_counters& counters) const {
+  std::string out;
+  out.reserve(16 * 1024);
+  append_header(out, "videostreams_http_requests_total", "counter",
+                "HTTP requests answered, by route template and status code.");
+  for (std::size_t r = 0; r < route_count; ++r) {
+    auto name = route_template(static_cast<route>(r));
+    for (std::size_t s = 0; s < status_slots; ++s) {
+      auto n = routes_[r].by_status[s].load(relaxed);
+      if (n == 0)
+        continue;
+      char code[8];
+      if (s < status_codes.size())
+        std::snprintf(code, sizeof(code), "%d", status_codes[s]);
+      else
+        std::snprintf(code, sizeof(code), "other");
+      append_format(out,
+                    "videostreams_http_requests_total{route=\"%.*s\","
+                    "code=\"%s\"} %llu\n",
+                    static_cast<int>(name.size()), name.data(), code,
+                    static_cast<unsigned long long>(n));
+    }
+  }
+  append_header(out, "videostreams_http_request_duration_seconds", "histogram",
+                "Time from routing a request to having its answer, by route.");
+  for (std::size_t r = 0; r < route_count; ++r) {
+    auto name = route_template(static_cast<route>(r));
+    std::uint64_t cumulative = 0;
+    for (std::size_t b = 0; b < bucket_slots; ++b) {
+      cumulative += routes_[r].buckets[b].load(relaxed);
+      char le[32];
+      if (b < latency_buckets.size())
+        std::snprintf(le, sizeof(le), "%g", latency_buckets[b]);
+      else
+        std::snprintf(le, sizeof(le), "+Inf");
+      append_format(out,
+                    "videostreams_http_request_duration_seconds_bucket{"
+                    "route=\"%.*s\",le=\"%s\"} %llu\n",
+                    static_cast<int>(name.size()), name.data(), le,
+                    static_cast<unsigned long long>(cumulative));
+    }
+    append_format(out,
+                  "videostreams_http_request_duration_seconds_sum{route=\"%.*s\"}"
+                  " %.9f\n",
+                  static_cast<int>(name.size()), name.data(),
+                  static_cast<double>(routes_[r].latency_sum_ns.load(relaxed))
+                    / 1e9);
+    append_format(out,
+                  "videostreams_http_request_duration_seconds_count{route="
+                  "\"%.*s\"} %llu\n",
+                  static_cast<int>(name.size()), name.data(),
+                  static_cast<unsigned long long>(cumulative));
+  }
+  append_gauge(out, "videostreams_open_streams", "gauge",
+               "Streams open on this node.", counters.open_streams);
+  append_gauge(out, "videostreams_live_user_actors", "gauge",
+               "User actors currently running.", counters.live_user_actors);
+  append_gauge(out, "videostreams_passive_user_records", "gauge",
+               "Passivated users held as a compact record.",
+               counters.passive_records);
+  append_gauge(out, "videostreams_stream_grants_total", "counter",
+               "Stream starts granted.", counters.grants);
+  append_gauge(out, "videostreams_stream_denials_total", "counter",
+               "Stream starts denied at the limit.", counters.denials);
+  append_gauge(out, "videostreams_user_activations_total", "counter",
+               "User actors started.", counters.activations);
+  append_gauge(out, "videostreams_user_passivations_total", "counter",
+               "User actors stopped after being idle.", counters.passivations);
+  return out;
+}
+
+} // namespace videostreams

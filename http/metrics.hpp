@@ -1,0 +1,52 @@
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "actors/stream_counters.hpp"
+#include "http/routes.hpp"
+
+namespace videostreams {
+
+/// Request counters by route and status code, and a latency histogram per
+/// route, updated lock-free by the HTTP workers and rendered for `/metrics`.
+class http_metrics {
+public:
+  /// Upper bounds of the latency histogram buckets, in seconds.
+  static constexpr std::array<double, 14> latency_buckets{
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+    0.025,  0.05,    0.1,    0.25,  0.5,   1.0,   2.5};
+
+  /// The status codes counted individually; any other lands in "other".
+  static constexpr std::array<int, 14> status_codes{
+    200, 201, 204, 400, 401, 403, 404, 405, 409, 413, 414, 429, 500, 503};
+
+  /// Counts one answered request.
+  void record(route r, int status, std::chrono::nanoseconds latency) noexcept;
+
+  /// Requests answered for `r` with `status` so far (tests, exposition).
+  std::uint64_t requests(route r, int status) const noexcept;
+
+  /// The Prometheus text exposition (format 0.0.4) of these metrics and of
+  /// the actors' `counters`.
+  std::string render(const stream_counters& counters) const;
+
+private:
+  static constexpr std::size_t status_slots = status_codes.size() + 1;
+  static constexpr std::size_t bucket_slots = latency_buckets.size() + 1;
+
+  static std::size_t status_slot(int status) noexcept;
+
+  struct route_figures {
+    std::array<std::atomic<std::uint64_t>, status_slots> by_status{};
+    std::array<std::atomic<std::uint64_t>, bucket_slots> buckets{};
+    std::atomic<std::uint64_t> latency_sum_ns{0};
+  };
+
+  std::array<route_figures, route_count> routes_{};
+};
+
+} // namespace videostreams

@@ -1,0 +1,81 @@
+#include "http/routes.hpp"
+
+#include <array>
+
+namespace videostreams {
+
+route_match match_route(std::string_view path) noexcept {
+  // Like Express's default (non-strict) routing, one trailing slash is
+  // ignored. Any empty segment ("//", or a missing id) matches nothing.
+  if (path.size() > 1 && path.back() == '/')
+    path.remove_suffix(1);
+  if (path.size() < 2 || path.front() != '/')
+    return {};
+  std::array<std::string_view, 3> seg;
+  std::size_t n = 0;
+  for (auto rest = path.substr(1);;) {
+    if (n == seg.size())
+      return {}; // more segments than any route has
+    auto slash = rest.find('/');
+    seg[n] = rest.substr(0, slash);
+    if (seg[n].empty())
+      return {};
+    ++n;
+    if (slash == std::string_view::npos)
+      break;
+    rest.remove_prefix(slash + 1);
+  }
+  if (n == 1) {
+    if (seg[0] == "api")
+      return {route::api_index, {}};
+    if (seg[0] == "healthz")
+      return {route::healthz, {}};
+    if (seg[0] == "readyz")
+      return {route::readyz, {}};
+    if (seg[0] == "metrics")
+      return {route::metrics, {}};
+    return {};
+  }
+  if (n == 3 && seg[0] == "api") {
+    if (seg[1] == "startstream")
+      return {route::startstream, seg[2]};
+    if (seg[1] == "endstream")
+      return {route::endstream, seg[2]};
+  }
+  return {};
+}
+
+std::string_view route_template(route r) noexcept {
+  switch (r) {
+    case route::api_index:
+      return "/api";
+    case route::startstream:
+      return "/api/startstream/:user_id";
+    case route::endstream:
+      return "/api/endstream/:user_id";
+    case route::healthz:
+      return "/healthz";
+    case route::readyz:
+      return "/readyz";
+    case route::metrics:
+      return "/metrics";
+    case route::unmatched:
+      break;
+  }
+  return "unmatched";
+}
+
+std::string_view allowed_methods(route r) noexcept {
+  switch (r) {
+    case route::startstream:
+    case route::endstream:
+      // HEAD would run a GET that changes state; only GET may.
+      return "GET, OPTIONS";
+    case route::unmatched:
+      return "";
+    default:
+      return "GET, HEAD, OPTIONS";
+  }
+}
+
+} // namespace videostreams

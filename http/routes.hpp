@@ -1,0 +1,41 @@
+#pragma once
+
+#include <cstddef>
+#include <string_view>
+
+namespace videostreams {
+
+/// Every route the service knows, plus `unmatched` for any other path.
+enum class route : unsigned char {
+  api_index,   ///< GET /api
+  startstream, ///< GET /api/startstream/:user_id
+  endstream,   ///< GET /api/endstream/:user_id
+  healthz,     ///< GET /healthz
+  readyz,      ///< GET /readyz
+  metrics,     ///< GET /metrics
+  unmatched,   ///< any other path
+};
+
+/// Number of `route` values, `unmatched` included.
+constexpr std::size_t route_count = static_cast<std::size_t>(route::unmatched)
+                                    + 1;
+
+/// A path resolved to its route and its `:user_id` segment (still text,
+/// validated by the handler so that a bad id is a 400, not a 404).
+struct route_match {
+  route which = route::unmatched;
+  std::string_view user_id;
+};
+
+/// Resolves a request path (without query string). Segments match exactly
+/// (case-sensitive); one trailing slash is ignored; a missing id, an empty
+/// segment or an extra segment is `unmatched`.
+route_match match_route(std::string_view path) noexcept;
+
+/// The route as its template, e.g. "/api/startstream/:user_id" (for metrics).
+std::string_view route_template(route r) noexcept;
+
+/// The methods a route answers, as an `Allow` header value.
+std::string_view allowed_methods(route r) noexcept;
+
+} // namespace videostreams

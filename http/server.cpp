@@ -1,0 +1,89 @@
+#include "http/server.hpp"
+
+#include <httplib.h>
+
+namespace videostreams {
+
+namespace {
+
+void write_response(const api_response& x, httplib::Response& res) {
+  res.status = x.status;
+  for (auto& [name, value] : x.headers)
+    res.set_header(std::string{name}, value);
+  if (!x.body.empty())
+    res.set_content(x.body, std::string{x.content_type});
+}
+
+/// cpp-httplib reads a request body only after pre-routing; requests that
+/// carry one go through the regular (post-body) handlers instead. Without
+/// Content-Length or Transfer-Encoding an HTTP/1.1 request has no body.
+bool has_body(const httplib::Request& req) {
+  return req.has_header("Transfer-Encoding")
+         || (req.has_header("Content-Length")
+             && req.get_header_value("Content-Length") != "0");
+}
+
+} // namespace
+
+http_server::http_server(api& handler, http_server_settings settings)
+  : api_(handler),
+    settings_(std::move(settings)),
+    server_(std::make_unique<httplib::Server>()) {
+  auto& svr = *server_;
+  svr.set_tcp_nodelay(true);
+  auto threads = settings_.threads;
+  svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  svr.set_keep_alive_max_count(settings_.keep_alive_max_requests);
+  svr.set_keep_alive_timeout(settings_.keep_alive_timeout_seconds);
+  svr.set_payload_max_length(settings_.max_body_bytes);
+  svr.set_default_headers({{"Access-Control-Allow-Origin", "*"}});
+  auto serve = [this](const httplib::Request& req, httplib::Response& res) {
+    write_response(api_.handle(api_request{req.method, req.path, req.body}),
+                   res);
+  };
+  // Requests without a body (the hot path) are answered before cpp-httplib's
+  // regex routing; that also lets every method reach the API's 404/405.
+  svr.set_pre_routing_handler(
+    [serve](const httplib::Request& req, httplib::Response& res) {
+      if (has_body(req))
+        return httplib::Server::HandlerResponse::Unhandled;
+      serve(req, res);
+      return httplib::Server::HandlerResponse::Handled;
+    });
+  svr.Get(".*", serve);
+  svr.Post(".*", serve);
+  svr.Put(".*", serve);
+  svr.Patch(".*", serve);
+  svr.Delete(".*", serve);
+  svr.Options(".*", serve);
+  // Errors that cpp-httplib raises itself (malformed request, 413, 414...)
+  // get the same JSON bodies as the API's own.
+  svr.set_error_handler(httplib::Server::HandlerWithResponse{
+    [](const httplib::Request&, httplib::Response& res) {
+      if (!res.body.empty())
+        return httplib::Server::HandlerResponse::Unhandled;
+      res.set_content(api::error_body(res.status),
+                      "application/json; charset=utf-8");
+      return httplib::Server::HandlerResponse::Handled;
+    }});
+}
+
+http_server::~http_server() = default;
+
+int http_server::bind() {
+  if (settings_.port == 0)
+    return server_->bind_to_any_port(settings_.bind_address);
+  return server_->bind_to_port(settings_.bind_address, settings_.port)
+           ? settings_.port
+           : -1;
+}
+
+void http_server::run() {
+  server_->listen_after_bind();
+}
+
+void http_server::stop() {
+  server_->stop();
+}
+
+} // namespace videostreams
