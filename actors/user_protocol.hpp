@@ -6,7 +6,9 @@
 // `inspect`) and registered by `register_message_types`, because the cluster
 // forwards the same commands between nodes.
 
+#include <atomic>
 #include <chrono>
+#include <thread>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -67,18 +69,32 @@ public:
   void fulfill(const user_reply& x) {
     {
       std::lock_guard<std::mutex> guard{mtx_};
-      if (ready_)
+      if (ready_.load(std::memory_order_relaxed))
         return;
       value_ = x;
-      ready_ = true;
+      ready_.store(true, std::memory_order_release);
+      if (!sleeping_)
+        return;
     }
     cv_.notify_one();
   }
 
   /// Waits until fulfilled or `timeout` passed; true when fulfilled.
   bool wait_for(std::chrono::nanoseconds timeout) {
+    // The actor usually answers within microseconds. Yielding a few times
+    // first lets the actor thread run and spares the futex sleep and wake-up
+    // (measured: +15-25% throughput, bench/README.md); a longer spin only
+    // burns the CPU that the actor thread needs.
+    for (int i = 0; i < yields_before_sleep; ++i) {
+      if (ready_.load(std::memory_order_acquire))
+        return true;
+      std::this_thread::yield();
+    }
     std::unique_lock<std::mutex> guard{mtx_};
-    return cv_.wait_for(guard, timeout, [this] { return ready_; });
+    sleeping_ = true;
+    return cv_.wait_for(guard, timeout, [this] {
+      return ready_.load(std::memory_order_relaxed);
+    });
   }
 
   /// The answer; valid after `wait_for` returned true.
@@ -87,9 +103,12 @@ public:
   }
 
 private:
+  static constexpr int yields_before_sleep = 10;
+
   std::mutex mtx_;
   std::condition_variable cv_;
-  bool ready_ = false;
+  std::atomic<bool> ready_{false};
+  bool sleeping_ = false;
   user_reply value_;
 };
 

@@ -23,6 +23,13 @@ public:
     register_message_types(*this);
     set("scheduler.max-threads", static_cast<size_t>(opts.actor_threads));
     set("logger.verbosity", caf::atom("quiet"));
+    // Scheduler polling, measured with bench/run on 2 cores: a worker that
+    // spins long before sleeping takes CPU from the HTTP threads, and CAF's
+    // "moderate" phase (sleeping 50 us between polls) delays every message
+    // that arrives meanwhile. Poll briefly, then sleep on the condition
+    // variable that an enqueue signals.
+    set("work-stealing.aggressive-poll-attempts", size_t{20});
+    set("work-stealing.moderate-poll-attempts", size_t{0});
   }
 };
 

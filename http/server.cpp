@@ -1,5 +1,7 @@
 #include "http/server.hpp"
 
+#include <sys/socket.h>
+
 #include <httplib.h>
 
 namespace videostreams {
@@ -31,6 +33,14 @@ http_server::http_server(api& handler, http_server_settings settings)
     server_(std::make_unique<httplib::Server>()) {
   auto& svr = *server_;
   svr.set_tcp_nodelay(true);
+  // cpp-httplib sets SO_REUSEPORT by default, which lets a second process
+  // bind the same port and silently take half the connections. Reuse the
+  // address (restart while old sockets linger in TIME_WAIT) but not the port.
+  svr.set_socket_options([this](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    listen_socket_ = sock;
+  });
   auto threads = settings_.threads;
   svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   svr.set_keep_alive_max_count(settings_.keep_alive_max_requests);
@@ -71,11 +81,17 @@ http_server::http_server(api& handler, http_server_settings settings)
 http_server::~http_server() = default;
 
 int http_server::bind() {
-  if (settings_.port == 0)
-    return server_->bind_to_any_port(settings_.bind_address);
-  return server_->bind_to_port(settings_.bind_address, settings_.port)
-           ? settings_.port
-           : -1;
+  int port = settings_.port;
+  if (port == 0)
+    port = server_->bind_to_any_port(settings_.bind_address);
+  else if (!server_->bind_to_port(settings_.bind_address, port))
+    port = -1;
+  // cpp-httplib listens with a backlog of 5, which drops the SYNs of a burst
+  // of new connections (clients then retry after a second). Listening again
+  // on the bound socket raises the backlog.
+  if (port > 0 && listen_socket_ >= 0)
+    ::listen(listen_socket_, SOMAXCONN);
+  return port;
 }
 
 void http_server::run() {

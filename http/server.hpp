@@ -48,6 +48,8 @@ private:
   api& api_;
   http_server_settings settings_;
   std::unique_ptr<httplib::Server> server_;
+  /// The listening socket, captured when cpp-httplib creates it.
+  int listen_socket_ = -1;
 };
 
 } // namespace videostreams

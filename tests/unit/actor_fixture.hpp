@@ -1,0 +1,81 @@
+#pragma once
+
+// A deterministic actor system for unit tests: CAF's test coordinator runs
+// every message on the test's own thread, and time only moves when the test
+// advances it.
+
+#include <chrono>
+#include <memory>
+
+#include "caf/actor_system.hpp"
+#include "caf/actor_system_config.hpp"
+#include "caf/atom.hpp"
+#include "caf/scheduler/test_coordinator.hpp"
+#include "caf/send.hpp"
+
+#include "actors/message_types.hpp"
+#include "actors/shard_actor.hpp"
+#include "actors/stream_counters.hpp"
+
+namespace videostreams::testing {
+
+struct deterministic_config : caf::actor_system_config {
+  deterministic_config() {
+    register_message_types(*this);
+    set("scheduler.policy", caf::atom("testing"));
+    set("logger.verbosity", caf::atom("quiet"));
+  }
+};
+
+/// One shard with its counters, on the test coordinator.
+struct shard_fixture {
+  static constexpr std::chrono::milliseconds passivate_after{1000};
+
+  explicit shard_fixture(std::uint32_t limit = 3)
+    : sys(cfg),
+      sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())) {
+    auto users = std::make_shared<user_settings>();
+    users->default_limit = limit;
+    users->counters = &counters;
+    shard = spawn_shard_actor(sys, shard_settings{users, passivate_after});
+    sched.run();
+  }
+
+  ~shard_fixture() {
+    caf::anon_send_exit(shard, caf::exit_reason::user_shutdown);
+    sched.run();
+  }
+
+  /// Sends `op` for `user` to the shard without running anything.
+  std::shared_ptr<reply_slot> post(user_op op, std::uint64_t user) {
+    auto slot = std::make_shared<reply_slot>();
+    caf::anon_send(shard, local_call{user_command{op, user}, slot});
+    return slot;
+  }
+
+  /// Sends `op` for `user`, runs every pending message, returns the reply.
+  user_reply call(user_op op, std::uint64_t user) {
+    auto slot = post(op, user);
+    sched.run();
+    REQUIRE(slot->wait_for(std::chrono::nanoseconds{0}));
+    return slot->value();
+  }
+
+  /// Moves the clock by `d` in steps of the shard's tick, running everything
+  /// that becomes due.
+  void idle_for(std::chrono::milliseconds d) {
+    auto step = passivate_after / 4;
+    for (auto t = std::chrono::milliseconds{0}; t < d; t += step) {
+      sched.advance_time(step);
+      sched.run();
+    }
+  }
+
+  stream_counters counters;
+  deterministic_config cfg;
+  caf::actor_system sys;
+  caf::scheduler::test_coordinator& sched;
+  shard_actor shard;
+};
+
+} // namespace videostreams::testing

@@ -1,0 +1,105 @@
+#include "app/options.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <map>
+
+using namespace videostreams;
+
+namespace {
+
+struct fake_env {
+  std::map<std::string, std::string> vars;
+  const char* operator()(const char* name) const {
+    auto i = vars.find(name);
+    return i == vars.end() ? nullptr : i->second.c_str();
+  }
+};
+
+parsed_options parse_ok(std::vector<std::string> args, fake_env env = {}) {
+  auto result = parse_options(args, env);
+  if (auto err = std::get_if<std::string>(&result))
+    FAIL("unexpected error: " << *err);
+  return std::get<parsed_options>(result);
+}
+
+std::string parse_error(std::vector<std::string> args, fake_env env = {}) {
+  auto result = parse_options(args, env);
+  REQUIRE(std::holds_alternative<std::string>(result));
+  return std::get<std::string>(result);
+}
+
+} // namespace
+
+TEST_CASE("defaults hold without arguments", "[unit]") {
+  auto p = parse_ok({});
+  CHECK(p.values.port == 8080);
+  CHECK(p.values.max_streams == 3);
+  CHECK(p.values.shards == 128);
+  CHECK(p.values.passivate_after == std::chrono::seconds{30});
+  CHECK(p.values.request_timeout == std::chrono::seconds{2});
+  CHECK(p.changed.empty());
+  CHECK_FALSE(p.help);
+}
+
+TEST_CASE("flags set options and are reported as changed", "[unit]") {
+  auto p = parse_ok({"--port=9000", "--max-streams=5",
+                     "--passivate-after=250ms", "--request-timeout=1m"});
+  CHECK(p.values.port == 9000);
+  CHECK(p.values.max_streams == 5);
+  CHECK(p.values.passivate_after == std::chrono::milliseconds{250});
+  CHECK(p.values.request_timeout == std::chrono::minutes{1});
+  CHECK(p.changed
+        == std::vector<std::string>{"--port=9000", "--max-streams=5",
+                                    "--passivate-after=250ms",
+                                    "--request-timeout=1m"});
+}
+
+TEST_CASE("a value equal to the default is not reported as changed",
+          "[unit]") {
+  CHECK(parse_ok({"--request-timeout=2000ms"}).changed.empty());
+}
+
+TEST_CASE("environment variables set options; flags win", "[unit]") {
+  fake_env env{{{"VIDEOSTREAMS_MAX_STREAMS", "7"},
+                {"VIDEOSTREAMS_PORT", "9100"},
+                {"VIDEOSTREAMS_PASSIVATE_AFTER", "5"}}};
+  auto p = parse_ok({"--port=9200"}, env);
+  CHECK(p.values.max_streams == 7);
+  CHECK(p.values.port == 9200);
+  CHECK(p.values.passivate_after == std::chrono::seconds{5});
+}
+
+TEST_CASE("bad options are rejected with a message naming them", "[unit]") {
+  CHECK_THAT(parse_error({"--nope=1"}), Catch::Contains("--nope"));
+  CHECK_THAT(parse_error({"--port=abc"}), Catch::Contains("--port"));
+  CHECK_THAT(parse_error({"--port=65536"}), Catch::Contains("--port"));
+  CHECK_THAT(parse_error({"--port"}), Catch::Contains("needs a value"));
+  CHECK_THAT(parse_error({"--max-streams=-1"}),
+             Catch::Contains("--max-streams"));
+  CHECK_THAT(parse_error({"--max-streams=1001"}),
+             Catch::Contains("--max-streams"));
+  CHECK_THAT(parse_error({"--shards=0"}), Catch::Contains("--shards"));
+  CHECK_THAT(parse_error({"--passivate-after=soon"}),
+             Catch::Contains("--passivate-after"));
+  CHECK_THAT(parse_error({"--request-timeout=0ms"}),
+             Catch::Contains("--request-timeout"));
+  CHECK_THAT(parse_error({"positional"}), Catch::Contains("positional"));
+  fake_env env{{{"VIDEOSTREAMS_SHARDS", "many"}}};
+  CHECK_THAT(parse_error({}, env), Catch::Contains("VIDEOSTREAMS_SHARDS"));
+}
+
+TEST_CASE("--help lists every option with its variable and default",
+          "[unit]") {
+  CHECK(parse_ok({"--help"}).help);
+  auto text = help_text();
+  for (auto name : {"port", "bind", "max-streams", "shards",
+                    "passivate-after", "request-timeout", "http-threads",
+                    "actor-threads", "keep-alive-timeout",
+                    "keep-alive-max-requests"}) {
+    INFO(name);
+    CHECK_THAT(text, Catch::Contains(std::string{"--"} + name + "="));
+  }
+  CHECK_THAT(text, Catch::Contains("VIDEOSTREAMS_MAX_STREAMS"));
+  CHECK_THAT(text, Catch::Contains("--max-streams=3"));
+}
