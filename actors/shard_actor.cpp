@@ -1,5 +1,8 @@
 #include "actors/shard_actor.hpp"
 
+#include <algorithm>
+#include <functional>
+#include <queue>
 #include <unordered_map>
 #include <vector>
 
@@ -13,10 +16,16 @@ namespace videostreams {
 
 namespace {
 
-// A user actor is passivated after `passivate_after`, measured in ticks of
-// a quarter of that period: an idle user stops between 1 and 1.25 periods
-// after its last command, and the shard needs no clock read per message.
-constexpr std::uint32_t ticks_per_period = 4;
+// The shard's clock is a tick of at most a quarter of `passivate_after` and
+// at most `max_tick`. A user actor is passivated after `idle_ticks` ticks
+// without a command (between 1 and 1.25 periods), so the shard needs no clock
+// read per message; passivated users' leases are swept at every tick, so an
+// unrenewed lease is gone within `max_tick` of its deadline.
+constexpr auto max_tick = std::chrono::milliseconds{500};
+
+std::chrono::milliseconds tick_interval_for(std::chrono::milliseconds p) {
+  return std::max(std::chrono::milliseconds{1}, std::min(p / 4, max_tick));
+}
 
 /// A command held while its user's actor is being passivated; answered
 /// either through a slot (local caller) or a response promise (request).
@@ -34,11 +43,27 @@ struct live_user {
   std::vector<held_command> held;
 };
 
+/// A passivated user whose earliest lease ends at `deadline`.
+struct lease_deadline {
+  std::int64_t deadline;
+  std::uint64_t user;
+  bool operator>(const lease_deadline& other) const noexcept {
+    return deadline > other.deadline;
+  }
+};
+
 struct shard_state {
   shard_settings settings;
+  std::chrono::milliseconds tick_interval{1};
+  std::uint32_t idle_ticks = 4;
   std::uint32_t tick = 0;
   std::unordered_map<std::uint64_t, live_user> live;
   std::unordered_map<std::uint64_t, user_streams> passive;
+  /// Earliest lease deadline of each passivated user with leases; entries
+  /// go stale when a user is re-activated and are skipped then.
+  std::priority_queue<lease_deadline, std::vector<lease_deadline>,
+                      std::greater<>>
+    passive_deadlines;
   static inline const char* name = "shard_actor";
 };
 
@@ -83,7 +108,10 @@ void on_passivated(shard_pointer self, std::uint64_t user,
     return; // cannot happen: only this shard removes entries
   auto held = std::move(i->second.held);
   st.live.erase(i);
+  expire_leases(record, *st.settings.users, st.settings.users->clock->now());
   if (!record.empty()) {
+    if (auto next = record.next_expiry(); next != 0)
+      st.passive_deadlines.push({next, user});
     st.passive.emplace(user, std::move(record));
     counters_of(self).passive_records.fetch_add(1, std::memory_order_relaxed);
   }
@@ -96,10 +124,34 @@ void on_passivated(shard_pointer self, std::uint64_t user,
     forward(self, entry, std::move(x));
 }
 
+/// Closes the expired leases of passivated users; a record left with
+/// nothing in it is dropped.
+void sweep_passive_leases(shard_pointer self) {
+  auto& st = self->state;
+  auto now = st.settings.users->clock->now();
+  auto& due = st.passive_deadlines;
+  while (!due.empty() && due.top().deadline <= now.mono_ns) {
+    auto user = due.top().user;
+    due.pop();
+    auto i = st.passive.find(user);
+    if (i == st.passive.end())
+      continue; // re-activated since: its actor sweeps its own leases
+    auto& record = i->second;
+    expire_leases(record, *st.settings.users, now);
+    if (record.empty()) {
+      st.passive.erase(i);
+      counters_of(self).passive_records.fetch_sub(1,
+                                                  std::memory_order_relaxed);
+    } else if (auto next = record.next_expiry(); next > now.mono_ns) {
+      due.push({next, user});
+    }
+  }
+}
+
 void passivate_idle_users(shard_pointer self) {
   auto& st = self->state;
   for (auto& [user, entry] : st.live) {
-    if (entry.stopping || st.tick - entry.last_tick <= ticks_per_period)
+    if (entry.stopping || st.tick - entry.last_tick <= st.idle_ticks)
       continue;
     entry.stopping = true;
     auto id = user;
@@ -121,16 +173,21 @@ void passivate_idle_users(shard_pointer self) {
 
 shard_actor::behavior_type shard_impl(shard_pointer self,
                                       shard_settings settings) {
-  self->state.settings = std::move(settings);
-  auto tick_interval = self->state.settings.passivate_after / ticks_per_period;
-  if (tick_interval < std::chrono::milliseconds{1})
-    tick_interval = std::chrono::milliseconds{1};
-  self->delayed_send(self, tick_interval, tick_atom::value);
+  auto& st = self->state;
+  st.settings = std::move(settings);
+  st.tick_interval = tick_interval_for(st.settings.passivate_after);
+  st.idle_ticks = static_cast<std::uint32_t>(
+    (st.settings.passivate_after + st.tick_interval
+     - std::chrono::milliseconds{1})
+    / st.tick_interval);
+  self->delayed_send(self, st.tick_interval, tick_atom::value);
   // User actors are not linked to their shard (a million links would cost
-  // more than the actors); a stopping shard stops them itself.
-  self->attach_functor([self] {
+  // more than the actors); a shard told to exit stops them first. (Not in an
+  // attached functor: those run after the state is gone.)
+  self->set_exit_handler([self](caf::exit_msg& msg) {
     for (auto& [user, entry] : self->state.live)
-      caf::anon_send_exit(entry.actor, caf::exit_reason::user_shutdown);
+      self->send_exit(entry.actor, msg.reason);
+    self->quit(std::move(msg.reason));
   });
   auto dispatch = [self](held_command&& x) {
     auto& entry = activate(self, x.cmd.user);
@@ -148,10 +205,11 @@ shard_actor::behavior_type shard_impl(shard_pointer self,
     [dispatch](local_call& call) {
       dispatch(held_command{call.cmd, std::move(call.slot), {}});
     },
-    [self, tick_interval](tick_atom) {
+    [self](tick_atom) {
       ++self->state.tick;
+      sweep_passive_leases(self);
       passivate_idle_users(self);
-      self->delayed_send(self, tick_interval, tick_atom::value);
+      self->delayed_send(self, self->state.tick_interval, tick_atom::value);
     },
     [self](stats_atom) -> shard_stats {
       return shard_stats{self->state.live.size(), self->state.passive.size()};

@@ -19,6 +19,8 @@ struct stream_counters {
   std::atomic<std::uint64_t> grants{0};
   /// Starts refused because the user was at the limit (counter).
   std::atomic<std::uint64_t> denials{0};
+  /// Leases that expired without being renewed or closed (counter).
+  std::atomic<std::uint64_t> expirations{0};
   /// User actors stopped for being idle (counter).
   std::atomic<std::uint64_t> passivations{0};
   /// User actors started, for a new user or from a compact record (counter).

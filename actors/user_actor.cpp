@@ -10,42 +10,51 @@ namespace videostreams {
 
 namespace {
 
+constexpr auto relaxed = std::memory_order_relaxed;
+
+session_view view_of(const stream_session& s, const clock_reading& now) {
+  return {s.id, s.started_at_ms,
+          s.expires_at_ns == 0 ? 0 : now.wall_ms_at(s.expires_at_ns)};
+}
+
+std::vector<session_view> views_of(const user_streams& streams,
+                                   const clock_reading& now) {
+  std::vector<session_view> result;
+  result.reserve(streams.count());
+  for (auto& s : streams.sessions())
+    result.push_back(view_of(s, now));
+  return result;
+}
+
 struct user_actor_state {
   std::uint64_t user = 0;
   user_streams streams;
   std::shared_ptr<const user_settings> settings;
+  /// Deadline for which an `expire` message is on its way; 0 = none.
+  std::int64_t timer_deadline = 0;
   static inline const char* name = "user_actor";
 };
 
 using user_pointer = user_actor::stateful_pointer<user_actor_state>;
 
-std::int64_t wall_now_ms() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch())
-    .count();
+/// Makes sure an `expire` message arrives by the earliest lease deadline.
+void arm_expiry_timer(user_pointer self, const clock_reading& now) {
+  auto& st = self->state;
+  auto next = st.streams.next_expiry();
+  if (next == 0 || (st.timer_deadline != 0 && st.timer_deadline <= next))
+    return;
+  st.timer_deadline = next;
+  auto delay = std::chrono::nanoseconds{std::max<std::int64_t>(
+    next - now.mono_ns, 0)};
+  self->delayed_send(self, delay, expire_atom::value);
 }
 
-user_reply decide(user_actor_state& st, const user_command& cmd) {
-  auto& counters = *st.settings->counters;
-  auto limit = st.settings->default_limit;
-  auto outcome = stream_outcome::denied;
-  switch (cmd.op) {
-    case user_op::start_legacy:
-      outcome = st.streams.start_legacy(limit, wall_now_ms());
-      if (outcome == stream_outcome::granted) {
-        counters.grants.fetch_add(1, std::memory_order_relaxed);
-        counters.open_streams.fetch_add(1, std::memory_order_relaxed);
-      } else {
-        counters.denials.fetch_add(1, std::memory_order_relaxed);
-      }
-      break;
-    case user_op::end_legacy:
-      outcome = st.streams.end_legacy();
-      if (outcome == stream_outcome::closed)
-        counters.open_streams.fetch_sub(1, std::memory_order_relaxed);
-      break;
-  }
-  return user_reply{outcome, st.streams.count(), limit};
+user_reply run(user_pointer self, const user_command& cmd) {
+  auto& st = self->state;
+  auto now = st.settings->clock->now();
+  auto reply = decide(st.streams, cmd, *st.settings, now);
+  arm_expiry_timer(self, now);
+  return reply;
 }
 
 user_actor::behavior_type user_actor_impl(
@@ -55,28 +64,102 @@ user_actor::behavior_type user_actor_impl(
   self->state.streams = std::move(record);
   self->state.settings = std::move(settings);
   auto* counters = self->state.settings->counters;
-  counters->live_user_actors.fetch_add(1, std::memory_order_relaxed);
-  counters->activations.fetch_add(1, std::memory_order_relaxed);
+  counters->live_user_actors.fetch_add(1, relaxed);
+  counters->activations.fetch_add(1, relaxed);
   self->attach_functor([counters] {
-    counters->live_user_actors.fetch_sub(1, std::memory_order_relaxed);
+    counters->live_user_actors.fetch_sub(1, relaxed);
   });
+  arm_expiry_timer(self, self->state.settings->clock->now());
   return {
-    [self](user_command& cmd) -> user_reply {
-      return decide(self->state, cmd);
-    },
-    [self](local_call& call) {
-      call.slot->fulfill(decide(self->state, call.cmd));
-    },
+    [self](user_command& cmd) -> user_reply { return run(self, cmd); },
+    [self](local_call& call) { call.slot->fulfill(run(self, call.cmd)); },
     [self](passivate_atom) -> user_streams {
-      self->state.settings->counters->passivations.fetch_add(
-        1, std::memory_order_relaxed);
+      self->state.settings->counters->passivations.fetch_add(1, relaxed);
       self->quit();
       return std::move(self->state.streams);
+    },
+    [self](expire_atom) {
+      auto& st = self->state;
+      auto now = st.settings->clock->now();
+      st.timer_deadline = 0;
+      expire_leases(st.streams, *st.settings, now);
+      arm_expiry_timer(self, now);
     },
   };
 }
 
 } // namespace
+
+void expire_leases(user_streams& streams, const user_settings& settings,
+                   const clock_reading& now) {
+  if (auto n = streams.expire(now.mono_ns); n > 0) {
+    settings.counters->open_streams.fetch_sub(static_cast<std::int64_t>(n),
+                                              relaxed);
+    settings.counters->expirations.fetch_add(n, relaxed);
+  }
+}
+
+user_reply decide(user_streams& streams, const user_command& cmd,
+                  const user_settings& settings, const clock_reading& now) {
+  auto& counters = *settings.counters;
+  expire_leases(streams, settings, now);
+  auto limit = streams.limit(settings.default_limit);
+  user_reply reply;
+  auto count_start = [&](stream_outcome x) {
+    if (x == stream_outcome::granted) {
+      counters.grants.fetch_add(1, relaxed);
+      counters.open_streams.fetch_add(1, relaxed);
+    } else if (x == stream_outcome::denied) {
+      counters.denials.fetch_add(1, relaxed);
+    }
+    return x;
+  };
+  auto count_close = [&](stream_outcome x) {
+    if (x == stream_outcome::closed)
+      counters.open_streams.fetch_sub(1, relaxed);
+    return x;
+  };
+  switch (cmd.op) {
+    case user_op::start_legacy:
+      reply.outcome = count_start(
+        streams.start_legacy(limit, settings.legacy_ttl_seconds, now));
+      break;
+    case user_op::end_legacy:
+      reply.outcome = count_close(streams.end_legacy(now));
+      break;
+    case user_op::open_session: {
+      auto ttl = cmd.ttl_seconds;
+      auto existing = streams.find(cmd.session_id) != nullptr;
+      if (ttl == 0 && !existing)
+        ttl = settings.default_ttl_seconds;
+      reply.outcome = count_start(streams.open(cmd.session_id, ttl, limit, now));
+      if (reply.outcome == stream_outcome::denied)
+        reply.sessions = views_of(streams, now);
+      break;
+    }
+    case user_op::heartbeat:
+      reply.outcome = streams.heartbeat(cmd.session_id, now);
+      break;
+    case user_op::close_session:
+      reply.outcome = count_close(streams.close(cmd.session_id, now));
+      break;
+    case user_op::list_sessions:
+      reply.outcome = stream_outcome::listed;
+      reply.sessions = views_of(streams, now);
+      break;
+    case user_op::set_limit:
+      reply.outcome = streams.set_limit(cmd.max_streams);
+      break;
+    case user_op::clear_limit:
+      reply.outcome = streams.set_limit(std::nullopt);
+      break;
+  }
+  if (auto s = streams.find(cmd.session_id))
+    reply.session = view_of(*s, now);
+  reply.stream_count = streams.count();
+  reply.max_streams = streams.limit(settings.default_limit);
+  return reply;
+}
 
 user_actor spawn_user_actor(caf::actor_system& sys, std::uint64_t user,
                             user_streams record,

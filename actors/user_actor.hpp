@@ -5,23 +5,42 @@
 
 #include "caf/fwd.hpp"
 
+#include "actors/clock.hpp"
 #include "actors/stream_counters.hpp"
 #include "actors/user_protocol.hpp"
 #include "actors/user_streams.hpp"
 
 namespace videostreams {
 
-/// What every user actor of a node shares: the limit and the counters.
+/// What every user actor of a node shares: limits, lease lengths, the clock
+/// and the counters.
 struct user_settings {
   /// The stream limit of a user without a limit of its own.
   std::uint32_t default_limit = 3;
+  /// Lease of a v2 session opened without `ttlSeconds`.
+  std::uint32_t default_ttl_seconds = 60;
+  /// Lease of a stream opened by `startstream`; 0 = never expires.
+  std::uint32_t legacy_ttl_seconds = 0;
+  /// Where the actors read the time; never null.
+  std::shared_ptr<const time_source> clock
+    = std::make_shared<system_time_source>();
   /// Where grants, denials and open streams are counted; never null.
   stream_counters* counters = nullptr;
 };
 
+/// Applies `cmd` to `streams` at time `now`: the one place where a command
+/// becomes a decision. Expired leases are dropped first (and counted).
+user_reply decide(user_streams& streams, const user_command& cmd,
+                  const user_settings& settings, const clock_reading& now);
+
+/// Drops the leases of `streams` that expired by `now` and counts them.
+void expire_leases(user_streams& streams, const user_settings& settings,
+                   const clock_reading& now);
+
 /// Starts the actor of `user`, continuing from `record` (empty for a user
 /// with no open streams). The actor makes every decision about its user, one
-/// message at a time, so concurrent requests can never both take the last slot.
+/// message at a time, so concurrent requests can never both take the last
+/// slot; it also closes its expired leases without waiting for a request.
 user_actor spawn_user_actor(caf::actor_system& sys, std::uint64_t user,
                             user_streams record,
                             std::shared_ptr<const user_settings> settings);

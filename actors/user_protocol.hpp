@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "caf/allowed_unsafe_message_type.hpp"
 #include "caf/atom.hpp"
@@ -27,8 +28,14 @@ namespace videostreams {
 
 /// What a request asks of a user's actor.
 enum class user_op : std::uint8_t {
-  start_legacy, ///< `GET /api/startstream/:user_id`
-  end_legacy,   ///< `GET /api/endstream/:user_id`
+  start_legacy,  ///< `GET /api/startstream/:user_id`
+  end_legacy,    ///< `GET /api/endstream/:user_id`
+  open_session,  ///< `POST /api/v2/users/:user_id/streams`
+  heartbeat,     ///< `PUT /api/v2/users/:user_id/streams/:session_id`
+  close_session, ///< `DELETE /api/v2/users/:user_id/streams/:session_id`
+  list_sessions, ///< `GET /api/v2/users/:user_id/streams`
+  set_limit,     ///< `PUT /api/v2/users/:user_id/limit`
+  clear_limit,   ///< `DELETE /api/v2/users/:user_id/limit`
 };
 
 /// Renders an operation for logs and test output.
@@ -38,11 +45,33 @@ std::string to_string(user_op x);
 struct user_command {
   user_op op = user_op::start_legacy;
   std::uint64_t user = 0;
+  /// The session (open, heartbeat, close); empty otherwise.
+  std::string session_id;
+  /// Lease length for `open_session`; 0 = the configured default.
+  std::uint32_t ttl_seconds = 0;
+  /// The new limit for `set_limit`.
+  std::uint32_t max_streams = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, user_command& x) {
-  return f(caf::meta::type_name("user_command"), x.op, x.user);
+  return f(caf::meta::type_name("user_command"), x.op, x.user, x.session_id,
+           x.ttl_seconds, x.max_streams);
+}
+
+/// A session as clients see it, with wall-clock times.
+struct session_view {
+  /// Empty for a stream opened by `startstream` (shown as null).
+  std::string id;
+  std::int64_t started_at_ms = 0;
+  /// Wall-clock expiry in ms since the epoch; 0 when it never expires.
+  std::int64_t expires_at_ms = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, session_view& x) {
+  return f(caf::meta::type_name("session_view"), x.id, x.started_at_ms,
+           x.expires_at_ms);
 }
 
 /// The answer of a user actor to a `user_command`.
@@ -50,14 +79,19 @@ struct user_reply {
   stream_outcome outcome = stream_outcome::denied;
   /// Open streams after the decision.
   std::uint32_t stream_count = 0;
-  /// The limit the decision was made against.
+  /// The limit that applies to the user.
   std::uint32_t max_streams = 0;
+  /// The session the command was about (open, heartbeat), if any.
+  session_view session;
+  /// All open sessions, oldest first: for `list_sessions`, and for an
+  /// `open_session` denied at the limit.
+  std::vector<session_view> sessions;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, user_reply& x) {
   return f(caf::meta::type_name("user_reply"), x.outcome, x.stream_count,
-           x.max_streams);
+           x.max_streams, x.session, x.sessions);
 }
 
 /// A one-shot rendezvous between an HTTP thread and an actor: the thread
@@ -123,13 +157,18 @@ struct local_call {
 /// Asks a user actor to stop and hand its state to the shard.
 using passivate_atom = caf::atom_constant<caf::atom("passivate")>;
 
+/// Tells a user actor that one of its leases may have expired; sent by the
+/// actor to itself.
+using expire_atom = caf::atom_constant<caf::atom("expire")>;
+
 /// The typed interface of a user actor. It answers commands about its user,
 /// either as a request (`user_command`) or through a slot (`local_call`), and
 /// on `passivate` replies with its whole state and stops.
 using user_actor = caf::typed_actor<
   caf::replies_to<user_command>::with<user_reply>,
   caf::reacts_to<local_call>,
-  caf::replies_to<passivate_atom>::with<user_streams>>;
+  caf::replies_to<passivate_atom>::with<user_streams>,
+  caf::reacts_to<expire_atom>>;
 
 } // namespace videostreams
 

@@ -1,32 +1,75 @@
 #include "actors/user_streams.hpp"
 
 #include <algorithm>
+#include <utility>
 
 namespace videostreams {
+
+namespace {
+
+constexpr std::int64_t ns_per_second = 1'000'000'000;
+
+std::int64_t deadline(const clock_reading& now, std::uint32_t ttl_seconds) {
+  return ttl_seconds == 0 ? 0 : now.mono_ns + ttl_seconds * ns_per_second;
+}
+
+} // namespace
 
 std::string to_string(stream_outcome x) {
   switch (x) {
     case stream_outcome::granted:
       return "granted";
+    case stream_outcome::renewed:
+      return "renewed";
     case stream_outcome::denied:
       return "denied";
     case stream_outcome::closed:
       return "closed";
     case stream_outcome::nothing_to_close:
       return "nothing_to_close";
+    case stream_outcome::not_found:
+      return "not_found";
+    case stream_outcome::listed:
+      return "listed";
+    case stream_outcome::limit_set:
+      return "limit_set";
   }
   return "unknown";
 }
 
+std::size_t user_streams::expire(std::int64_t now_ns) {
+  auto expired = [now_ns](const stream_session& s) {
+    return s.expires_at_ns != 0 && s.expires_at_ns <= now_ns;
+  };
+  auto first = std::remove_if(sessions_.begin(), sessions_.end(), expired);
+  auto removed = static_cast<std::size_t>(sessions_.end() - first);
+  sessions_.erase(first, sessions_.end());
+  if (removed > 0 && sessions_.empty())
+    sessions_.shrink_to_fit(); // a quiet user should cost nothing
+  return removed;
+}
+
+std::int64_t user_streams::next_expiry() const noexcept {
+  std::int64_t result = 0;
+  for (auto& s : sessions_)
+    if (s.expires_at_ns != 0 && (result == 0 || s.expires_at_ns < result))
+      result = s.expires_at_ns;
+  return result;
+}
+
 stream_outcome user_streams::start_legacy(std::uint32_t limit,
-                                          std::int64_t now_ms) {
+                                          std::uint32_t ttl_seconds,
+                                          const clock_reading& now) {
+  expire(now.mono_ns);
   if (count() >= limit)
     return stream_outcome::denied;
-  sessions_.push_back(stream_session{std::string{}, now_ms});
+  sessions_.push_back(stream_session{std::string{}, now.wall_ms,
+                                     deadline(now, ttl_seconds), ttl_seconds});
   return stream_outcome::granted;
 }
 
-stream_outcome user_streams::end_legacy() {
+stream_outcome user_streams::end_legacy(const clock_reading& now) {
+  expire(now.mono_ns);
   auto oldest = std::find_if(sessions_.begin(), sessions_.end(),
                              [](const stream_session& s) {
                                return s.id.empty();
@@ -35,8 +78,67 @@ stream_outcome user_streams::end_legacy() {
     return stream_outcome::nothing_to_close;
   sessions_.erase(oldest);
   if (sessions_.empty())
-    sessions_.shrink_to_fit(); // a quiet user should cost nothing
+    sessions_.shrink_to_fit();
   return stream_outcome::closed;
+}
+
+stream_outcome user_streams::open(const std::string& id,
+                                  std::uint32_t ttl_seconds,
+                                  std::uint32_t limit,
+                                  const clock_reading& now) {
+  expire(now.mono_ns);
+  if (auto s = find_mutable(id)) {
+    if (ttl_seconds > 0)
+      s->ttl_seconds = ttl_seconds;
+    s->expires_at_ns = deadline(now, s->ttl_seconds);
+    return stream_outcome::renewed;
+  }
+  if (count() >= limit)
+    return stream_outcome::denied;
+  sessions_.push_back(
+    stream_session{id, now.wall_ms, deadline(now, ttl_seconds), ttl_seconds});
+  return stream_outcome::granted;
+}
+
+stream_outcome user_streams::heartbeat(const std::string& id,
+                                       const clock_reading& now) {
+  expire(now.mono_ns);
+  auto s = find_mutable(id);
+  if (s == nullptr)
+    return stream_outcome::not_found;
+  s->expires_at_ns = deadline(now, s->ttl_seconds);
+  return stream_outcome::renewed;
+}
+
+stream_outcome user_streams::close(const std::string& id,
+                                   const clock_reading& now) {
+  expire(now.mono_ns);
+  auto s = find_mutable(id);
+  if (s == nullptr)
+    return stream_outcome::not_found;
+  sessions_.erase(sessions_.begin() + (s - sessions_.data()));
+  if (sessions_.empty())
+    sessions_.shrink_to_fit();
+  return stream_outcome::closed;
+}
+
+stream_outcome user_streams::set_limit(std::optional<std::uint32_t> limit) {
+  own_limit_ = limit ? static_cast<std::int32_t>(*limit) : -1;
+  return stream_outcome::limit_set;
+}
+
+const stream_session*
+user_streams::find(const std::string& id) const noexcept {
+  if (id.empty())
+    return nullptr; // streams without an id cannot be named
+  for (auto& s : sessions_)
+    if (s.id == id)
+      return &s;
+  return nullptr;
+}
+
+stream_session* user_streams::find_mutable(const std::string& id) noexcept {
+  return const_cast<stream_session*>(std::as_const(*this).find(id));
 }
 
 } // namespace videostreams

@@ -1,60 +1,118 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "caf/meta/type_name.hpp"
 
+#include "actors/clock.hpp"
+
 namespace videostreams {
 
-/// One open stream of a user. Streams opened through the original API
-/// (`startstream`) carry no id.
+/// One open stream of a user: a session with a lease. Streams opened through
+/// the original API (`startstream`) carry no id and, unless a legacy TTL is
+/// configured, never expire.
 struct stream_session {
   /// Client- or server-chosen id; empty for a stream opened by `startstream`.
   std::string id;
   /// Wall-clock start, milliseconds since the Unix epoch (shown to clients).
   std::int64_t started_at_ms = 0;
+  /// Monotonic deadline of the lease in nanoseconds; 0 = never expires.
+  std::int64_t expires_at_ns = 0;
+  /// Length of the lease, renewed by each heartbeat; 0 = never expires.
+  std::uint32_t ttl_seconds = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, stream_session& x) {
-  return f(caf::meta::type_name("stream_session"), x.id, x.started_at_ms);
+  return f(caf::meta::type_name("stream_session"), x.id, x.started_at_ms,
+           x.expires_at_ns, x.ttl_seconds);
 }
 
 /// The outcome of one decision about a user's streams.
 enum class stream_outcome : std::uint8_t {
   granted,          ///< A new stream was opened.
+  renewed,          ///< An open session's lease was renewed; count unchanged.
   denied,           ///< The user is at the limit; nothing changed.
   closed,           ///< A stream was closed.
-  nothing_to_close, ///< There was no stream that this request may close.
+  nothing_to_close, ///< `endstream` found no stream without an id.
+  not_found,        ///< No open session has that id (or its lease expired).
+  listed,           ///< Read only: the open sessions.
+  limit_set,        ///< The user's own limit was set or cleared.
 };
 
 /// Renders an outcome for logs and test output.
 std::string to_string(stream_outcome x);
 
-/// The open streams of one user and the decisions about them. This is the
-/// whole state of a user: a user actor owns one while it is live, and its
-/// shard keeps it as the compact record while the user is passivated. Not
-/// thread-safe by design: exactly one actor owns it at any time.
+/// The open streams of one user, the user's own limit, and the decisions
+/// about them. This is the whole state of a user: a user actor owns one while
+/// it is live, and its shard keeps it as the compact record while the user is
+/// passivated. Not thread-safe by design: exactly one actor owns it.
+///
+/// Every decision first drops the leases that expired by `now`, so an expired
+/// lease never counts, whenever the last sweep ran.
 class user_streams {
 public:
-  /// Number of streams currently open.
+  /// Number of streams open (expired leases not yet swept included; call
+  /// `expire` first for an exact figure).
   std::uint32_t count() const noexcept {
     return static_cast<std::uint32_t>(sessions_.size());
   }
 
-  /// True when nothing is open, i.e. the record carries no information.
+  /// True when the record carries no information: no stream, no own limit.
   bool empty() const noexcept {
-    return sessions_.empty();
+    return sessions_.empty() && own_limit_ < 0;
   }
 
-  /// Opens a stream without an id if fewer than `limit` are open.
-  stream_outcome start_legacy(std::uint32_t limit, std::int64_t now_ms);
+  /// The limit that applies: the user's own, else `default_limit`.
+  std::uint32_t limit(std::uint32_t default_limit) const noexcept {
+    return own_limit_ < 0 ? default_limit
+                          : static_cast<std::uint32_t>(own_limit_);
+  }
 
-  /// Closes the oldest stream that has no id, if any. Never closes a
-  /// stream that has an id and never takes the count below zero.
-  stream_outcome end_legacy();
+  /// The user's own limit, if an operator set one.
+  std::optional<std::uint32_t> own_limit() const noexcept {
+    if (own_limit_ < 0)
+      return std::nullopt;
+    return static_cast<std::uint32_t>(own_limit_);
+  }
+
+  /// Removes every lease whose deadline is at or before `now_ns`; returns
+  /// how many were removed.
+  std::size_t expire(std::int64_t now_ns);
+
+  /// The earliest lease deadline, or 0 when nothing expires.
+  std::int64_t next_expiry() const noexcept;
+
+  /// Opens a stream without an id if fewer than `limit` are open. A
+  /// `ttl_seconds` of 0 means it never expires.
+  stream_outcome start_legacy(std::uint32_t limit, std::uint32_t ttl_seconds,
+                              const clock_reading& now);
+
+  /// Closes the oldest stream that has no id, if any. Never closes a session
+  /// with an id and never takes the count below zero.
+  stream_outcome end_legacy(const clock_reading& now);
+
+  /// Opens session `id` with a lease of `ttl_seconds` if fewer than `limit`
+  /// are open (`granted`); if `id` is already open, renews its lease instead
+  /// (`renewed`; with `ttl_seconds` as its new TTL when given, i.e. > 0).
+  stream_outcome open(const std::string& id, std::uint32_t ttl_seconds,
+                      std::uint32_t limit, const clock_reading& now);
+
+  /// Renews the lease of session `id` by its own TTL.
+  stream_outcome heartbeat(const std::string& id, const clock_reading& now);
+
+  /// Closes session `id`.
+  stream_outcome close(const std::string& id, const clock_reading& now);
+
+  /// Sets (`limit` given) or clears the user's own limit. Open streams are
+  /// never closed by a lower limit; new ones are denied until below it.
+  stream_outcome set_limit(std::optional<std::uint32_t> limit);
+
+  /// The open session with id `id`, or null.
+  const stream_session* find(const std::string& id) const noexcept;
 
   /// All open streams, oldest first.
   const std::vector<stream_session>& sessions() const noexcept {
@@ -64,13 +122,17 @@ public:
   template <class Inspector>
   friend typename Inspector::result_type inspect(Inspector& f,
                                                  user_streams& x) {
-    return f(caf::meta::type_name("user_streams"), x.sessions_);
+    return f(caf::meta::type_name("user_streams"), x.sessions_, x.own_limit_);
   }
 
 private:
+  stream_session* find_mutable(const std::string& id) noexcept;
+
   // Oldest first; tiny (bounded by the user's limit), so a vector beats any
   // node-based container in both speed and memory.
   std::vector<stream_session> sessions_;
+  // The user's own limit; -1 when the default applies.
+  std::int32_t own_limit_ = -1;
 };
 
 } // namespace videostreams

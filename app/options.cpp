@@ -13,6 +13,8 @@ namespace {
 struct option_spec {
   const char* name;
   const char* help;
+  /// Never printed: the start-up log shows "***" instead.
+  bool secret = false;
   /// Parses `text` into `opts`; returns an error message or "".
   std::function<std::string(const std::string& text, options& opts)> parse;
   /// Renders the current value of this option in `opts`.
@@ -63,7 +65,7 @@ template <class T>
 option_spec integer_option(const char* name, const char* help,
                            T options::*field, T min, T max) {
   return {
-    name, help,
+    name, help, false,
     [=](const std::string& text, options& opts) -> std::string {
       auto v = parse_integer<T>(text);
       if (!v || *v < min || *v > max)
@@ -80,7 +82,7 @@ option_spec duration_option(const char* name, const char* help,
                             std::chrono::milliseconds min,
                             std::chrono::milliseconds max) {
   return {
-    name, help,
+    name, help, false,
     [=](const std::string& text, options& opts) -> std::string {
       auto v = parse_duration(text);
       if (!v || *v < min || *v > max)
@@ -98,7 +100,7 @@ const std::vector<option_spec>& option_table() {
     integer_option<int>("port",
                         "TCP port of the HTTP API (0 picks a free one)",
                         &options::port, 0, 65535),
-    {"bind", "address the HTTP API listens on",
+    {"bind", "address the HTTP API listens on", false,
      [](const std::string& text, options& opts) -> std::string {
        if (text.empty())
          return "must not be empty";
@@ -136,6 +138,28 @@ const std::vector<option_spec>& option_table() {
     integer_option<std::uint32_t>(
       "keep-alive-max-requests", "requests served on one connection",
       &options::keep_alive_max_requests, 1, 1000000000),
+    integer_option<std::uint32_t>(
+      "default-ttl", "lease seconds of a v2 session opened without ttlSeconds",
+      &options::default_ttl_seconds, 1, 86400),
+    integer_option<std::uint32_t>(
+      "min-ttl", "smallest ttlSeconds a client may ask for (below: 400)",
+      &options::min_ttl_seconds, 1, 86400),
+    integer_option<std::uint32_t>(
+      "max-ttl", "largest ttlSeconds a client may ask for (above: 400)",
+      &options::max_ttl_seconds, 1, 86400),
+    integer_option<std::uint32_t>(
+      "legacy-stream-ttl",
+      "lease seconds of a stream opened by startstream; 0 = never expires",
+      &options::legacy_stream_ttl_seconds, 0, 86400 * 365),
+    {"admin-token",
+     "bearer token for the operator endpoints (PUT/DELETE .../limit); empty "
+     "= those answer 403",
+     true,
+     [](const std::string& text, options& opts) -> std::string {
+       opts.admin_token = text;
+       return {};
+     },
+     [](const options& opts) { return opts.admin_token; }},
   };
   return table;
 }
@@ -187,11 +211,21 @@ parse_options(const std::vector<std::string>& args,
     if (auto err = spec->parse(arg.substr(eq + 1), opts); !err.empty())
       return "--" + name + "=" + arg.substr(eq + 1) + ": " + err;
   }
+  if (opts.min_ttl_seconds > opts.max_ttl_seconds)
+    return "--min-ttl=" + std::to_string(opts.min_ttl_seconds)
+           + " is above --max-ttl=" + std::to_string(opts.max_ttl_seconds);
+  if (opts.default_ttl_seconds < opts.min_ttl_seconds
+      || opts.default_ttl_seconds > opts.max_ttl_seconds)
+    return "--default-ttl=" + std::to_string(opts.default_ttl_seconds)
+           + " must lie within --min-ttl and --max-ttl ("
+           + std::to_string(opts.min_ttl_seconds) + " to "
+           + std::to_string(opts.max_ttl_seconds) + ")";
   options defaults;
   for (auto& spec : option_table()) {
     auto value = spec.format(opts);
     if (value != spec.format(defaults))
-      result.changed.push_back(std::string{"--"} + spec.name + "=" + value);
+      result.changed.push_back(std::string{"--"} + spec.name + "="
+                               + (spec.secret ? "***" : value));
   }
   return result;
 }

@@ -23,6 +23,11 @@ struct options {
   std::uint32_t actor_threads = 1;
   int keep_alive_timeout_seconds = 5;
   std::uint32_t keep_alive_max_requests = 100000;
+  std::uint32_t default_ttl_seconds = 60;
+  std::uint32_t min_ttl_seconds = 5;
+  std::uint32_t max_ttl_seconds = 3600;
+  std::uint32_t legacy_stream_ttl_seconds = 0;
+  std::string admin_token;
 };
 
 /// The result of reading the command line and environment.

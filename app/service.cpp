@@ -38,6 +38,8 @@ std::vector<shard_actor> spawn_shards(caf::actor_system& sys,
                                       stream_counters& counters) {
   auto users = std::make_shared<user_settings>();
   users->default_limit = opts.max_streams;
+  users->default_ttl_seconds = opts.default_ttl_seconds;
+  users->legacy_ttl_seconds = opts.legacy_stream_ttl_seconds;
   users->counters = &counters;
   shard_settings settings;
   settings.users = users;
@@ -47,6 +49,15 @@ std::vector<shard_actor> spawn_shards(caf::actor_system& sys,
   for (std::uint32_t i = 0; i < opts.shards; ++i)
     shards.push_back(spawn_shard_actor(sys, settings));
   return shards;
+}
+
+api_settings api_options(const options& opts) {
+  api_settings result;
+  result.request_timeout = opts.request_timeout;
+  result.min_ttl_seconds = opts.min_ttl_seconds;
+  result.max_ttl_seconds = opts.max_ttl_seconds;
+  result.admin_token = opts.admin_token;
+  return result;
 }
 
 http_server_settings http_settings(const options& opts) {
@@ -66,7 +77,7 @@ struct service::impl {
     : cfg(opts),
       sys(cfg),
       users(spawn_shards(sys, opts, counters)),
-      rest(users, api_settings{opts.request_timeout, 1}, metrics, counters),
+      rest(users, api_options(opts), metrics, counters),
       http(rest, http_settings(opts)) {
     // Nothing else to do.
   }

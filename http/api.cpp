@@ -1,11 +1,14 @@
 #include "http/api.hpp"
 
 #include <cstdio>
+#include <ctime>
+#include <variant>
 
 #include <boost/json.hpp>
 
 #include "caf/sec.hpp"
 
+#include "http/request_body.hpp"
 #include "http/user_id.hpp"
 
 namespace videostreams {
@@ -30,9 +33,69 @@ api_response error_response(int status) {
   return res;
 }
 
-api_response bad_request(std::string_view detail) {
+api_response bad_request(const field_error& err) {
   return json_response(400, json::object{{"msg", "Bad Request"},
-                                         {"detail", detail}});
+                                         {"field", err.field},
+                                         {"detail", err.detail}});
+}
+
+const field_error bad_user_id{
+  "user_id",
+  "must be a non-negative decimal integer of at most 9223372036854775807"};
+
+/// RFC 3339 in UTC with milliseconds, e.g. "2026-11-28T16:05:09.120Z".
+std::string rfc3339(std::int64_t wall_ms) {
+  auto seconds = static_cast<std::time_t>(wall_ms / 1000);
+  auto millis = static_cast<int>(wall_ms % 1000);
+  if (millis < 0) {
+    seconds -= 1;
+    millis += 1000;
+  }
+  std::tm utc{};
+  gmtime_r(&seconds, &utc);
+  char buf[40];
+  auto n = std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &utc);
+  std::snprintf(buf + n, sizeof(buf) - n, ".%03dZ", millis);
+  return buf;
+}
+
+json::value optional_time(std::int64_t wall_ms) {
+  if (wall_ms == 0)
+    return nullptr;
+  return json::string{rfc3339(wall_ms)};
+}
+
+json::object session_json(const session_view& s) {
+  json::object obj;
+  if (s.id.empty())
+    obj["sessionId"] = nullptr;
+  else
+    obj["sessionId"] = s.id;
+  obj["startedAt"] = rfc3339(s.started_at_ms);
+  obj["expiresAt"] = optional_time(s.expires_at_ms);
+  return obj;
+}
+
+json::array sessions_json(const std::vector<session_view>& xs) {
+  json::array result;
+  result.reserve(xs.size());
+  for (auto& x : xs)
+    result.emplace_back(session_json(x));
+  return result;
+}
+
+/// Compares in time independent of where the strings differ.
+bool constant_time_equal(std::string_view a, std::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    diff |= static_cast<unsigned char>(a[i])
+            ^ static_cast<unsigned char>(i < b.size() ? b[i] : 0);
+  return diff == 0;
+}
+
+template <class T>
+const field_error* error_of(const std::variant<T, field_error>& x) {
+  return std::get_if<field_error>(&x);
 }
 
 /// The one mapping from a failed call into the actors to HTTP.
@@ -72,8 +135,21 @@ std::string legacy_body(const user_reply& reply) {
   return std::string(buf, static_cast<std::size_t>(n));
 }
 
-bool is_read_only(route r) {
-  return r != route::startstream && r != route::endstream;
+bool allows(route r, std::string_view method) {
+  switch (r) {
+    case route::startstream:
+    case route::endstream:
+      return method == "GET";
+    case route::v2_streams:
+      return method == "GET" || method == "HEAD" || method == "POST";
+    case route::v2_stream:
+    case route::v2_limit:
+      return method == "PUT" || method == "DELETE";
+    case route::unmatched:
+      return false;
+    default:
+      return method == "GET" || method == "HEAD";
+  }
 }
 
 } // namespace
@@ -92,6 +168,12 @@ std::string api::error_body(int status) {
   switch (status) {
     case 400:
       msg = "Bad Request";
+      break;
+    case 401:
+      msg = "Unauthorized";
+      break;
+    case 403:
+      msg = "Forbidden";
       break;
     case 404:
       msg = "Route not found";
@@ -142,9 +224,7 @@ api_response api::dispatch(const api_request& req, const route_match& m) {
     res.headers.emplace_back("Access-Control-Max-Age", "86400");
     return res;
   }
-  bool allowed = req.method == "GET"
-                 || (req.method == "HEAD" && is_read_only(m.which));
-  if (!allowed) {
+  if (!allows(m.which, req.method)) {
     auto res = error_response(405);
     res.headers.emplace_back("Allow", std::string{allowed_methods(m.which)});
     return res;
@@ -157,7 +237,11 @@ api_response api::dispatch(const api_request& req, const route_match& m) {
     }
     case route::startstream:
     case route::endstream:
-      return stream_command(m.which, m.user_id);
+      return legacy_command(m.which, m.user_id);
+    case route::v2_streams:
+    case route::v2_stream:
+    case route::v2_limit:
+      return session_command(req, m);
     case route::healthz:
       return json_response(200, json::object{{"status", "ok"}});
     case route::readyz:
@@ -174,11 +258,10 @@ api_response api::dispatch(const api_request& req, const route_match& m) {
   return error_response(404);
 }
 
-api_response api::stream_command(route r, std::string_view user_id_text) {
+api_response api::legacy_command(route r, std::string_view user_id_text) {
   auto user = parse_user_id(user_id_text);
   if (!user)
-    return bad_request("user_id must be a non-negative decimal integer of at "
-                       "most 9223372036854775807");
+    return bad_request(bad_user_id);
   user_command cmd;
   cmd.op = r == route::startstream ? user_op::start_legacy
                                    : user_op::end_legacy;
@@ -189,6 +272,132 @@ api_response api::stream_command(route r, std::string_view user_id_text) {
   api_response res;
   res.body = legacy_body(*reply);
   return res;
+}
+
+api_response api::session_command(const api_request& req,
+                                  const route_match& m) {
+  if (m.which == route::v2_limit) {
+    // Operator access is checked before anything about the request is
+    // revealed or validated.
+    if (settings_.admin_token.empty())
+      return json_response(403, json::object{
+                                  {"msg", "Forbidden"},
+                                  {"detail", "no admin token is configured"}});
+    constexpr std::string_view bearer = "Bearer ";
+    auto given = req.authorization.substr(0, bearer.size()) == bearer
+                   ? req.authorization.substr(bearer.size())
+                   : std::string_view{};
+    if (!constant_time_equal(given, settings_.admin_token)) {
+      auto res = json_response(401, json::object{{"msg", "Unauthorized"}});
+      res.headers.emplace_back("WWW-Authenticate", "Bearer");
+      return res;
+    }
+  }
+  auto user = parse_user_id(m.user_id);
+  if (!user)
+    return bad_request(bad_user_id);
+  if (m.which == route::v2_stream && !valid_session_id(m.session_id))
+    return bad_request({"session_id", "must be 1 to 64 characters of "
+                                      "A-Z a-z 0-9 . _ -"});
+  auto body = parse_object_body(req.body);
+  if (auto err = error_of(body))
+    return bad_request(*err);
+  auto& fields = std::get<json::object>(body);
+  user_command cmd;
+  cmd.user = *user;
+  cmd.session_id = std::string{m.session_id};
+  switch (m.which) {
+    case route::v2_streams:
+      if (req.method != "POST") {
+        cmd.op = user_op::list_sessions;
+        break;
+      }
+      cmd.op = user_op::open_session;
+      {
+        auto id = optional_string(fields, "sessionId");
+        if (auto err = error_of(id))
+          return bad_request(*err);
+        auto& given = std::get<std::optional<std::string>>(id);
+        if (given && !valid_session_id(*given))
+          return bad_request({"sessionId", "must be 1 to 64 characters of "
+                                           "A-Z a-z 0-9 . _ -"});
+        cmd.session_id = given ? *given : new_session_id();
+        auto ttl = optional_integer(fields, "ttlSeconds",
+                                    settings_.min_ttl_seconds,
+                                    settings_.max_ttl_seconds);
+        if (auto err = error_of(ttl))
+          return bad_request(*err);
+        if (auto& t = std::get<std::optional<std::int64_t>>(ttl))
+          cmd.ttl_seconds = static_cast<std::uint32_t>(*t);
+      }
+      break;
+    case route::v2_stream:
+      cmd.op = req.method == "PUT" ? user_op::heartbeat
+                                   : user_op::close_session;
+      break;
+    case route::v2_limit:
+      if (req.method == "DELETE") {
+        cmd.op = user_op::clear_limit;
+        break;
+      }
+      cmd.op = user_op::set_limit;
+      {
+        auto limit = optional_integer(fields, "maxStreams", 0, 1000);
+        if (auto err = error_of(limit))
+          return bad_request(*err);
+        auto& l = std::get<std::optional<std::int64_t>>(limit);
+        if (!l)
+          return bad_request({"maxStreams", "is required: an integer from 0 "
+                                            "to 1000"});
+        cmd.max_streams = static_cast<std::uint32_t>(*l);
+      }
+      break;
+    default:
+      return error_response(404);
+  }
+  auto reply = users_.call(cmd, settings_.request_timeout);
+  if (!reply)
+    return call_failed(reply.error(), settings_.retry_after_seconds);
+  auto& r = *reply;
+  auto user_json = static_cast<std::int64_t>(cmd.user);
+  switch (r.outcome) {
+    case stream_outcome::granted:
+    case stream_outcome::renewed:
+      return json_response(
+        r.outcome == stream_outcome::granted && cmd.op == user_op::open_session
+          ? 201
+          : 200,
+        json::object{{"userId", user_json},
+                     {"sessionId", r.session.id},
+                     {"streamCount", r.stream_count},
+                     {"maxStreams", r.max_streams},
+                     {"expiresAt", optional_time(r.session.expires_at_ms)}});
+    case stream_outcome::denied:
+      return json_response(409,
+                           json::object{{"msg", "stream limit reached"},
+                                        {"streamCount", r.stream_count},
+                                        {"maxStreams", r.max_streams},
+                                        {"sessions",
+                                         sessions_json(r.sessions)}});
+    case stream_outcome::closed:
+      return json_response(200, json::object{{"msg", "stream closed"},
+                                             {"streamCount", r.stream_count}});
+    case stream_outcome::not_found:
+      return json_response(404, json::object{{"msg", "Stream not found"},
+                                             {"sessionId", cmd.session_id}});
+    case stream_outcome::listed:
+      return json_response(200, json::object{{"userId", user_json},
+                                             {"streamCount", r.stream_count},
+                                             {"maxStreams", r.max_streams},
+                                             {"sessions",
+                                              sessions_json(r.sessions)}});
+    case stream_outcome::limit_set:
+      return json_response(200, json::object{{"userId", user_json},
+                                             {"maxStreams", r.max_streams}});
+    case stream_outcome::nothing_to_close:
+      break;
+  }
+  return error_response(500); // an outcome no v2 command produces
 }
 
 api_response api::readyz() const {

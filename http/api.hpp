@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -20,6 +21,8 @@ struct api_request {
   /// Decoded path without the query string.
   std::string_view path;
   std::string_view body;
+  /// The `Authorization` header, if any.
+  std::string_view authorization;
 };
 
 /// An HTTP answer, independent of the server library.
@@ -41,6 +44,11 @@ struct api_settings {
   std::chrono::nanoseconds request_timeout = std::chrono::seconds{2};
   /// The `Retry-After` seconds sent with a 503.
   int retry_after_seconds = 1;
+  /// Bounds of a session's `ttlSeconds`; outside them is a 400.
+  std::uint32_t min_ttl_seconds = 5;
+  std::uint32_t max_ttl_seconds = 3600;
+  /// The operator token for the limit endpoints; empty = they answer 403.
+  std::string admin_token;
 };
 
 /// The HTTP API of DESIGN §2: maps a request to a command for the user's
@@ -65,7 +73,8 @@ public:
 
 private:
   api_response dispatch(const api_request& req, const route_match& m);
-  api_response stream_command(route r, std::string_view user_id_text);
+  api_response legacy_command(route r, std::string_view user_id_text);
+  api_response session_command(const api_request& req, const route_match& m);
   api_response readyz() const;
 
   const router& users_;

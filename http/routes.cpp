@@ -11,7 +11,7 @@ route_match match_route(std::string_view path) noexcept {
     path.remove_suffix(1);
   if (path.size() < 2 || path.front() != '/')
     return {};
-  std::array<std::string_view, 3> seg;
+  std::array<std::string_view, 6> seg;
   std::size_t n = 0;
   for (auto rest = path.substr(1);;) {
     if (n == seg.size())
@@ -38,9 +38,18 @@ route_match match_route(std::string_view path) noexcept {
   }
   if (n == 3 && seg[0] == "api") {
     if (seg[1] == "startstream")
-      return {route::startstream, seg[2]};
+      return {route::startstream, seg[2], {}};
     if (seg[1] == "endstream")
-      return {route::endstream, seg[2]};
+      return {route::endstream, seg[2], {}};
+    return {};
+  }
+  if (n >= 5 && seg[0] == "api" && seg[1] == "v2" && seg[2] == "users") {
+    if (n == 5 && seg[4] == "streams")
+      return {route::v2_streams, seg[3], {}};
+    if (n == 6 && seg[4] == "streams")
+      return {route::v2_stream, seg[3], seg[5]};
+    if (n == 5 && seg[4] == "limit")
+      return {route::v2_limit, seg[3], {}};
   }
   return {};
 }
@@ -59,6 +68,12 @@ std::string_view route_template(route r) noexcept {
       return "/readyz";
     case route::metrics:
       return "/metrics";
+    case route::v2_streams:
+      return "/api/v2/users/:user_id/streams";
+    case route::v2_stream:
+      return "/api/v2/users/:user_id/streams/:session_id";
+    case route::v2_limit:
+      return "/api/v2/users/:user_id/limit";
     case route::unmatched:
       break;
   }
@@ -71,6 +86,11 @@ std::string_view allowed_methods(route r) noexcept {
     case route::endstream:
       // HEAD would run a GET that changes state; only GET may.
       return "GET, OPTIONS";
+    case route::v2_streams:
+      return "GET, HEAD, POST, OPTIONS";
+    case route::v2_stream:
+    case route::v2_limit:
+      return "PUT, DELETE, OPTIONS";
     case route::unmatched:
       return "";
     default:

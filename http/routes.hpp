@@ -13,6 +13,9 @@ enum class route : unsigned char {
   healthz,     ///< GET /healthz
   readyz,      ///< GET /readyz
   metrics,     ///< GET /metrics
+  v2_streams,  ///< GET, POST /api/v2/users/:user_id/streams
+  v2_stream,   ///< PUT, DELETE /api/v2/users/:user_id/streams/:session_id
+  v2_limit,    ///< PUT, DELETE /api/v2/users/:user_id/limit
   unmatched,   ///< any other path
 };
 
@@ -20,11 +23,12 @@ enum class route : unsigned char {
 constexpr std::size_t route_count = static_cast<std::size_t>(route::unmatched)
                                     + 1;
 
-/// A path resolved to its route and its `:user_id` segment (still text,
-/// validated by the handler so that a bad id is a 400, not a 404).
+/// A path resolved to its route and its parameters (still text, validated
+/// by the handler so that a bad id is a 400, not a 404).
 struct route_match {
   route which = route::unmatched;
   std::string_view user_id;
+  std::string_view session_id;
 };
 
 /// Resolves a request path (without query string). Segments match exactly

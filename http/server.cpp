@@ -48,8 +48,10 @@ http_server::http_server(api& handler, http_server_settings settings)
   svr.set_payload_max_length(settings_.max_body_bytes);
   svr.set_default_headers({{"Access-Control-Allow-Origin", "*"}});
   auto serve = [this](const httplib::Request& req, httplib::Response& res) {
-    write_response(api_.handle(api_request{req.method, req.path, req.body}),
-                   res);
+    auto authorization = req.get_header_value("Authorization");
+    write_response(
+      api_.handle(api_request{req.method, req.path, req.body, authorization}),
+      res);
   };
   // Requests without a body (the hot path) are answered before cpp-httplib's
   // regex routing; that also lets every method reach the API's 404/405.

@@ -31,11 +31,14 @@ struct deterministic_config : caf::actor_system_config {
 struct shard_fixture {
   static constexpr std::chrono::milliseconds passivate_after{1000};
 
-  explicit shard_fixture(std::uint32_t limit = 3)
+  explicit shard_fixture(std::uint32_t limit = 3,
+                         std::uint32_t legacy_ttl_seconds = 0)
     : sys(cfg),
       sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())) {
     auto users = std::make_shared<user_settings>();
     users->default_limit = limit;
+    users->legacy_ttl_seconds = legacy_ttl_seconds;
+    users->clock = clock;
     users->counters = &counters;
     shard = spawn_shard_actor(sys, shard_settings{users, passivate_after});
     sched.run();
@@ -44,33 +47,47 @@ struct shard_fixture {
   ~shard_fixture() {
     caf::anon_send_exit(shard, caf::exit_reason::user_shutdown);
     sched.run();
+    // Every user actor stopped with its shard, pending timers or not.
+    CHECK(counters.live_user_actors == 0);
+  }
+
+  /// Sends `cmd` to the shard without running anything.
+  std::shared_ptr<reply_slot> post(user_command cmd) {
+    auto slot = std::make_shared<reply_slot>();
+    caf::anon_send(shard, local_call{std::move(cmd), slot});
+    return slot;
   }
 
   /// Sends `op` for `user` to the shard without running anything.
   std::shared_ptr<reply_slot> post(user_op op, std::uint64_t user) {
-    auto slot = std::make_shared<reply_slot>();
-    caf::anon_send(shard, local_call{user_command{op, user}, slot});
-    return slot;
+    return post(user_command{op, user, {}, 0, 0});
   }
 
-  /// Sends `op` for `user`, runs every pending message, returns the reply.
-  user_reply call(user_op op, std::uint64_t user) {
-    auto slot = post(op, user);
+  /// Sends `cmd`, runs every pending message, returns the reply.
+  user_reply call(user_command cmd) {
+    auto slot = post(std::move(cmd));
     sched.run();
     REQUIRE(slot->wait_for(std::chrono::nanoseconds{0}));
     return slot->value();
   }
 
-  /// Moves the clock by `d` in steps of the shard's tick, running everything
-  /// that becomes due.
+  /// Sends `op` for `user`, runs every pending message, returns the reply.
+  user_reply call(user_op op, std::uint64_t user) {
+    return call(user_command{op, user, {}, 0, 0});
+  }
+
+  /// Moves both the actors' timers and the injected clock by `d`, in steps
+  /// of the shard's tick, running everything that becomes due.
   void idle_for(std::chrono::milliseconds d) {
     auto step = passivate_after / 4;
     for (auto t = std::chrono::milliseconds{0}; t < d; t += step) {
+      clock->advance(step);
       sched.advance_time(step);
       sched.run();
     }
   }
 
+  std::shared_ptr<manual_clock> clock = std::make_shared<manual_clock>();
   stream_counters counters;
   deterministic_config cfg;
   caf::actor_system sys;

@@ -10,9 +10,12 @@
 #include "caf/send.hpp"
 #include "caf/typed_event_based_actor.hpp"
 
+#include <boost/json.hpp>
+
 #include "actors/message_types.hpp"
 
 using namespace videostreams;
+namespace json = boost::json;
 
 namespace {
 
@@ -37,7 +40,8 @@ shard_actor::behavior_type silent_shard() {
 }
 
 struct api_fixture {
-  explicit api_fixture(bool silent = false) : sys(cfg) {
+  explicit api_fixture(bool silent = false, std::string admin_token = {})
+    : sys(cfg) {
     auto users = std::make_shared<user_settings>();
     users->counters = &counters;
     std::vector<shard_actor> shards;
@@ -47,6 +51,7 @@ struct api_fixture {
     users_router = std::make_unique<router>(std::move(shards));
     api_settings settings;
     settings.request_timeout = std::chrono::milliseconds{silent ? 50 : 5000};
+    settings.admin_token = std::move(admin_token);
     rest = std::make_unique<api>(*users_router, settings, metrics, counters);
     rest->set_readiness(readiness::ready);
   }
@@ -57,7 +62,19 @@ struct api_fixture {
   }
 
   api_response get(std::string_view path) {
-    return rest->handle(api_request{"GET", path, {}});
+    return rest->handle(api_request{"GET", path, {}, {}});
+  }
+
+  api_response send(std::string_view method, std::string_view path,
+                    std::string_view body = {},
+                    std::string_view authorization = {}) {
+    return rest->handle(api_request{method, path, body, authorization});
+  }
+
+  json::object send_json(std::string_view method, std::string_view path,
+                         std::string_view body = {}) {
+    auto res = send(method, path, body);
+    return json::parse(res.body).as_object();
   }
 
   stream_counters counters;
@@ -107,18 +124,18 @@ TEST_CASE("unknown paths are 404, other methods 405 with Allow", "[unit]") {
   auto missing = f.get("/api/startstream/");
   CHECK(missing.status == 404);
   CHECK(missing.body == R"({"msg":"Route not found"})");
-  auto post = f.rest->handle(api_request{"POST", "/api/startstream/1", {}});
+  auto post = f.rest->handle(api_request{"POST", "/api/startstream/1", {}, {}});
   CHECK(post.status == 405);
   CHECK(post.body == R"({"msg":"Method not allowed"})");
   CHECK(header(post, "Allow") == "GET, OPTIONS");
   CHECK(f.counters.grants == 0);
-  auto head = f.rest->handle(api_request{"HEAD", "/api/endstream/1", {}});
+  auto head = f.rest->handle(api_request{"HEAD", "/api/endstream/1", {}, {}});
   CHECK(head.status == 405);
-  auto options = f.rest->handle(api_request{"OPTIONS", "/api", {}});
+  auto options = f.rest->handle(api_request{"OPTIONS", "/api", {}, {}});
   CHECK(options.status == 204);
   CHECK(header(options, "Access-Control-Allow-Methods")
         == "GET, HEAD, OPTIONS");
-  CHECK(f.rest->handle(api_request{"OPTIONS", "/nope", {}}).status == 404);
+  CHECK(f.rest->handle(api_request{"OPTIONS", "/nope", {}, {}}).status == 404);
 }
 
 TEST_CASE("an owner that does not answer in time is a 503 with Retry-After",
@@ -155,4 +172,120 @@ TEST_CASE("metrics count requests by route and status", "[unit]") {
   CHECK_THAT(text, Catch::Contains("videostreams_open_streams 1\n"));
   CHECK_THAT(text, Catch::Contains(
     R"(videostreams_http_request_duration_seconds_count{route="/api/startstream/:user_id"} 2)"));
+}
+
+TEST_CASE("v2 sessions: 201, 200 on retry, 409 with the sessions", "[unit]") {
+  api_fixture f;
+  auto base = std::string{"/api/v2/users/12/streams"};
+  auto created = f.send("POST", base, R"({"sessionId":"a","ttlSeconds":30})");
+  CHECK(created.status == 201);
+  auto body = json::parse(created.body).as_object();
+  CHECK(body.at("userId") == 12);
+  CHECK(body.at("sessionId") == "a");
+  CHECK(body.at("streamCount") == 1);
+  CHECK(body.at("maxStreams") == 3);
+  CHECK(body.at("expiresAt").as_string().size() == 24); // ...T..:..:...000Z
+  auto retry = f.send("POST", base, R"({"sessionId":"a"})");
+  CHECK(retry.status == 200);
+  CHECK(json::parse(retry.body).at("streamCount") == 1);
+  auto generated = f.send_json("POST", base);
+  CHECK(generated.at("sessionId").as_string().size() == 32);
+  f.get("/api/startstream/12");
+  auto full = f.send("POST", base, R"({"sessionId":"d"})");
+  CHECK(full.status == 409);
+  auto conflict = json::parse(full.body).as_object();
+  CHECK(conflict.at("msg") == "stream limit reached");
+  CHECK(conflict.at("streamCount") == 3);
+  auto& sessions = conflict.at("sessions").as_array();
+  REQUIRE(sessions.size() == 3);
+  CHECK(sessions[0].at("sessionId") == "a");
+  CHECK(sessions[2].at("sessionId").is_null()); // the startstream stream
+  CHECK(sessions[2].at("expiresAt").is_null());
+  CHECK(f.get("/api/startstream/12").body
+        == R"({"streamStatus":{"isNewStreamAllowed":false,"streamCount":3}})");
+}
+
+TEST_CASE("v2 heartbeat, delete and list", "[unit]") {
+  api_fixture f;
+  f.send("POST", "/api/v2/users/13/streams", R"({"sessionId":"a"})");
+  auto hb = f.send("PUT", "/api/v2/users/13/streams/a");
+  CHECK(hb.status == 200);
+  CHECK(json::parse(hb.body).at("sessionId") == "a");
+  CHECK(f.send("PUT", "/api/v2/users/13/streams/b").status == 404);
+  auto list = f.send_json("GET", "/api/v2/users/13/streams");
+  CHECK(list.at("streamCount") == 1);
+  CHECK(list.at("sessions").as_array().size() == 1);
+  auto del = f.send("DELETE", "/api/v2/users/13/streams/a");
+  CHECK(del.status == 200);
+  CHECK(del.body == R"({"msg":"stream closed","streamCount":0})");
+  CHECK(f.send("DELETE", "/api/v2/users/13/streams/a").status == 404);
+  CHECK(f.send("HEAD", "/api/v2/users/13/streams").status == 200);
+}
+
+TEST_CASE("v2 bad input is a 400 naming the field and changes nothing",
+          "[unit]") {
+  api_fixture f;
+  auto field_of = [&](std::string_view method, std::string_view path,
+                      std::string_view body) {
+    auto res = f.send(method, path, body);
+    CHECK(res.status == 400);
+    return std::string{json::parse(res.body).at("field").as_string()};
+  };
+  auto base = "/api/v2/users/14/streams";
+  CHECK(field_of("POST", base, R"({"ttlSeconds":4})") == "ttlSeconds");
+  CHECK(field_of("POST", base, R"({"ttlSeconds":3601})") == "ttlSeconds");
+  CHECK(field_of("POST", base, R"({"ttlSeconds":"60"})") == "ttlSeconds");
+  CHECK(field_of("POST", base, R"({"sessionId":""})") == "sessionId");
+  CHECK(field_of("POST", base, R"({"sessionId":"a b"})") == "sessionId");
+  CHECK(field_of("POST", base, R"({"sessionId":1})") == "sessionId");
+  CHECK(field_of("POST", base, "[]") == "body");
+  CHECK(field_of("POST", base, "{") == "body");
+  CHECK(field_of("POST", "/api/v2/users/x/streams", "") == "user_id");
+  CHECK(field_of("PUT", "/api/v2/users/14/streams/a%b", "") == "session_id");
+  CHECK(field_of("PUT", "/api/v2/users/14/streams/a", "7") == "body");
+  CHECK(f.counters.grants == 0);
+  CHECK(f.counters.live_user_actors == 0);
+  // Unknown fields are ignored.
+  CHECK(f.send("POST", base, R"({"sessionId":"ok","extra":{"x":1}})").status
+        == 201);
+}
+
+TEST_CASE("limit endpoints: 403 without a token configured", "[unit]") {
+  api_fixture f;
+  auto res = f.send("PUT", "/api/v2/users/15/limit", R"({"maxStreams":1})",
+                    "Bearer anything");
+  CHECK(res.status == 403);
+}
+
+TEST_CASE("limit endpoints: 401 for a wrong or missing token", "[unit]") {
+  api_fixture f{false, "s3cret"};
+  auto path = "/api/v2/users/15/limit";
+  CHECK(f.send("PUT", path, R"({"maxStreams":1})").status == 401);
+  CHECK(f.send("PUT", path, R"({"maxStreams":1})", "Bearer s3cre").status
+        == 401);
+  CHECK(f.send("PUT", path, R"({"maxStreams":1})", "Bearer s3cret2").status
+        == 401);
+  CHECK(f.send("PUT", path, R"({"maxStreams":1})", "s3cret").status == 401);
+  CHECK(f.send("DELETE", path, {}, "Bearer nope").status == 401);
+  CHECK(f.counters.live_user_actors == 0);
+}
+
+TEST_CASE("limit endpoints set and clear a user's limit", "[unit]") {
+  api_fixture f{false, "s3cret"};
+  auto path = "/api/v2/users/16/limit";
+  auto auth = "Bearer s3cret";
+  auto set = f.send("PUT", path, R"({"maxStreams":1})", auth);
+  CHECK(set.status == 200);
+  CHECK(set.body == R"({"userId":16,"maxStreams":1})");
+  CHECK(f.get("/api/startstream/16").body
+        == R"({"streamStatus":{"isNewStreamAllowed":true,"streamCount":1}})");
+  CHECK(f.get("/api/startstream/16").body
+        == R"({"streamStatus":{"isNewStreamAllowed":false,"streamCount":1}})");
+  CHECK(f.send("PUT", path, R"({"maxStreams":1001})", auth).status == 400);
+  CHECK(f.send("PUT", path, R"({})", auth).status == 400);
+  auto cleared = f.send("DELETE", path, {}, auth);
+  CHECK(cleared.status == 200);
+  CHECK(cleared.body == R"({"userId":16,"maxStreams":3})");
+  CHECK(f.get("/api/startstream/16").body
+        == R"({"streamStatus":{"isNewStreamAllowed":true,"streamCount":2}})");
 }

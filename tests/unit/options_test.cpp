@@ -96,10 +96,31 @@ TEST_CASE("--help lists every option with its variable and default",
   for (auto name : {"port", "bind", "max-streams", "shards",
                     "passivate-after", "request-timeout", "http-threads",
                     "actor-threads", "keep-alive-timeout",
-                    "keep-alive-max-requests"}) {
+                    "keep-alive-max-requests", "default-ttl", "min-ttl",
+                    "max-ttl", "legacy-stream-ttl", "admin-token"}) {
     INFO(name);
     CHECK_THAT(text, Catch::Contains(std::string{"--"} + name + "="));
   }
   CHECK_THAT(text, Catch::Contains("VIDEOSTREAMS_MAX_STREAMS"));
   CHECK_THAT(text, Catch::Contains("--max-streams=3"));
+}
+
+TEST_CASE("lease options are checked against each other", "[unit]") {
+  auto p = parse_ok({"--min-ttl=1", "--default-ttl=10", "--max-ttl=20",
+                     "--legacy-stream-ttl=300"});
+  CHECK(p.values.min_ttl_seconds == 1);
+  CHECK(p.values.default_ttl_seconds == 10);
+  CHECK(p.values.max_ttl_seconds == 20);
+  CHECK(p.values.legacy_stream_ttl_seconds == 300);
+  CHECK_THAT(parse_error({"--min-ttl=30", "--max-ttl=20"}),
+             Catch::Contains("--min-ttl"));
+  CHECK_THAT(parse_error({"--default-ttl=4000"}),
+             Catch::Contains("--default-ttl"));
+}
+
+TEST_CASE("the admin token is never echoed", "[unit]") {
+  fake_env env{{{"VIDEOSTREAMS_ADMIN_TOKEN", "hunter2"}}};
+  auto p = parse_ok({}, env);
+  CHECK(p.values.admin_token == "hunter2");
+  CHECK(p.changed == std::vector<std::string>{"--admin-token=***"});
 }

@@ -35,3 +35,21 @@ TEST_CASE("state-changing routes do not allow HEAD", "[unit]") {
   CHECK(allowed_methods(route::api_index) == "GET, HEAD, OPTIONS");
   CHECK(route_template(route::startstream) == "/api/startstream/:user_id");
 }
+
+TEST_CASE("v2 paths resolve with their parameters", "[unit]") {
+  auto list = match_route("/api/v2/users/42/streams");
+  CHECK(list.which == route::v2_streams);
+  CHECK(list.user_id == "42");
+  auto one = match_route("/api/v2/users/42/streams/tv-1");
+  CHECK(one.which == route::v2_stream);
+  CHECK(one.session_id == "tv-1");
+  CHECK(match_route("/api/v2/users/42/limit").which == route::v2_limit);
+  for (auto path : {"/api/v2/users/42", "/api/v2/users/42/streams/a/b",
+                    "/api/v2/users//streams", "/api/v2/user/42/streams",
+                    "/api/v3/users/42/streams", "/api/v2/users/42/limits"}) {
+    INFO(path);
+    CHECK(match_route(path).which == route::unmatched);
+  }
+  CHECK(allowed_methods(route::v2_streams) == "GET, HEAD, POST, OPTIONS");
+  CHECK(allowed_methods(route::v2_stream) == "PUT, DELETE, OPTIONS");
+}

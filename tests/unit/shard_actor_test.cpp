@@ -117,9 +117,11 @@ TEST_CASE("commands that arrive while an actor stops are held and delivered",
   // answered yet when the next commands arrive.
   auto step = shard_fixture::passivate_after / 4;
   for (int i = 0; i < 4; ++i) {
+    f.clock->advance(step);
     f.sched.advance_time(step);
     f.sched.run();
   }
+  f.clock->advance(step);
   f.sched.advance_time(step);
   REQUIRE(f.sched.try_run_once()); // the shard's tick
   REQUIRE(f.sched.has_job());      // the user actor, `passivate` queued
@@ -145,7 +147,7 @@ TEST_CASE("requests from other actors are answered like local calls",
   std::vector<user_reply> replies;
   f.sys.spawn([&](caf::event_based_actor* c) {
     for (int i = 0; i < 4; ++i)
-      c->request(f.shard, caf::infinite, user_command{start, 77})
+      c->request(f.shard, caf::infinite, user_command{start, 77, {}, 0, 0})
         .then([&](const user_reply& r) { replies.push_back(r); });
   });
   f.sched.run();

@@ -4,34 +4,127 @@
 
 using namespace videostreams;
 
+namespace {
+
+constexpr std::int64_t second = 1'000'000'000;
+
+clock_reading at(std::int64_t seconds) {
+  return clock_reading{seconds * second, 1'700'000'000'000 + seconds * 1000,
+                       1'700'000'000'000'000'000};
+}
+
+} // namespace
+
 TEST_CASE("starts are granted up to the limit, then denied", "[unit]") {
   user_streams s;
-  CHECK(s.start_legacy(3, 1) == stream_outcome::granted);
-  CHECK(s.start_legacy(3, 2) == stream_outcome::granted);
-  CHECK(s.start_legacy(3, 3) == stream_outcome::granted);
+  CHECK(s.start_legacy(3, 0, at(1)) == stream_outcome::granted);
+  CHECK(s.start_legacy(3, 0, at(2)) == stream_outcome::granted);
+  CHECK(s.start_legacy(3, 0, at(3)) == stream_outcome::granted);
   CHECK(s.count() == 3);
-  CHECK(s.start_legacy(3, 4) == stream_outcome::denied);
+  CHECK(s.start_legacy(3, 0, at(4)) == stream_outcome::denied);
   CHECK(s.count() == 3);
-  CHECK(s.start_legacy(4, 5) == stream_outcome::granted); // limit is an input
+  CHECK(s.start_legacy(4, 0, at(5)) == stream_outcome::granted);
   CHECK(s.count() == 4);
 }
 
 TEST_CASE("a limit of zero grants nothing", "[unit]") {
   user_streams s;
-  CHECK(s.start_legacy(0, 1) == stream_outcome::denied);
+  CHECK(s.start_legacy(0, 0, at(1)) == stream_outcome::denied);
+  CHECK(s.open("a", 60, 0, at(1)) == stream_outcome::denied);
   CHECK(s.empty());
 }
 
-TEST_CASE("ends close the oldest stream and never go below zero", "[unit]") {
+TEST_CASE("ends close the oldest stream without an id, never below zero",
+          "[unit]") {
   user_streams s;
-  s.start_legacy(3, 100);
-  s.start_legacy(3, 200);
-  CHECK(s.end_legacy() == stream_outcome::closed);
-  REQUIRE(s.count() == 1);
-  CHECK(s.sessions().front().started_at_ms == 200);
-  CHECK(s.end_legacy() == stream_outcome::closed);
-  CHECK(s.end_legacy() == stream_outcome::nothing_to_close);
-  CHECK(s.end_legacy() == stream_outcome::nothing_to_close);
+  s.start_legacy(3, 0, at(100));
+  s.open("tv", 60, 3, at(150));
+  s.start_legacy(3, 0, at(200));
+  CHECK(s.end_legacy(at(201)) == stream_outcome::closed);
+  REQUIRE(s.count() == 2);
+  CHECK(s.sessions()[0].id == "tv");
+  CHECK(s.sessions()[1].started_at_ms == at(200).wall_ms);
+  CHECK(s.end_legacy(at(202)) == stream_outcome::closed);
+  // Only the v2 session is left, and endstream never closes it.
+  CHECK(s.end_legacy(at(203)) == stream_outcome::nothing_to_close);
+  CHECK(s.count() == 1);
+  CHECK(s.close("tv", at(204)) == stream_outcome::closed);
+  CHECK(s.end_legacy(at(205)) == stream_outcome::nothing_to_close);
   CHECK(s.count() == 0);
   CHECK(s.empty());
+}
+
+TEST_CASE("open grants a lease; the same id again renews it", "[unit]") {
+  user_streams s;
+  CHECK(s.open("a", 30, 3, at(0)) == stream_outcome::granted);
+  CHECK(s.find("a")->expires_at_ns == 30 * second);
+  CHECK(s.open("a", 0, 3, at(10)) == stream_outcome::renewed);
+  CHECK(s.count() == 1);
+  CHECK(s.find("a")->expires_at_ns == 40 * second); // its own TTL
+  CHECK(s.open("a", 100, 3, at(20)) == stream_outcome::renewed);
+  CHECK(s.find("a")->ttl_seconds == 100); // a given TTL replaces it
+  CHECK(s.find("a")->expires_at_ns == 120 * second);
+  CHECK(s.find("a")->started_at_ms == at(0).wall_ms);
+}
+
+TEST_CASE("an open session is renewed even at the limit", "[unit]") {
+  user_streams s;
+  s.open("a", 60, 2, at(0));
+  s.open("b", 60, 2, at(0));
+  CHECK(s.open("c", 60, 2, at(1)) == stream_outcome::denied);
+  CHECK(s.open("b", 60, 2, at(1)) == stream_outcome::renewed);
+  CHECK(s.count() == 2);
+}
+
+TEST_CASE("heartbeats renew by the session's own TTL", "[unit]") {
+  user_streams s;
+  s.open("a", 20, 3, at(0));
+  CHECK(s.heartbeat("a", at(15)) == stream_outcome::renewed);
+  CHECK(s.find("a")->expires_at_ns == 35 * second);
+  CHECK(s.heartbeat("nope", at(16)) == stream_outcome::not_found);
+  CHECK(s.heartbeat("", at(16)) == stream_outcome::not_found);
+}
+
+TEST_CASE("an unrenewed lease expires at its deadline", "[unit]") {
+  user_streams s;
+  s.open("a", 10, 1, at(0));
+  CHECK(s.next_expiry() == 10 * second);
+  // Until the deadline it counts, and the user is at the limit.
+  CHECK(s.open("b", 10, 1, at(9)) == stream_outcome::denied);
+  // At the deadline it is gone: the heartbeat is too late, the slot free.
+  CHECK(s.heartbeat("a", at(10)) == stream_outcome::not_found);
+  CHECK(s.count() == 0);
+  CHECK(s.open("b", 10, 1, at(10)) == stream_outcome::granted);
+}
+
+TEST_CASE("expire removes only expired leases and reports them", "[unit]") {
+  user_streams s;
+  s.open("short", 5, 5, at(0));
+  s.open("long", 50, 5, at(0));
+  s.start_legacy(5, 0, at(0));  // never expires
+  s.start_legacy(5, 20, at(0)); // legacy TTL
+  CHECK(s.expire(4 * second) == 0);
+  CHECK(s.expire(5 * second) == 1);
+  CHECK(s.next_expiry() == 20 * second);
+  CHECK(s.expire(100 * second) == 2);
+  REQUIRE(s.count() == 1);
+  CHECK(s.sessions()[0].id.empty());
+  CHECK(s.next_expiry() == 0);
+}
+
+TEST_CASE("a user's own limit overrides the default until cleared",
+          "[unit]") {
+  user_streams s;
+  CHECK(s.limit(3) == 3);
+  CHECK(s.set_limit(1) == stream_outcome::limit_set);
+  CHECK_FALSE(s.empty()); // the record must survive passivation
+  CHECK(s.limit(3) == 1);
+  CHECK(s.start_legacy(s.limit(3), 0, at(0)) == stream_outcome::granted);
+  CHECK(s.start_legacy(s.limit(3), 0, at(0)) == stream_outcome::denied);
+  // Lowering the limit closes nothing.
+  s.set_limit(0);
+  CHECK(s.count() == 1);
+  s.set_limit(std::nullopt);
+  CHECK(s.limit(3) == 3);
+  CHECK(s.own_limit() == std::nullopt);
 }
