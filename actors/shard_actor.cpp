@@ -127,10 +127,12 @@ shard_actor::behavior_type shard_impl(shard_pointer self,
     tick_interval = std::chrono::milliseconds{1};
   self->delayed_send(self, tick_interval, tick_atom::value);
   // User actors are not linked to their shard (a million links would cost
-  // more than the actors); a stopping shard stops them itself.
-  self->attach_functor([self] {
+  // more than the actors); a shard told to exit stops them first. (Not in an
+  // attached functor: those run after the state is gone.)
+  self->set_exit_handler([self](caf::exit_msg& msg) {
     for (auto& [user, entry] : self->state.live)
-      caf::anon_send_exit(entry.actor, caf::exit_reason::user_shutdown);
+      self->send_exit(entry.actor, msg.reason);
+    self->quit(std::move(msg.reason));
   });
   auto dispatch = [self](held_command&& x) {
     auto& entry = activate(self, x.cmd.user);
