@@ -1,5 +1,8 @@
 #include "http/server.hpp"
 
+#include <chrono>
+#include <thread>
+
 #include <sys/socket.h>
 
 #include <httplib.h>
@@ -23,6 +26,17 @@ bool has_body(const httplib::Request& req) {
   return req.has_header("Transfer-Encoding")
          || (req.has_header("Content-Length")
              && req.get_header_value("Content-Length") != "0");
+}
+
+/// A Content-Length that is not a plain decimal number makes the request's
+/// framing unknowable (RFC 9112 §6.3): such a request must be refused, not
+/// guessed at. cpp-httplib would read it as 0.
+bool has_invalid_content_length(const httplib::Request& req) {
+  if (!req.has_header("Content-Length"))
+    return false;
+  auto value = req.get_header_value("Content-Length");
+  return value.empty()
+         || value.find_first_not_of("0123456789") != std::string::npos;
 }
 
 } // namespace
@@ -57,6 +71,10 @@ http_server::http_server(api& handler, http_server_settings settings)
   // regex routing; that also lets every method reach the API's 404/405.
   svr.set_pre_routing_handler(
     [serve](const httplib::Request& req, httplib::Response& res) {
+      if (has_invalid_content_length(req)) {
+        res.status = 400;
+        return httplib::Server::HandlerResponse::Handled;
+      }
       if (has_body(req))
         return httplib::Server::HandlerResponse::Unhandled;
       serve(req, res);
@@ -97,10 +115,20 @@ int http_server::bind() {
 }
 
 void http_server::run() {
-  server_->listen_after_bind();
+  running_.store(true);
+  if (!stop_requested_.load())
+    server_->listen_after_bind();
+  running_.store(false);
 }
 
 void http_server::stop() {
+  // cpp-httplib ignores stop() until listen_after_bind() has set it running,
+  // so a stop that arrives just as `run` begins would be lost. Either `run`
+  // sees the request and never listens, or this waits (bounded) until it
+  // listens and then stops it.
+  stop_requested_.store(true);
+  for (int i = 0; i < 5000 && running_.load() && !server_->is_running(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds{1});
   server_->stop();
 }
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -50,6 +51,8 @@ private:
   std::unique_ptr<httplib::Server> server_;
   /// The listening socket, captured when cpp-httplib creates it.
   int listen_socket_ = -1;
+  std::atomic<bool> stop_requested_{false};
+  std::atomic<bool> running_{false};
 };
 
 } // namespace videostreams

@@ -1,0 +1,138 @@
+// DESIGN §5, the option surface: flags, environment variables, --help, and
+// the exit code 2 for a bad command line.
+
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "http_probe.hpp"
+#include "service_process.hpp"
+
+using namespace videostreams::blackbox;
+
+namespace {
+
+/// Every option the binary has; each must be in --help with its variable.
+const std::vector<std::pair<std::string, std::string>> every_option{
+  {"--port", "VIDEOSTREAMS_PORT"},
+  {"--bind", "VIDEOSTREAMS_BIND"},
+  {"--max-streams", "VIDEOSTREAMS_MAX_STREAMS"},
+  {"--shards", "VIDEOSTREAMS_SHARDS"},
+  {"--passivate-after", "VIDEOSTREAMS_PASSIVATE_AFTER"},
+  {"--request-timeout", "VIDEOSTREAMS_REQUEST_TIMEOUT"},
+  {"--http-threads", "VIDEOSTREAMS_HTTP_THREADS"},
+  {"--actor-threads", "VIDEOSTREAMS_ACTOR_THREADS"},
+  {"--keep-alive-timeout", "VIDEOSTREAMS_KEEP_ALIVE_TIMEOUT"},
+  {"--keep-alive-max-requests", "VIDEOSTREAMS_KEEP_ALIVE_MAX_REQUESTS"},
+};
+
+/// Runs the binary expecting a usage error: exit 2, a message on stderr
+/// naming the culprit, nothing on stdout.
+void check_usage_error(const std::vector<std::string>& args,
+                       const environment& env, const std::string& culprit) {
+  auto r = run_binary(args, env);
+  INFO("stderr: " << r.err);
+  INFO("stdout: " << r.out);
+  CHECK(r.status.describe() == "exit code 2");
+  CHECK(r.err.rfind("videostreams: ", 0) == 0);
+  CHECK(r.err.find(culprit) != std::string::npos);
+  CHECK(r.err.find("listening") == std::string::npos);
+  CHECK(r.out.empty());
+}
+
+std::string start(httplib::Client& cli, const std::string& user) {
+  auto r = get(cli, "/api/startstream/" + user);
+  REQUIRE(r.status == 200);
+  return r.body;
+}
+
+} // namespace
+
+TEST_CASE("help exits 0 and lists every option with its variable",
+          "[blackbox]") {
+  auto r = run_binary({"--help"});
+  INFO("stdout: " << r.out);
+  CHECK(r.status.describe() == "exit code 0");
+  CHECK(r.out.find("Usage") != std::string::npos);
+  for (auto& [flag, var] : every_option) {
+    INFO(flag);
+    CHECK(r.out.find("  " + flag + "=") != std::string::npos);
+    CHECK(r.out.find(var) != std::string::npos);
+  }
+  CHECK(r.out.find("--help") != std::string::npos);
+  // The documented defaults.
+  CHECK(r.out.find("--port=8080") != std::string::npos);
+  CHECK(r.out.find("--max-streams=3") != std::string::npos);
+  CHECK(r.out.find("--shards=128") != std::string::npos);
+}
+
+TEST_CASE("help wins over the other options and starts nothing",
+          "[blackbox]") {
+  auto r = run_binary({"--port=0", "--help", "--max-streams=5"});
+  CHECK(r.status.describe() == "exit code 0");
+  CHECK(r.out.find("--max-streams") != std::string::npos);
+  CHECK(r.err.find("listening") == std::string::npos);
+}
+
+TEST_CASE("an unknown option exits 2 with a message", "[blackbox]") {
+  check_usage_error({"--port=0", "--no-such-option=1"}, {},
+                    "no-such-option");
+  check_usage_error({"--port=0", "--no-such-flag"}, {}, "no-such-flag");
+  check_usage_error({"--port=0", "serve"}, {}, "serve");
+}
+
+TEST_CASE("an option without a value exits 2 with a message",
+          "[blackbox]") {
+  check_usage_error({"--port"}, {}, "--port");
+  check_usage_error({"--port=0", "--max-streams"}, {}, "--max-streams");
+}
+
+TEST_CASE("a bad option value exits 2 with a message", "[blackbox]") {
+  const std::vector<std::string> bad{
+    "--port=abc",          "--port=-1",         "--port=65536",
+    "--port=",             "--port=80x",        "--max-streams=-1",
+    "--max-streams=abc",   "--max-streams=1.5", "--shards=0",
+    "--shards=-3",         "--http-threads=0",  "--actor-threads=0",
+    "--passivate-after=x", "--passivate-after=-5s",
+    "--request-timeout=0ms", "--request-timeout=soon", "--bind="};
+  for (auto& arg : bad) {
+    INFO(arg);
+    auto name = arg.substr(0, arg.find('='));
+    check_usage_error({"--port=0", arg}, {}, name);
+  }
+}
+
+TEST_CASE("a bad value in the environment exits 2 with a message",
+          "[blackbox]") {
+  check_usage_error({"--port=0"}, {{"VIDEOSTREAMS_MAX_STREAMS", "abc"}},
+                    "VIDEOSTREAMS_MAX_STREAMS");
+  check_usage_error({"--port=0"}, {{"VIDEOSTREAMS_SHARDS", "0"}},
+                    "VIDEOSTREAMS_SHARDS");
+}
+
+TEST_CASE("VIDEOSTREAMS_MAX_STREAMS in the environment sets the limit",
+          "[blackbox]") {
+  service_process svc{{}, {{"VIDEOSTREAMS_MAX_STREAMS", "1"}}};
+  auto cli = make_client(svc.port());
+  CHECK(start(*cli, "9") == granted_body(1));
+  CHECK(start(*cli, "9") == denied_body(1));
+}
+
+TEST_CASE("the command line wins over the environment", "[blackbox]") {
+  service_process svc{{"--max-streams=2"},
+                      {{"VIDEOSTREAMS_MAX_STREAMS", "1"}}};
+  auto cli = make_client(svc.port());
+  CHECK(start(*cli, "9") == granted_body(1));
+  CHECK(start(*cli, "9") == granted_body(2));
+  CHECK(start(*cli, "9") == denied_body(2));
+}
+
+TEST_CASE("the port on the command line overrides VIDEOSTREAMS_PORT", "[blackbox]") {
+  // The environment asks for a port the command line replaces, so the
+  // service still starts on a free port.
+  service_process svc{{}, {{"VIDEOSTREAMS_PORT", "1"}}};
+  CHECK(svc.port() > 1);
+  auto cli = make_client(svc.port());
+  CHECK(get(*cli, "/healthz").status == 200);
+}

@@ -1,0 +1,271 @@
+#include "service_process.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <cstdlib>
+#include <stdexcept>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <httplib.h>
+
+extern char** environ;
+
+namespace videostreams::blackbox {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+constexpr std::string_view start_line_prefix
+  = "videostreams: listening on 127.0.0.1:";
+
+/// A pipe whose ends are closed on exec; `dup2` in the child clears that
+/// flag on the copy it makes, so no other child inherits either end.
+struct pipe_fds {
+  int read = -1;
+  int write = -1;
+
+  pipe_fds() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0)
+      throw std::runtime_error(std::string{"pipe2: "} + std::strerror(errno));
+    read = fds[0];
+    write = fds[1];
+  }
+};
+
+void close_fd(int& fd) {
+  if (fd >= 0)
+    ::close(fd);
+  fd = -1;
+}
+
+/// Forks and execs the binary. Everything the child needs is built before
+/// `fork`, because the test process has threads and the child may only make
+/// async-signal-safe calls until `execve`.
+pid_t spawn(const std::vector<std::string>& args, const environment& env,
+            int out_fd, int err_fd) {
+  std::vector<std::string> argv_text;
+  argv_text.emplace_back(VIDEOSTREAMS_BINARY);
+  argv_text.insert(argv_text.end(), args.begin(), args.end());
+  std::vector<std::string> env_text;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    std::string_view entry{*e};
+    if (entry.rfind("VIDEOSTREAMS_", 0) == 0)
+      continue;
+    env_text.emplace_back(entry);
+  }
+  for (auto& [name, value] : env)
+    env_text.push_back(name + "=" + value);
+  std::vector<char*> argv;
+  for (auto& x : argv_text)
+    argv.push_back(x.data());
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (auto& x : env_text)
+    envp.push_back(x.data());
+  envp.push_back(nullptr);
+  auto pid = ::fork();
+  if (pid < 0)
+    throw std::runtime_error(std::string{"fork: "} + std::strerror(errno));
+  if (pid == 0) {
+    int null_fd = ::open("/dev/null", O_RDWR);
+    ::dup2(null_fd, STDIN_FILENO);
+    ::dup2(out_fd >= 0 ? out_fd : null_fd, STDOUT_FILENO);
+    ::dup2(err_fd >= 0 ? err_fd : null_fd, STDERR_FILENO);
+    ::execve(argv[0], argv.data(), envp.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+exit_status decode(int status) {
+  exit_status result;
+  if (WIFEXITED(status)) {
+    result.exited = true;
+    result.code = WEXITSTATUS(status);
+  } else if (WIFSIGNALED(status)) {
+    result.signal = WTERMSIG(status);
+  }
+  return result;
+}
+
+/// Waits for `pid` until `deadline`; after that kills it and reports a
+/// process that did not exit by itself.
+exit_status wait_until(pid_t pid, clock_type::time_point deadline) {
+  for (;;) {
+    int status = 0;
+    auto r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid)
+      return decode(status);
+    if (r < 0 && errno != EINTR)
+      return {};
+    if (clock_type::now() >= deadline)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds{2});
+  }
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    // Retry.
+  }
+  exit_status result;
+  result.signal = SIGKILL;
+  result.timed_out = true;
+  return result;
+}
+
+} // namespace
+
+std::string exit_status::describe() const {
+  if (timed_out)
+    return "did not exit within the deadline (killed)";
+  if (exited)
+    return "exit code " + std::to_string(code);
+  if (signal != 0)
+    return std::string{"killed by signal "} + std::to_string(signal) + " ("
+           + ::strsignal(signal) + ")";
+  return "unknown status";
+}
+
+run_result run_binary(const std::vector<std::string>& args,
+                      const environment& env) {
+  pipe_fds out;
+  pipe_fds err;
+  auto pid = spawn(args, env, out.write, err.write);
+  close_fd(out.write);
+  close_fd(err.write);
+  auto deadline = clock_type::now() + process_deadline;
+  run_result result;
+  pollfd fds[2] = {{out.read, POLLIN, 0}, {err.read, POLLIN, 0}};
+  std::string* sinks[2] = {&result.out, &result.err};
+  int open_fds = 2;
+  while (open_fds > 0 && clock_type::now() < deadline) {
+    auto n = ::poll(fds, 2, 50);
+    if (n < 0 && errno != EINTR)
+      break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0)
+        continue;
+      char buf[4096];
+      auto got = ::read(fds[i].fd, buf, sizeof(buf));
+      if (got > 0) {
+        sinks[i]->append(buf, static_cast<std::size_t>(got));
+      } else if (got == 0 || errno != EINTR) {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_fds;
+      }
+    }
+  }
+  for (auto& fd : fds)
+    if (fd.fd >= 0)
+      ::close(fd.fd);
+  result.status = wait_until(pid, deadline);
+  return result;
+}
+
+service_process::service_process(std::vector<std::string> extra_args,
+                                 const environment& env,
+                                 bool wait_until_serving) {
+  std::vector<std::string> args{"--port=0", "--bind=127.0.0.1"};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  pipe_fds err;
+  pid_ = spawn(args, env, -1, err.write);
+  close_fd(err.write);
+  reader_ = std::thread{[this, fd = err.read] { drain_stderr(fd); }};
+  auto deadline = clock_type::now() + process_deadline;
+  {
+    std::unique_lock<std::mutex> guard{mtx_};
+    for (;;) {
+      auto at = stderr_.find(start_line_prefix);
+      if (at != std::string::npos) {
+        auto digits = at + start_line_prefix.size();
+        auto comma = stderr_.find(',', digits);
+        if (comma != std::string::npos) {
+          port_ = std::atoi(stderr_.c_str() + digits);
+          break;
+        }
+      }
+      if (stderr_closed_
+          || cv_.wait_until(guard, deadline) == std::cv_status::timeout)
+        break;
+    }
+  }
+  if (port_ <= 0)
+    abandon("did not print its start line");
+  if (!wait_until_serving)
+    return;
+  // The start line comes just before the listener starts accepting; wait
+  // for an answer so that every test begins with a serving process.
+  httplib::Client cli{"127.0.0.1", port_};
+  cli.set_connection_timeout(1);
+  cli.set_read_timeout(5);
+  while (clock_type::now() < deadline) {
+    auto res = cli.Get("/healthz");
+    if (res && res->status == 200)
+      return;
+    std::this_thread::sleep_for(std::chrono::milliseconds{5});
+  }
+  abandon("did not answer GET /healthz");
+}
+
+void service_process::abandon(const std::string& reason) {
+  ::kill(pid_, SIGKILL);
+  auto status = wait_until(pid_, clock_type::now() + process_deadline);
+  reader_.join();
+  throw std::runtime_error("videostreams " + reason + " within "
+                           + std::to_string(process_deadline.count())
+                           + " s (" + status.describe() + "); stderr:\n"
+                           + stderr_);
+}
+
+service_process::~service_process() {
+  stop();
+}
+
+void service_process::send_signal(int sig) const {
+  ::kill(pid_, sig);
+}
+
+exit_status service_process::stop(std::chrono::milliseconds deadline) {
+  if (stopped_)
+    return status_;
+  stopped_ = true;
+  ::kill(pid_, SIGTERM);
+  status_ = wait_until(pid_, clock_type::now() + deadline);
+  // The child is gone, so its end of the pipe is closed and the reader sees
+  // end of file.
+  reader_.join();
+  return status_;
+}
+
+std::string service_process::stderr_text() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return stderr_;
+}
+
+void service_process::drain_stderr(int fd) {
+  char buf[4096];
+  for (;;) {
+    auto got = ::read(fd, buf, sizeof(buf));
+    if (got < 0 && errno == EINTR)
+      continue;
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (got <= 0) {
+      stderr_closed_ = true;
+      cv_.notify_all();
+      break;
+    }
+    stderr_.append(buf, static_cast<std::size_t>(got));
+    cv_.notify_all();
+  }
+  ::close(fd);
+}
+
+} // namespace videostreams::blackbox

@@ -1,0 +1,111 @@
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <sys/types.h>
+
+namespace videostreams::blackbox {
+
+/// Environment variables given to a child on top of the test's own
+/// environment (from which every `VIDEOSTREAMS_*` variable is removed, so
+/// that a developer's shell cannot change what a test sees).
+using environment = std::vector<std::pair<std::string, std::string>>;
+
+/// How long the harness waits for the binary to start or to exit.
+constexpr std::chrono::seconds process_deadline{10};
+
+/// What became of a child process, as `waitpid` reported it.
+struct exit_status {
+  /// True when the process called `exit`; false when a signal killed it or
+  /// it did not end within the deadline.
+  bool exited = false;
+  /// The exit code when `exited`.
+  int code = -1;
+  /// The signal that ended it, or 0.
+  int signal = 0;
+  /// True when it did not exit within the deadline and was killed.
+  bool timed_out = false;
+
+  /// True for a clean `exit(0)`.
+  bool clean() const noexcept {
+    return exited && code == 0;
+  }
+
+  /// "exit code 2", "killed by signal 9", "did not exit".
+  std::string describe() const;
+};
+
+/// The result of running the binary to completion.
+struct run_result {
+  exit_status status;
+  std::string out;
+  std::string err;
+};
+
+/// Runs the videostreams binary with `args` and `env` until it exits (at
+/// most `process_deadline`, then it is killed), capturing stdout and stderr.
+run_result run_binary(const std::vector<std::string>& args,
+                      const environment& env = {});
+
+/// One running videostreams process listening on 127.0.0.1 at a port the
+/// kernel picked. Its stderr is drained by a thread for its whole life, so
+/// the child never blocks on a full pipe. Stopping sends SIGTERM and waits,
+/// bounded; the destructor stops a process that is still running.
+class service_process {
+public:
+  /// Starts the binary with `--port=0 --bind=127.0.0.1` followed by
+  /// `extra_args`, waits for its start line and then, with
+  /// `wait_until_serving`, until `GET /healthz` answers 200. Throws
+  /// `std::runtime_error` (with everything the child wrote) when it does not
+  /// get that far within `process_deadline`.
+  explicit service_process(std::vector<std::string> extra_args = {},
+                           const environment& env = {},
+                           bool wait_until_serving = true);
+
+  service_process(const service_process&) = delete;
+  service_process& operator=(const service_process&) = delete;
+
+  ~service_process();
+
+  /// The port the service listens on.
+  int port() const noexcept {
+    return port_;
+  }
+
+  /// The child's process id.
+  pid_t pid() const noexcept {
+    return pid_;
+  }
+
+  /// Sends `sig` without waiting.
+  void send_signal(int sig) const;
+
+  /// Sends SIGTERM and waits for the exit (at most `deadline`, then
+  /// SIGKILL). Calling it again returns the first result.
+  exit_status stop(std::chrono::milliseconds deadline = process_deadline);
+
+  /// Everything the child has written to stderr so far.
+  std::string stderr_text() const;
+
+private:
+  void drain_stderr(int fd);
+  [[noreturn]] void abandon(const std::string& reason);
+
+  pid_t pid_ = -1;
+  int port_ = -1;
+  bool stopped_ = false;
+  exit_status status_;
+  mutable std::mutex mtx_;
+  std::condition_variable cv_;
+  std::string stderr_;
+  bool stderr_closed_ = false;
+  std::thread reader_;
+};
+
+} // namespace videostreams::blackbox
