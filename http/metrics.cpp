@@ -129,6 +129,9 @@ std::string http_metrics::render(const stream_counters& counters) const {
                "Stream starts granted.", counters.grants);
   append_gauge(out, "videostreams_stream_denials_total", "counter",
                "Stream starts denied at the limit.", counters.denials);
+  append_gauge(out, "videostreams_stream_expirations_total", "counter",
+               "Leases that expired without a heartbeat or close.",
+               counters.expirations);
   append_gauge(out, "videostreams_user_activations_total", "counter",
                "User actors started.", counters.activations);
   append_gauge(out, "videostreams_user_passivations_total", "counter",
