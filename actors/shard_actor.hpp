@@ -7,6 +7,7 @@
 #include "caf/fwd.hpp"
 #include "caf/meta/type_name.hpp"
 
+#include "actors/heap_trimmer.hpp"
 #include "actors/user_actor.hpp"
 #include "actors/user_protocol.hpp"
 
@@ -39,14 +40,18 @@ using shard_actor = caf::typed_actor<
   caf::replies_to<user_command>::with<user_reply>,
   caf::reacts_to<local_call>,
   caf::reacts_to<tick_atom>,
+  caf::reacts_to<expire_atom, std::uint64_t, std::int64_t>,
   caf::replies_to<stats_atom>::with<shard_stats>>;
 
 /// How a shard behaves.
 struct shard_settings {
-  /// Shared by all user actors of the node.
+  /// Shared by all user actors of the node; each shard gives its own actors
+  /// a copy that names the shard as their `timer_target`.
   std::shared_ptr<const user_settings> users;
   /// A user actor with no command for this long is stopped (passivated).
   std::chrono::milliseconds passivate_after{30000};
+  /// Told how many actors and records the shard freed; may be null.
+  heap_trimmer* trimmer = nullptr;
 };
 
 /// Starts a shard actor.

@@ -2,7 +2,9 @@
 
 #include <chrono>
 
+#include "caf/actor_cast.hpp"
 #include "caf/actor_system.hpp"
+#include "caf/send.hpp"
 #include "caf/stateful_actor.hpp"
 #include "caf/typed_event_based_actor.hpp"
 
@@ -37,23 +39,24 @@ struct user_actor_state {
 
 using user_pointer = user_actor::stateful_pointer<user_actor_state>;
 
-/// Makes sure an `expire` message arrives by the earliest lease deadline.
-void arm_expiry_timer(user_pointer self, const clock_reading& now) {
+/// Makes sure the shard wakes this actor by its earliest lease deadline.
+void arm_expiry_timer(user_pointer self) {
   auto& st = self->state;
   auto next = st.streams.next_expiry();
   if (next == 0 || (st.timer_deadline != 0 && st.timer_deadline <= next))
     return;
+  auto target = caf::actor_cast<caf::actor>(st.settings->timer_target);
+  if (!target)
+    return; // the shard is gone: nothing will ask this actor again
   st.timer_deadline = next;
-  auto delay = std::chrono::nanoseconds{std::max<std::int64_t>(
-    next - now.mono_ns, 0)};
-  self->delayed_send(self, delay, expire_atom::value);
+  caf::anon_send(target, expire_atom::value, st.user, next);
 }
 
 user_reply run(user_pointer self, const user_command& cmd) {
   auto& st = self->state;
   auto now = st.settings->clock->now();
   auto reply = decide(st.streams, cmd, *st.settings, now);
-  arm_expiry_timer(self, now);
+  arm_expiry_timer(self);
   return reply;
 }
 
@@ -69,7 +72,7 @@ user_actor::behavior_type user_actor_impl(
   self->attach_functor([counters] {
     counters->live_user_actors.fetch_sub(1, relaxed);
   });
-  arm_expiry_timer(self, self->state.settings->clock->now());
+  arm_expiry_timer(self);
   return {
     [self](user_command& cmd) -> user_reply { return run(self, cmd); },
     [self](local_call& call) { call.slot->fulfill(run(self, call.cmd)); },
@@ -83,7 +86,7 @@ user_actor::behavior_type user_actor_impl(
       auto now = st.settings->clock->now();
       st.timer_deadline = 0;
       expire_leases(st.streams, *st.settings, now);
-      arm_expiry_timer(self, now);
+      arm_expiry_timer(self);
     },
   };
 }

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "caf/actor_addr.hpp"
 #include "caf/fwd.hpp"
 
 #include "actors/clock.hpp"
@@ -26,6 +27,12 @@ struct user_settings {
     = std::make_shared<system_time_source>();
   /// Where grants, denials and open streams are counted; never null.
   stream_counters* counters = nullptr;
+  /// Who wakes a user actor when a lease is due: its shard, which keeps one
+  /// queue of deadlines for all its users and checks it every tick. (A CAF
+  /// timer per actor would keep a passivated actor's memory, and its
+  /// pages, until the lease ran out.) A user actor asks with
+  /// `(expire_atom, user, deadline)`. Weak, so the shard can go away.
+  caf::actor_addr timer_target;
 };
 
 /// Applies `cmd` to `streams` at time `now`: the one place where a command

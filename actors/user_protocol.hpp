@@ -157,8 +157,8 @@ struct local_call {
 /// Asks a user actor to stop and hand its state to the shard.
 using passivate_atom = caf::atom_constant<caf::atom("passivate")>;
 
-/// Tells a user actor that one of its leases may have expired; sent by the
-/// actor to itself.
+/// Tells a user actor that one of its leases may have expired (sent by its
+/// shard); with a user and a deadline, asks the shard for that wake-up.
 using expire_atom = caf::atom_constant<caf::atom("expire")>;
 
 /// The typed interface of a user actor. It answers commands about its user,

@@ -35,7 +35,8 @@ public:
 
 std::vector<shard_actor> spawn_shards(caf::actor_system& sys,
                                       const options& opts,
-                                      stream_counters& counters) {
+                                      stream_counters& counters,
+                                      heap_trimmer& trimmer) {
   auto users = std::make_shared<user_settings>();
   users->default_limit = opts.max_streams;
   users->default_ttl_seconds = opts.default_ttl_seconds;
@@ -44,6 +45,7 @@ std::vector<shard_actor> spawn_shards(caf::actor_system& sys,
   shard_settings settings;
   settings.users = users;
   settings.passivate_after = opts.passivate_after;
+  settings.trimmer = &trimmer;
   std::vector<shard_actor> shards;
   shards.reserve(opts.shards);
   for (std::uint32_t i = 0; i < opts.shards; ++i)
@@ -76,7 +78,7 @@ struct service::impl {
   explicit impl(const options& opts)
     : cfg(opts),
       sys(cfg),
-      users(spawn_shards(sys, opts, counters)),
+      users(spawn_shards(sys, opts, counters, trimmer)),
       rest(users, api_options(opts), metrics, counters),
       http(rest, http_settings(opts)) {
     // Nothing else to do.
@@ -90,6 +92,7 @@ struct service::impl {
   }
 
   stream_counters counters;
+  heap_trimmer trimmer;
   http_metrics metrics;
   actor_config cfg;
   caf::actor_system sys;

@@ -37,10 +37,12 @@ bool reply::has_header(const std::string& name) const {
 }
 
 reply send(httplib::Client& cli, const std::string& method,
-           const std::string& path, const std::optional<std::string>& body) {
+           const std::string& path, const std::optional<std::string>& body,
+           const httplib::Headers& headers) {
   httplib::Request req;
   req.method = method;
   req.path = path;
+  req.headers = headers;
   if (body) {
     req.body = *body;
     req.set_header("Content-Type", "application/json");

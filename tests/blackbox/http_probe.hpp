@@ -40,10 +40,12 @@ struct reply {
   bool has_header(const std::string& name) const;
 };
 
-/// Sends `method path` with an optional body (sent as JSON).
+/// Sends `method path` with an optional body (sent as JSON) and optional
+/// extra request headers (e.g. Authorization).
 reply send(httplib::Client& cli, const std::string& method,
            const std::string& path,
-           const std::optional<std::string>& body = std::nullopt);
+           const std::optional<std::string>& body = std::nullopt,
+           const httplib::Headers& headers = {});
 
 /// Sends `GET path`.
 reply get(httplib::Client& cli, const std::string& path);

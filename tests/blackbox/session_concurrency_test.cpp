@@ -1,0 +1,339 @@
+// DESIGN §3.1 with v2: never over the limit, whatever the concurrency.
+// Many keep-alive connections, released together, open sessions (distinct
+// ids, or one id), renew them, retry, close them, and start and end legacy
+// streams, all for one user. The worker threads only record; every check
+// runs on the test's thread afterwards.
+
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "client_pool.hpp"
+#include "http_probe.hpp"
+#include "service_process.hpp"
+#include "session_probe.hpp"
+
+using namespace videostreams::blackbox;
+
+namespace {
+
+constexpr std::size_t parallel_clients = 48;
+
+/// One answer as a worker saw it.
+struct seen {
+  std::string what; // "open", "retry", "beat", "list", "close", "start", ...
+  int status = -1;
+  std::optional<std::int64_t> count;
+  std::optional<std::int64_t> max;
+  std::string session; // the sessionId answered, if any
+  std::string body;
+  std::string error;
+};
+
+/// The streamCount of a legacy answer `{"streamStatus":{...}}`.
+std::optional<std::int64_t> legacy_count(const std::string& body) {
+  auto v = json_of(body);
+  if (!v || !v->is_object())
+    return std::nullopt;
+  auto status = v->as_object().if_contains("streamStatus");
+  if (status == nullptr || !status->is_object())
+    return std::nullopt;
+  auto n = status->as_object().if_contains("streamCount");
+  if (n == nullptr || !n->is_int64())
+    return std::nullopt;
+  return n->as_int64();
+}
+
+seen record(std::string what, const reply& r) {
+  seen s;
+  s.what = std::move(what);
+  s.status = r.status;
+  s.body = r.body;
+  s.error = r.error;
+  s.count = int_field(r.body, "streamCount");
+  s.max = int_field(r.body, "maxStreams");
+  s.session = string_field(r.body, "sessionId").value_or("");
+  return s;
+}
+
+seen record_legacy(std::string what, const reply& r) {
+  seen s;
+  s.what = std::move(what);
+  s.status = r.status;
+  s.body = r.body;
+  s.error = r.error;
+  s.count = legacy_count(r.body);
+  return s;
+}
+
+std::string describe(const seen& s) {
+  return s.what + " -> " + std::to_string(s.status) + " " + s.error + " "
+         + s.body;
+}
+
+std::vector<std::string> service_args(int actor_threads, int limit) {
+  return {"--http-threads=64",
+          "--actor-threads=" + std::to_string(actor_threads),
+          "--max-streams=" + std::to_string(limit)};
+}
+
+} // namespace
+
+TEST_CASE("simultaneous opens with distinct ids, heartbeats, retries and "
+          "legacy starts for one user never grant more than the limit",
+          "[blackbox]") {
+  auto actor_threads = GENERATE(1, 4);
+  constexpr int limit = 5;
+  constexpr int rounds = 3;
+  const std::string user = "600";
+  service_process svc{service_args(actor_threads, limit)};
+  auto check = make_client(svc.port());
+  client_pool pool{svc.port(), parallel_clients};
+  for (int round = 0; round < rounds; ++round) {
+    INFO("actor threads " << actor_threads << ", round " << round);
+    std::vector<std::vector<seen>> logs(parallel_clients);
+    pool.run([&](std::size_t i, httplib::Client& cli) {
+      auto& log = logs[i];
+      if (i % 4 == 3) {
+        // A player on the original API.
+        log.push_back(record_legacy("start", get(cli, "/api/startstream/" + user)));
+        log.push_back(record("list", list_sessions(cli, user)));
+        return;
+      }
+      auto sid = "r" + std::to_string(round) + "-c" + std::to_string(i);
+      auto opened = record("open", open_session(cli, user, open_body(sid, 60)));
+      opened.session = opened.status == 201 ? sid : opened.session;
+      log.push_back(opened);
+      if (opened.status == 201) {
+        log.push_back(record("beat", heartbeat(cli, user, sid)));
+        log.push_back(record("retry", open_session(cli, user, open_body(sid, 60))));
+        log.push_back(record("beat", heartbeat(cli, user, sid)));
+      } else {
+        log.push_back(record("reopen", open_session(cli, user, open_body(sid, 60))));
+      }
+      log.push_back(record("list", list_sessions(cli, user)));
+    });
+
+    std::set<std::string> granted_sessions;
+    int granted_legacy = 0;
+    int grants = 0;
+    for (std::size_t i = 0; i < logs.size(); ++i) {
+      for (auto& s : logs[i]) {
+        INFO("client " << i << ": " << describe(s));
+        // Every answer's count is within the limit.
+        REQUIRE(s.count.has_value());
+        CHECK(*s.count >= 0);
+        CHECK(*s.count <= limit);
+        if (s.max)
+          CHECK(*s.max == limit);
+        if (s.what == "start") {
+          CHECK(s.status == 200);
+          if (s.body.find("\"isNewStreamAllowed\":true") != std::string::npos) {
+            ++granted_legacy;
+            ++grants;
+          } else {
+            CHECK(s.body == denied_body(limit));
+          }
+        } else if (s.what == "open") {
+          CHECK((s.status == 201 || s.status == 409));
+          if (s.status == 201) {
+            ++grants;
+            granted_sessions.insert(s.session);
+          } else {
+            CHECK(*s.count == limit);
+          }
+        } else if (s.what == "reopen") {
+          // Nothing was closed this round: still refused.
+          CHECK(s.status == 409);
+        } else if (s.what == "beat" || s.what == "retry") {
+          CHECK(s.status == 200);
+        } else {
+          CHECK(s.what == "list");
+          CHECK(s.status == 200);
+        }
+      }
+    }
+    // Nothing closes during a round, so exactly the limit was granted: the
+    // first `limit` requests, over both APIs.
+    CHECK(grants == limit);
+    auto l = require_listing(*check, user);
+    CHECK(l.count == limit);
+    std::set<std::string> listed;
+    int listed_legacy = 0;
+    for (auto& x : l.ids()) {
+      if (x)
+        listed.insert(*x);
+      else
+        ++listed_legacy;
+    }
+    CHECK(listed == granted_sessions);
+    CHECK(listed_legacy == granted_legacy);
+    // Close everything for the next round.
+    for (auto& sid : granted_sessions)
+      CHECK(close_session(*check, user, sid).status == 200);
+    for (int k = 0; k < granted_legacy; ++k)
+      CHECK(legacy_count(get(*check, "/api/endstream/" + user).body)
+            == granted_legacy - k - 1);
+    REQUIRE(require_listing(*check, user).count == 0);
+  }
+  auto text = scrape(*check);
+  CHECK(metric_value(text, "videostreams_stream_grants_total")
+        == rounds * limit);
+  CHECK(metric_value(text, "videostreams_open_streams") == 0);
+}
+
+TEST_CASE("simultaneous opens of one sessionId open it once: one 201, the "
+          "rest 200",
+          "[blackbox]") {
+  auto actor_threads = GENERATE(1, 4);
+  const std::string user = "601";
+  service_process svc{service_args(actor_threads, 3)};
+  auto check = make_client(svc.port());
+  client_pool pool{svc.port(), parallel_clients};
+  for (int round = 0; round < 3; ++round) {
+    INFO("actor threads " << actor_threads << ", round " << round);
+    auto sid = "same-" + std::to_string(round);
+    std::vector<seen> answers(parallel_clients);
+    pool.run([&](std::size_t i, httplib::Client& cli) {
+      answers[i] = record("open", open_session(cli, user, open_body(sid, 60)));
+    });
+    int created = 0;
+    int renewed = 0;
+    for (auto& s : answers) {
+      INFO(describe(s));
+      if (s.status == 201)
+        ++created;
+      else if (s.status == 200)
+        ++renewed;
+      CHECK(s.session == sid);
+      // The one session counts once: earlier rounds' sessions plus this.
+      CHECK(s.count == round + 1);
+    }
+    CHECK(created == 1);
+    CHECK(renewed == static_cast<int>(parallel_clients) - 1);
+    CHECK(require_listing(*check, user).count == round + 1);
+  }
+  // Simultaneous heartbeats of one session all renew it.
+  std::vector<seen> beats(parallel_clients);
+  pool.run([&](std::size_t i, httplib::Client& cli) {
+    beats[i] = record("beat", heartbeat(cli, user, "same-0"));
+  });
+  for (auto& s : beats) {
+    INFO(describe(s));
+    CHECK(s.status == 200);
+  }
+  // Simultaneous closes of one session close it once.
+  std::vector<seen> closes(parallel_clients);
+  pool.run([&](std::size_t i, httplib::Client& cli) {
+    closes[i] = record("close", close_session(cli, user, "same-0"));
+  });
+  int closed = 0;
+  int not_found = 0;
+  for (auto& s : closes) {
+    INFO(describe(s));
+    if (s.status == 200) {
+      ++closed;
+      CHECK(s.count == 2);
+    } else if (s.status == 404) {
+      ++not_found;
+    }
+  }
+  CHECK(closed == 1);
+  CHECK(not_found == static_cast<int>(parallel_clients) - 1);
+  auto l = require_listing(*check, user);
+  CHECK(l.ids() == std::vector<std::optional<std::string>>{
+                     std::string{"same-1"}, std::string{"same-2"}});
+  auto text = scrape(*check);
+  CHECK(metric_value(text, "videostreams_stream_grants_total") == 3);
+  CHECK(metric_value(text, "videostreams_open_streams") == 2);
+}
+
+TEST_CASE("open, heartbeat and close loops mixed with legacy starts and ends "
+          "keep one user within 0 and the limit",
+          "[blackbox]") {
+  auto actor_threads = GENERATE(1, 4);
+  constexpr int limit = 3;
+  constexpr int iterations = 12;
+  const std::string user = "602";
+  service_process svc{service_args(actor_threads, limit)};
+  auto check = make_client(svc.port());
+  std::vector<std::vector<seen>> logs(parallel_clients);
+  {
+    client_pool pool{svc.port(), parallel_clients};
+    pool.run([&](std::size_t i, httplib::Client& cli) {
+      auto& log = logs[i];
+      for (int k = 0; k < iterations; ++k) {
+        if (i % 6 == 5) {
+          auto s = record_legacy("start", get(cli, "/api/startstream/" + user));
+          bool granted
+            = s.body.find("\"isNewStreamAllowed\":true") != std::string::npos;
+          log.push_back(s);
+          if (granted)
+            log.push_back(
+              record_legacy("end", get(cli, "/api/endstream/" + user)));
+          continue;
+        }
+        auto sid = "c" + std::to_string(i) + "-k" + std::to_string(k);
+        auto opened = record("open", open_session(cli, user, open_body(sid)));
+        log.push_back(opened);
+        if (opened.status != 201)
+          continue;
+        log.push_back(record("beat", heartbeat(cli, user, sid)));
+        log.push_back(record("retry", open_session(cli, user, open_body(sid))));
+        log.push_back(record("close", close_session(cli, user, sid)));
+      }
+    });
+  }
+  int grants = 0;
+  int denials = 0;
+  for (std::size_t i = 0; i < logs.size(); ++i) {
+    for (auto& s : logs[i]) {
+      if (s.what == "start" || s.what == "open") {
+        if (s.status == 201
+            || s.body.find("\"isNewStreamAllowed\":true") != std::string::npos)
+          ++grants;
+        else
+          ++denials;
+      }
+      // Checked without INFO on the happy path: thousands of answers.
+      bool count_ok = s.count && *s.count >= 0 && *s.count <= limit;
+      bool status_ok = false;
+      if (s.what == "open")
+        status_ok = s.status == 201 || (s.status == 409 && s.count == limit);
+      else if (s.what == "start")
+        status_ok = s.status == 200
+                    && (s.body.find("\"isNewStreamAllowed\":true")
+                          != std::string::npos
+                        || s.body == denied_body(limit));
+      else if (s.what == "end")
+        // Whoever ends holds a legacy stream, so there is one to close and
+        // fewer than the limit remain.
+        status_ok = s.status == 200
+                    && s.body.find("\"msg\":\"stream closed\"")
+                         != std::string::npos
+                    && s.count < limit;
+      else if (s.what == "close")
+        status_ok = s.status == 200 && s.count < limit;
+      else
+        status_ok = s.status == 200; // beat, retry
+      if (!count_ok || !status_ok)
+        FAIL_CHECK("actor threads " << actor_threads << ", client " << i
+                                    << ": " << describe(s));
+    }
+  }
+  CHECK(grants >= limit);
+  CHECK(grants + denials == static_cast<int>(parallel_clients) * iterations);
+  // Everything granted was closed: the count is back at 0, not below.
+  auto l = require_listing(*check, user);
+  CHECK(l.count == 0);
+  CHECK(get(*check, "/api/endstream/" + user).body
+        == nothing_to_close_body(0));
+  auto text = scrape(*check);
+  CHECK(metric_value(text, "videostreams_open_streams") == 0);
+  CHECK(metric_value(text, "videostreams_stream_grants_total") == grants);
+  CHECK(metric_value(text, "videostreams_stream_denials_total") == denials);
+}
