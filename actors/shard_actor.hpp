@@ -46,7 +46,7 @@ using shard_actor = caf::typed_actor<
 /// How a shard behaves.
 struct shard_settings {
   /// Shared by all user actors of the node; each shard gives its own actors
-  /// a copy that names the shard as their `timer_target`.
+  /// a copy that names the shard as their `wake_up_target`.
   std::shared_ptr<const user_settings> users;
   /// A user actor with no command for this long is stopped (passivated).
   std::chrono::milliseconds passivate_after{30000};

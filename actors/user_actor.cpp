@@ -32,23 +32,23 @@ struct user_actor_state {
   std::uint64_t user = 0;
   user_streams streams;
   std::shared_ptr<const user_settings> settings;
-  /// Deadline for which an `expire` message is on its way; 0 = none.
-  std::int64_t timer_deadline = 0;
+  /// Deadline the shard was asked to wake this actor at; 0 = none.
+  std::int64_t registered_deadline = 0;
   static inline const char* name = "user_actor";
 };
 
 using user_pointer = user_actor::stateful_pointer<user_actor_state>;
 
 /// Makes sure the shard wakes this actor by its earliest lease deadline.
-void arm_expiry_timer(user_pointer self) {
+void register_deadline(user_pointer self) {
   auto& st = self->state;
   auto next = st.streams.next_expiry();
-  if (next == 0 || (st.timer_deadline != 0 && st.timer_deadline <= next))
+  if (next == 0 || (st.registered_deadline != 0 && st.registered_deadline <= next))
     return;
-  auto target = caf::actor_cast<caf::actor>(st.settings->timer_target);
+  auto target = caf::actor_cast<caf::actor>(st.settings->wake_up_target);
   if (!target)
     return; // the shard is gone: nothing will ask this actor again
-  st.timer_deadline = next;
+  st.registered_deadline = next;
   caf::anon_send(target, expire_atom::value, st.user, next);
 }
 
@@ -56,7 +56,7 @@ user_reply run(user_pointer self, const user_command& cmd) {
   auto& st = self->state;
   auto now = st.settings->clock->now();
   auto reply = decide(st.streams, cmd, *st.settings, now);
-  arm_expiry_timer(self);
+  register_deadline(self);
   return reply;
 }
 
@@ -72,7 +72,7 @@ user_actor::behavior_type user_actor_impl(
   self->attach_functor([counters] {
     counters->live_user_actors.fetch_sub(1, relaxed);
   });
-  arm_expiry_timer(self);
+  register_deadline(self);
   return {
     [self](user_command& cmd) -> user_reply { return run(self, cmd); },
     [self](local_call& call) { call.slot->fulfill(run(self, call.cmd)); },
@@ -84,9 +84,9 @@ user_actor::behavior_type user_actor_impl(
     [self](expire_atom) {
       auto& st = self->state;
       auto now = st.settings->clock->now();
-      st.timer_deadline = 0;
+      st.registered_deadline = 0;
       expire_leases(st.streams, *st.settings, now);
-      arm_expiry_timer(self);
+      register_deadline(self);
     },
   };
 }

@@ -32,7 +32,7 @@ struct user_settings {
   /// timer per actor would keep a passivated actor's memory, and its
   /// pages, until the lease ran out.) A user actor asks with
   /// `(expire_atom, user, deadline)`. Weak, so the shard can go away.
-  caf::actor_addr timer_target;
+  caf::actor_addr wake_up_target;
 };
 
 /// Applies `cmd` to `streams` at time `now`: the one place where a command
