@@ -4,9 +4,10 @@
 //                [--connections=16] [--ttl=60]
 //       opens one session for each of N users (POST .../streams), then exits.
 //   session_load --port=P --mode=cycle [--duration=10] [--connections=32]
-//                [--users=100000]
-//       each connection repeats: open a session for a random user,
-//       heartbeat it 3 times, delete it; for --duration seconds.
+//                [--users=100000] [--first-user=0]
+//       each connection repeats: open a session for a random user of
+//       [first-user, first-user + users), heartbeat it 3 times, delete it;
+//       for --duration seconds.
 //
 // Prints one line: RESULT requests=... rps=... p50_us=... p99_us=...
 // errors=... (an error is a transport failure or an unexpected status).
@@ -86,7 +87,10 @@ bool timed(tally& t, int expected, F&& send) {
               .count();
   t.latencies_us.push_back(static_cast<std::uint32_t>(us));
   if (!res || res->status != expected) {
-    ++t.errors;
+    if (t.errors++ < 3)
+      std::fprintf(stderr, "session_load: expected %d, got %s\n", expected,
+                   res ? std::to_string(res->status).c_str()
+                       : httplib::to_string(res.error()).c_str());
     return false;
   }
   return true;
@@ -116,7 +120,8 @@ void cycle_sessions(const args& a, int seed,
                     std::chrono::steady_clock::time_point until, tally& t) {
   auto cli = client_for(a.port);
   std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<long> pick(0, a.users - 1);
+  std::uniform_int_distribution<long> pick(a.first_user,
+                                          a.first_user + a.users - 1);
   auto body = "{\"sessionId\":\"c" + std::to_string(seed) + "\"}";
   while (std::chrono::steady_clock::now() < until) {
     auto base = "/api/v2/users/" + std::to_string(pick(rng)) + "/streams";
