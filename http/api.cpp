@@ -1,6 +1,9 @@
 #include "http/api.hpp"
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
+#include <optional>
 #include <ctime>
 #include <variant>
 
@@ -112,7 +115,8 @@ api_response call_failed(const caf::error& err, int retry_after_seconds) {
 /// The original API's body for a user actor's reply (DESIGN §2.1). Written
 /// directly rather than through a JSON tree: these are the hot requests, and
 /// their shape is fixed (the unit and black-box tests pin every byte).
-std::string legacy_body(const user_reply& reply) {
+/// Nothing for an outcome that no legacy command produces.
+std::optional<std::string> legacy_body(const user_reply& reply) {
   const char* status = nullptr;
   switch (reply.outcome) {
     case stream_outcome::granted:
@@ -127,6 +131,11 @@ std::string legacy_body(const user_reply& reply) {
     case stream_outcome::nothing_to_close:
       status = R"("msg":"no open stream")";
       break;
+    case stream_outcome::renewed:
+    case stream_outcome::not_found:
+    case stream_outcome::listed:
+    case stream_outcome::limit_set:
+      return std::nullopt;
   }
   char buf[128];
   auto n = std::snprintf(buf, sizeof(buf),
@@ -270,7 +279,10 @@ api_response api::legacy_command(route r, std::string_view user_id_text) {
   if (!reply)
     return call_failed(reply.error(), settings_.retry_after_seconds);
   api_response res;
-  res.body = legacy_body(*reply);
+  auto body = legacy_body(*reply);
+  if (!body)
+    return error_response(500);
+  res.body = std::move(*body);
   return res;
 }
 
@@ -283,10 +295,18 @@ api_response api::session_command(const api_request& req,
       return json_response(403, json::object{
                                   {"msg", "Forbidden"},
                                   {"detail", "no admin token is configured"}});
-    constexpr std::string_view bearer = "Bearer ";
-    auto given = req.authorization.substr(0, bearer.size()) == bearer
-                   ? req.authorization.substr(bearer.size())
-                   : std::string_view{};
+    // RFC 9110: the scheme name is case-insensitive.
+    constexpr std::string_view bearer = "bearer ";
+    auto scheme = req.authorization.substr(0, bearer.size());
+    bool is_bearer = scheme.size() == bearer.size()
+                     && std::equal(scheme.begin(), scheme.end(),
+                                   bearer.begin(), [](char a, char b) {
+                                     return std::tolower(
+                                              static_cast<unsigned char>(a))
+                                            == b;
+                                   });
+    auto given = is_bearer ? req.authorization.substr(bearer.size())
+                           : std::string_view{};
     if (!constant_time_equal(given, settings_.admin_token)) {
       auto res = json_response(401, json::object{{"msg", "Unauthorized"}});
       res.headers.emplace_back("WWW-Authenticate", "Bearer");

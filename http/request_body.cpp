@@ -12,6 +12,10 @@ namespace json = boost::json;
 bool valid_session_id(std::string_view text) noexcept {
   if (text.empty() || text.size() > 64)
     return false;
+  // "." and ".." (any id of dots only) would be removed from a URL path by
+  // ordinary clients, so such a session could never be heartbeated.
+  if (text.find_first_not_of('.') == std::string_view::npos)
+    return false;
   for (char c : text) {
     bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
               || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';

@@ -17,7 +17,8 @@ struct field_error {
   std::string detail;
 };
 
-/// True for a session id of 1 to 64 characters of `[A-Za-z0-9._-]`.
+/// True for a session id of 1 to 64 characters of `[A-Za-z0-9._-]` that is
+/// not made of dots only.
 bool valid_session_id(std::string_view text) noexcept;
 
 /// A new server-chosen session id: 128 random bits as 32 hex digits.

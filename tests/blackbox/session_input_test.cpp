@@ -132,8 +132,8 @@ TEST_CASE("ttlSeconds defaults to 60 and must be an integer from 5 to 3600; "
   CHECK(require_listing(*cli, "32").sessions.at(0).expires_at_ms == exp);
 }
 
-TEST_CASE("--min-ttl, --max-ttl and --default-ttl change the bounds and the "
-          "default",
+TEST_CASE("the options --min-ttl, --max-ttl and --default-ttl change the "
+          "bounds and the default",
           "[blackbox]") {
   service_process svc{{"--min-ttl=2", "--max-ttl=20", "--default-ttl=7"}};
   auto cli = make_client(svc.port());

@@ -244,8 +244,8 @@ TEST_CASE("a passivated user's renewed lease survives and the other expires",
         == 2);
 }
 
-TEST_CASE("--legacy-stream-ttl gives startstream streams a lease that "
-          "expires",
+TEST_CASE("the option --legacy-stream-ttl gives startstream streams a "
+          "lease that expires",
           "[blackbox]") {
   service_process svc{{"--legacy-stream-ttl=1"}};
   auto cli = make_client(svc.port());

@@ -164,9 +164,25 @@ TEST_CASE("POST with a sessionId that is already open is a 200 that renews "
     CHECK(renewed <= wall_ms() + 601'000);
     exp = renewed;
   }
-  // A retry without the TTL does not shorten the lease it renews.
-  auto bare = open_session(*cli, "9", open_body("phone"));
-  CHECK(check_session_answer(bare, 200, 9, "phone", 1, 3) >= exp);
+  // A retry without the TTL renews by the session's own TTL (600 s, not
+  // the default 60 s); one with a TTL makes that its TTL (README).
+  {
+    auto before = wall_ms();
+    auto bare = open_session(*cli, "9", open_body("phone"));
+    auto renewed = check_session_answer(bare, 200, 9, "phone", 1, 3);
+    CHECK(renewed >= before + 599'000);
+    CHECK(renewed <= wall_ms() + 601'000);
+    before = wall_ms();
+    auto shorter = open_session(*cli, "9", open_body("phone", 30));
+    auto exp30 = check_session_answer(shorter, 200, 9, "phone", 1, 3);
+    CHECK(exp30 >= before + 29'000);
+    CHECK(exp30 <= wall_ms() + 31'000);
+    before = wall_ms();
+    auto beat = heartbeat(*cli, "9", "phone");
+    auto exp_beat = check_session_answer(beat, 200, 9, "phone", 1, 3);
+    CHECK(exp_beat >= before + 29'000);
+    CHECK(exp_beat <= wall_ms() + 31'000);
+  }
 
   CHECK(check_session_answer(open_session(*cli, "9", open_body("tablet")),
                              201, 9, "tablet", 2, 3)
@@ -257,19 +273,11 @@ TEST_CASE("PUT renews a lease by the session's own TTL and is a 404 for an "
   auto r_long = heartbeat(*cli, "12", "long");
   auto r_short = heartbeat(*cli, "12", "short");
   auto after = wall_ms();
-  for (auto* r : {&r_long, &r_short}) {
-    auto obj = require_object(*r, 200);
-    INFO("body: " << r->body);
-    REQUIRE(obj.if_contains("expiresAt") != nullptr);
-    REQUIRE(obj["expiresAt"].is_string());
-    // When the answer names the session, it names this one.
-    if (auto sid = obj.if_contains("sessionId"))
-      CHECK(*sid == (r == &r_long ? "long" : "short"));
-  }
-  auto new_long = rfc3339_ms(string_field(r_long.body, "expiresAt").value());
-  auto new_short = rfc3339_ms(string_field(r_short.body, "expiresAt").value());
-  REQUIRE(new_long.has_value());
-  REQUIRE(new_short.has_value());
+  // The same shape as the 201 (README, "v2 answers"), with the new expiry.
+  std::optional<std::int64_t> new_long
+    = check_session_answer(r_long, 200, 12, "long", 2, 3);
+  std::optional<std::int64_t> new_short
+    = check_session_answer(r_short, 200, 12, "short", 2, 3);
   // Own TTL: 600 s for one, the default 60 s for the other.
   CHECK(*new_long > exp_long);
   CHECK(*new_long >= before + 599'000);
@@ -288,6 +296,8 @@ TEST_CASE("PUT renews a lease by the session's own TTL and is a 404 for an "
     INFO("PUT " << stream_path(user, sid));
     auto r = heartbeat(*cli, user, sid);
     auto obj = require_object(r, 404);
+    // README, "v2 answers": the 404 names the session.
+    CHECK(obj == json::object{{"msg", "Stream not found"}, {"sessionId", sid}});
     CHECK(obj.if_contains("msg") != nullptr);
   }
   CHECK(require_listing(*cli, "12").count == 2);
@@ -516,14 +526,19 @@ TEST_CASE("a user's own limit applies to both APIs for that user only, and "
   CHECK(open_session(*cli, "20", open_body("c")).status == 409);
   CHECK(legacy(*cli, "startstream", "20") == denied_body(4));
 
-  // Back to the default: 3, and no new stream while 4 are open.
+  // Back to the default: 3. A lower limit closes nothing (README); it
+  // refuses new streams while 4 are open.
   REQUIRE(require_object(delete_limit(*cli, "20"), 200)
           == json::parse(R"({"userId":20,"maxStreams":3})"));
-  CHECK(require_listing(*cli, "20").max == 3);
+  auto lowered = require_listing(*cli, "20");
+  CHECK(lowered.max == 3);
+  CHECK(lowered.count == 4);
   {
     auto obj = require_object(open_session(*cli, "20", open_body("c")), 409);
     CHECK(obj["maxStreams"] == 3);
+    CHECK(obj["streamCount"] == 4);
   }
+  CHECK(heartbeat(*cli, "20", "b").status == 200);
   CHECK(legacy(*cli, "startstream", "20").find("\"isNewStreamAllowed\":false")
         != std::string::npos);
 

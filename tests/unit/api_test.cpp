@@ -284,6 +284,8 @@ TEST_CASE("limit endpoints set and clear a user's limit", "[unit]") {
         == R"({"streamStatus":{"isNewStreamAllowed":false,"streamCount":1}})");
   CHECK(f.send("PUT", path, R"({"maxStreams":1001})", auth).status == 400);
   CHECK(f.send("PUT", path, R"({})", auth).status == 400);
+  CHECK(f.send("PUT", path, R"({"maxStreams":2})", "bearer s3cret").status
+        == 200); // the scheme is case-insensitive
   auto cleared = f.send("DELETE", path, {}, auth);
   CHECK(cleared.status == 200);
   CHECK(cleared.body == R"({"userId":16,"maxStreams":3})");

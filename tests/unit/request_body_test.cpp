@@ -25,7 +25,9 @@ TEST_CASE("session ids are 1-64 characters of [A-Za-z0-9._-]", "[unit]") {
   CHECK(valid_session_id(std::string(64, 'x')));
   CHECK_FALSE(valid_session_id(""));
   CHECK_FALSE(valid_session_id(std::string(65, 'x')));
-  for (auto bad : {"a b", "a/b", "a%b", "ä", "a\n", "{x}", "a+b"}) {
+  CHECK(valid_session_id(".a."));
+  for (auto bad : {"a b", "a/b", "a%b", "ä", "a\n", "{x}", "a+b", ".", "..",
+                   "..."}) {
     INFO(bad);
     CHECK_FALSE(valid_session_id(bad));
   }
