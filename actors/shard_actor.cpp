@@ -47,6 +47,9 @@ struct live_user {
   std::uint32_t last_tick = 0;
   /// True between sending `passivate` and receiving the record.
   bool stopping = false;
+  /// The earliest of this user's deadlines waiting in `deadlines`; 0 when
+  /// none is known to be (then passivation queues the record's own).
+  std::int64_t queued_deadline = 0;
   std::vector<held_command> held;
 };
 
@@ -166,11 +169,15 @@ void on_passivated(shard_pointer self, std::uint64_t user,
   if (i == st.live.end())
     return; // cannot happen: only this shard removes entries
   auto held = std::move(i->second.held);
+  auto queued = i->second.queued_deadline;
   st.live.erase(i);
   report_freed(self, 1);
   expire_leases(record, *st.settings.users, st.settings.users->clock->now());
   if (!record.empty()) {
-    if (auto next = record.next_expiry(); next != 0)
+    // One entry per user is enough: an earlier one that turns out stale is
+    // re-queued with the record's next deadline when it comes due.
+    if (auto next = record.next_expiry();
+        next != 0 && (queued == 0 || queued > next))
       st.deadlines.push({next, user});
     st.passive->put(self->system(), user, record);
     counters_of(self).passive_records.fetch_add(1, std::memory_order_relaxed);
@@ -196,6 +203,7 @@ void expire_due_leases(shard_pointer self) {
     auto user = due.top().user;
     due.pop();
     if (auto i = st.live.find(user); i != st.live.end()) {
+      i->second.queued_deadline = 0;
       // A stopping actor's record is swept when it arrives.
       if (!i->second.stopping)
         self->send(i->second.actor, expire_atom::value);
@@ -286,7 +294,13 @@ shard_actor::behavior_type shard_impl(shard_pointer self,
       dispatch(held_command{call.cmd, std::move(call.slot), {}});
     },
     [self](expire_atom, std::uint64_t user, std::int64_t deadline) {
-      self->state.deadlines.push({deadline, user});
+      auto& st = self->state;
+      st.deadlines.push({deadline, user});
+      if (auto i = st.live.find(user); i != st.live.end()) {
+        auto& queued = i->second.queued_deadline;
+        if (queued == 0 || deadline < queued)
+          queued = deadline;
+      }
     },
     [self](tick_atom) {
       ++self->state.tick;

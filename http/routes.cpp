@@ -27,13 +27,13 @@ route_match match_route(std::string_view path) noexcept {
   }
   if (n == 1) {
     if (seg[0] == "api")
-      return {route::api_index, {}};
+      return {route::api_index, {}, {}};
     if (seg[0] == "healthz")
-      return {route::healthz, {}};
+      return {route::healthz, {}, {}};
     if (seg[0] == "readyz")
-      return {route::readyz, {}};
+      return {route::readyz, {}, {}};
     if (seg[0] == "metrics")
-      return {route::metrics, {}};
+      return {route::metrics, {}, {}};
     return {};
   }
   if (n == 3 && seg[0] == "api") {
