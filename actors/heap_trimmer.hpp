@@ -17,7 +17,7 @@ class heap_trimmer {
 public:
   /// Trims once `threshold` objects were freed since the last trim, and no
   /// more often than every `interval`.
-  explicit heap_trimmer(std::size_t threshold = 10000,
+  explicit heap_trimmer(std::size_t threshold = 1000,
                         std::chrono::milliseconds interval
                         = std::chrono::seconds{5})
     : threshold_(threshold), interval_(interval) {
@@ -27,6 +27,12 @@ public:
   /// Reports `n` freed user actors or records.
   void note_freed(std::size_t n) noexcept {
     freed_.fetch_add(n, std::memory_order_relaxed);
+  }
+
+  /// Reports that a large block (a whole pool) was freed: the next eligible
+  /// `maybe_trim` trims whatever the count says.
+  void note_large_free() noexcept {
+    freed_.fetch_add(threshold_, std::memory_order_relaxed);
   }
 
   /// Trims if enough was freed since the last trim and the interval passed.

@@ -224,13 +224,16 @@ void expire_due_leases(shard_pointer self) {
     if (auto next = record.next_expiry(); next > now.mono_ns)
       due.push({next, user});
   }
+  report_freed(self, freed);
   if (freed > 0 && st.passive->size() == 0) {
-    // The last record is gone: give the pool and the queue back too.
+    // The last record is gone: give the pool and the queue back too, and
+    // make sure the heap is trimmed after that.
     st.passive = std::make_unique<passive_store>();
     if (due.empty())
       st.deadlines = decltype(st.deadlines){};
+    if (auto trimmer = st.settings.trimmer)
+      trimmer->note_large_free();
   }
-  report_freed(self, freed);
 }
 
 void passivate_idle_users(shard_pointer self) {
