@@ -1,5 +1,6 @@
 // videostreams: entry point. Reads the options, starts one node, and stops
-// it gracefully on SIGTERM or SIGINT.
+// it gracefully on SIGTERM or SIGINT; `videostreams db ...` manages the
+// database schema instead.
 
 #include <csignal>
 #include <cstdio>
@@ -10,15 +11,17 @@
 
 #include <pthread.h>
 
+#include "app/db_command.hpp"
 #include "app/options.hpp"
 #include "app/service.hpp"
 
 int main(int argc, char** argv) {
   using namespace videostreams;
   std::vector<std::string> args(argv + 1, argv + argc);
-  auto parsed = parse_options(args, [](const char* name) {
-    return std::getenv(name);
-  });
+  auto getenv = [](const char* name) { return std::getenv(name); };
+  if (!args.empty() && args.front() == "db")
+    return run_db_command({args.begin() + 1, args.end()}, getenv);
+  auto parsed = parse_options(args, getenv);
   if (auto err = std::get_if<std::string>(&parsed)) {
     std::fprintf(stderr, "videostreams: %s\n", err->c_str());
     return 2;

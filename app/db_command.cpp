@@ -1,0 +1,100 @@
+#include "app/db_command.hpp"
+
+#include <cstdio>
+
+#include "persistence/persistence_error.hpp"
+#include "persistence/pg_connection.hpp"
+#include "persistence/schema.hpp"
+
+namespace videostreams {
+
+namespace {
+
+constexpr const char* usage
+  = "usage: videostreams db migrate|rollback|seed|status "
+    "[--database-url=URL]\n"
+    "  migrate   apply every pending migration\n"
+    "  rollback  revert the newest applied migration\n"
+    "  seed      insert test data: users 1-3 with open streams, user 4 with "
+    "a limit of 5\n"
+    "  status    list the migrations and whether each is applied\n"
+    "The database is --database-url or DATABASE_URL (a libpq URI or "
+    "connection string).\n";
+
+int failed(const caf::error& err) {
+  std::fprintf(stderr, "videostreams db: %s\n", describe(err).c_str());
+  return 1;
+}
+
+} // namespace
+
+int run_db_command(const std::vector<std::string>& args,
+                   const std::function<const char*(const char*)>& getenv) {
+  std::string verb;
+  std::string url;
+  if (auto env = getenv("DATABASE_URL"))
+    url = env;
+  for (auto& arg : args) {
+    if (arg.rfind("--database-url=", 0) == 0) {
+      url = arg.substr(15);
+    } else if (arg == "--help" || arg == "-h") {
+      std::fputs(usage, stdout);
+      return 0;
+    } else if (verb.empty() && arg.rfind("--", 0) != 0) {
+      verb = arg;
+    } else {
+      std::fprintf(stderr, "videostreams db: unexpected argument '%s'\n%s",
+                   arg.c_str(), usage);
+      return 2;
+    }
+  }
+  if (verb != "migrate" && verb != "rollback" && verb != "seed"
+      && verb != "status") {
+    std::fprintf(stderr, "videostreams db: %s\n%s",
+                 verb.empty() ? "which command?"
+                              : ("unknown command '" + verb + "'").c_str(),
+                 usage);
+    return 2;
+  }
+  if (url.empty()) {
+    std::fprintf(stderr, "videostreams db: no database: set DATABASE_URL or "
+                         "--database-url\n");
+    return 2;
+  }
+  auto db = pg_connection::connect(url);
+  if (!db)
+    return failed(db.error());
+  if (verb == "migrate") {
+    auto applied = migrate(*db);
+    if (!applied)
+      return failed(applied.error());
+    if (applied->empty())
+      std::printf("schema up to date\n");
+    for (auto v : *applied)
+      std::printf("applied migration %d\n", v);
+  } else if (verb == "rollback") {
+    auto reverted = rollback(*db);
+    if (!reverted)
+      return failed(reverted.error());
+    if (*reverted == 0)
+      std::printf("nothing to roll back\n");
+    else
+      std::printf("rolled back migration %d\n", *reverted);
+  } else if (verb == "seed") {
+    if (auto ok = seed(*db); !ok)
+      return failed(ok.error());
+    std::printf("seeded users 1-4\n");
+  } else {
+    auto status = schema_status(*db);
+    if (!status)
+      return failed(status.error());
+    for (auto& s : *status)
+      std::printf("%4d  %-8s  %s%s%s\n", s.version,
+                  s.applied_at.empty() ? "pending" : "applied", s.name.c_str(),
+                  s.applied_at.empty() ? "" : "  at ",
+                  s.applied_at.c_str());
+  }
+  return 0;
+}
+
+} // namespace videostreams

@@ -1,0 +1,17 @@
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace videostreams {
+
+/// `videostreams db migrate|rollback|seed|status [--database-url=URL]`:
+/// manages the schema of the database named by `--database-url` or
+/// `DATABASE_URL`. `args` are the words after "db". Prints what it did on
+/// stdout, errors on stderr; returns the process exit code (0 done, 1 the
+/// database failed, 2 bad usage).
+int run_db_command(const std::vector<std::string>& args,
+                   const std::function<const char*(const char*)>& getenv);
+
+} // namespace videostreams

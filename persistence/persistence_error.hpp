@@ -1,0 +1,39 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "caf/error.hpp"
+#include "caf/make_message.hpp"
+
+namespace videostreams {
+
+/// What can go wrong talking to PostgreSQL.
+enum class persistence_error : std::uint8_t {
+  none = 0,
+  /// The database cannot be reached (connection refused or lost).
+  unreachable,
+  /// A statement failed (constraint, syntax, serialization...).
+  statement,
+  /// The schema is not what this binary expects.
+  schema,
+};
+
+/// Renders a `persistence_error`.
+std::string to_string(persistence_error x);
+
+/// Makes a CAF error of `x` with a human-readable `detail`.
+inline caf::error make_error(persistence_error x, std::string detail) {
+  return caf::error{static_cast<std::uint8_t>(x), caf::atom("pg"),
+                    caf::make_message(std::move(detail))};
+}
+
+} // namespace videostreams
+
+namespace videostreams {
+
+/// A one-line description of an error made by `make_error` above (or any
+/// other CAF error), for logs and the `db` commands.
+std::string describe(const caf::error& err);
+
+} // namespace videostreams

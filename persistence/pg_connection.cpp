@@ -1,0 +1,102 @@
+#include "persistence/pg_connection.hpp"
+
+#include <libpq-fe.h>
+
+#include "caf/sec.hpp"
+
+#include "persistence/persistence_error.hpp"
+
+namespace videostreams {
+
+pg_rows::pg_rows(pg_result* res) : res_(res) {
+  // Nothing else to do.
+}
+
+pg_rows::~pg_rows() {
+  if (res_ != nullptr)
+    PQclear(res_);
+}
+
+pg_rows::pg_rows(pg_rows&& other) noexcept : res_(other.res_) {
+  other.res_ = nullptr;
+}
+
+pg_rows& pg_rows::operator=(pg_rows&& other) noexcept {
+  std::swap(res_, other.res_);
+  return *this;
+}
+
+int pg_rows::size() const noexcept {
+  return res_ == nullptr ? 0 : PQntuples(res_);
+}
+
+std::string pg_rows::at(int row, int col) const {
+  if (PQgetisnull(res_, row, col))
+    return {};
+  return {PQgetvalue(res_, row, col),
+          static_cast<std::size_t>(PQgetlength(res_, row, col))};
+}
+
+bool pg_rows::is_null(int row, int col) const noexcept {
+  return PQgetisnull(res_, row, col) != 0;
+}
+
+caf::expected<pg_connection> pg_connection::connect(const std::string& dsn) {
+  auto conn = PQconnectdb(dsn.c_str());
+  if (PQstatus(conn) != CONNECTION_OK) {
+    std::string msg = PQerrorMessage(conn);
+    PQfinish(conn);
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' '))
+      msg.pop_back();
+    return make_error(persistence_error::unreachable, msg);
+  }
+  // NOTICEs ("relation already exists, skipping") are not for our logs.
+  PQsetNoticeProcessor(conn, [](void*, const char*) {}, nullptr);
+  return pg_connection{conn};
+}
+
+pg_connection::~pg_connection() {
+  if (conn_ != nullptr)
+    PQfinish(conn_);
+}
+
+pg_connection::pg_connection(pg_connection&& other) noexcept
+  : conn_(other.conn_) {
+  other.conn_ = nullptr;
+}
+
+pg_connection& pg_connection::operator=(pg_connection&& other) noexcept {
+  std::swap(conn_, other.conn_);
+  return *this;
+}
+
+caf::expected<pg_rows> pg_connection::exec(const std::string& sql) {
+  return check(PQexec(conn_, sql.c_str()));
+}
+
+caf::expected<pg_rows>
+pg_connection::exec(const std::string& sql,
+                    const std::vector<std::string>& params) {
+  std::vector<const char*> values;
+  values.reserve(params.size());
+  for (auto& p : params)
+    values.push_back(p.c_str());
+  return check(PQexecParams(conn_, sql.c_str(), static_cast<int>(params.size()),
+                            nullptr, values.data(), nullptr, nullptr, 0));
+}
+
+caf::expected<pg_rows> pg_connection::check(pg_result* res) {
+  pg_rows rows{res};
+  auto status = res == nullptr ? PGRES_FATAL_ERROR : PQresultStatus(res);
+  if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
+    return rows;
+  std::string msg = res != nullptr ? PQresultErrorMessage(res)
+                                   : PQerrorMessage(conn_);
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' '))
+    msg.pop_back();
+  auto code = PQstatus(conn_) == CONNECTION_OK ? persistence_error::statement
+                                                : persistence_error::unreachable;
+  return make_error(code, msg);
+}
+
+} // namespace videostreams

@@ -1,0 +1,254 @@
+// Migrations, seed and the `db` commands against a real PostgreSQL (started
+// by the ctest fixture; its connection string is in the file named by
+// VIDEOSTREAMS_TEST_DSN_FILE). Every test works in a database of its own.
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include <sys/wait.h>
+
+#include "actors/shard_map.hpp"
+#include "persistence/persistence_error.hpp"
+#include "persistence/pg_connection.hpp"
+#include "persistence/schema.hpp"
+
+using namespace videostreams;
+
+namespace {
+
+std::string server_dsn() {
+  auto file = std::getenv("VIDEOSTREAMS_TEST_DSN_FILE");
+  REQUIRE(file != nullptr);
+  std::ifstream in{file};
+  std::string dsn;
+  std::getline(in, dsn);
+  REQUIRE_FALSE(dsn.empty());
+  return dsn;
+}
+
+pg_connection connect_or_fail(const std::string& dsn) {
+  auto db = pg_connection::connect(dsn);
+  if (!db)
+    FAIL(describe(db.error()));
+  return std::move(*db);
+}
+
+/// A fresh, empty database for one test, dropped afterwards.
+struct scratch_database {
+  scratch_database() {
+    static std::atomic<int> counter{0};
+    name = "t" + std::to_string(::getpid()) + "_" + std::to_string(++counter);
+    auto admin = connect_or_fail(server_dsn());
+    REQUIRE(admin.exec("CREATE DATABASE " + name));
+    dsn = server_dsn();
+    dsn.replace(dsn.find("dbname=postgres"), 15, "dbname=" + name);
+  }
+
+  ~scratch_database() {
+    if (auto admin = pg_connection::connect(server_dsn()))
+      admin->exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)");
+  }
+
+  pg_connection connect() {
+    return connect_or_fail(dsn);
+  }
+
+  int count(const std::string& sql) {
+    auto db = connect();
+    auto rows = db.exec(sql);
+    if (!rows)
+      FAIL(describe(rows.error()));
+    return std::stoi(rows->at(0, 0));
+  }
+
+  bool has_table(const std::string& table) {
+    return count("SELECT count(*) FROM pg_tables WHERE tablename = '" + table
+                 + "'")
+           == 1;
+  }
+
+  std::string name;
+  std::string dsn;
+};
+
+struct command_result {
+  int exit_code;
+  std::string output;
+};
+
+/// Runs a shell command line, capturing stdout and stderr.
+command_result run_shell(const std::string& line) {
+  std::string cmd = line + " 2>&1";
+  auto pipe = ::popen(cmd.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  std::string out;
+  char buf[512];
+  while (auto n = std::fread(buf, 1, sizeof(buf), pipe))
+    out.append(buf, n);
+  auto status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+/// Runs the built binary with `args` and no DATABASE_URL in its environment.
+command_result run_binary(const std::string& args) {
+  return run_shell(std::string{"env -u DATABASE_URL "} + VIDEOSTREAMS_BINARY
+                   + " " + args);
+}
+
+} // namespace
+
+TEST_CASE("migrate creates the schema once and records it", "[db]") {
+  scratch_database d;
+  auto db = d.connect();
+  auto applied = migrate(db);
+  REQUIRE(applied);
+  CHECK(*applied == std::vector<int>{1});
+  CHECK(d.has_table("stream_sessions"));
+  CHECK(d.has_table("user_limits"));
+  CHECK(d.has_table("shard_epochs"));
+  CHECK(d.count("SELECT count(*) FROM schema_migrations") == 1);
+  auto again = migrate(db);
+  REQUIRE(again);
+  CHECK(again->empty());
+  auto status = schema_status(db);
+  REQUIRE(status);
+  REQUIRE(status->size() == migrations().size());
+  CHECK_FALSE(status->front().applied_at.empty());
+}
+
+TEST_CASE("rollback reverts the newest migration, then nothing", "[db]") {
+  scratch_database d;
+  auto db = d.connect();
+  REQUIRE(migrate(db));
+  auto reverted = rollback(db);
+  REQUIRE(reverted);
+  CHECK(*reverted == 1);
+  CHECK_FALSE(d.has_table("stream_sessions"));
+  CHECK(d.count("SELECT count(*) FROM schema_migrations") == 0);
+  auto nothing = rollback(db);
+  REQUIRE(nothing);
+  CHECK(*nothing == 0);
+  auto status = schema_status(db);
+  REQUIRE(status);
+  CHECK(status->front().applied_at.empty());
+  // Up again after down: the migrations are reversible.
+  REQUIRE(migrate(db));
+  CHECK(d.has_table("stream_sessions"));
+}
+
+TEST_CASE("status on an empty database lists every migration as pending",
+          "[db]") {
+  scratch_database d;
+  auto db = d.connect();
+  auto status = schema_status(db);
+  REQUIRE(status);
+  REQUIRE(status->size() == migrations().size());
+  for (auto& s : *status)
+    CHECK(s.applied_at.empty());
+  CHECK_FALSE(d.has_table("schema_migrations")); // status changes nothing
+}
+
+TEST_CASE("concurrent migrators apply each migration once", "[db]") {
+  scratch_database d;
+  std::atomic<int> ok{0};
+  std::atomic<int> applied{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i)
+    threads.emplace_back([&] {
+      auto db = pg_connection::connect(d.dsn);
+      if (!db)
+        return;
+      if (auto r = migrate(*db)) {
+        ++ok;
+        applied += static_cast<int>(r->size());
+      }
+    });
+  for (auto& t : threads)
+    t.join();
+  CHECK(ok == 4);
+  CHECK(applied == 1);
+  CHECK(d.count("SELECT count(*) FROM schema_migrations") == 1);
+}
+
+TEST_CASE("seed inserts users with open streams, idempotently", "[db]") {
+  scratch_database d;
+  auto db = d.connect();
+  REQUIRE(migrate(db));
+  REQUIRE(seed(db));
+  REQUIRE(seed(db));
+  CHECK(d.count("SELECT count(*) FROM stream_sessions") == 6);
+  CHECK(d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 3") == 3);
+  CHECK(d.count("SELECT count(*) FROM stream_sessions WHERE has_id") == 2);
+  CHECK(d.count("SELECT max_streams FROM user_limits WHERE user_id = 4") == 5);
+  // Shards as the service computes them (mix64 % 128).
+  CHECK(d.count("SELECT shard FROM user_limits WHERE user_id = 4")
+        == static_cast<int>(shard_of(4, 128)));
+}
+
+TEST_CASE("the schema refuses rows that break its rules", "[db]") {
+  scratch_database d;
+  auto db = d.connect();
+  REQUIRE(migrate(db));
+  auto bad_limit = db.exec("INSERT INTO user_limits VALUES (1, 1001, 0, 0)");
+  REQUIRE_FALSE(bad_limit);
+  CHECK(bad_limit.error().code()
+        == static_cast<std::uint8_t>(persistence_error::statement));
+  CHECK_FALSE(db.exec("INSERT INTO stream_sessions VALUES (-1, 'a', true, "
+                      "now(), 60, NULL, 0, 0)"));
+}
+
+TEST_CASE("seed needs the schema", "[db]") {
+  scratch_database d;
+  auto db = d.connect();
+  auto r = seed(db);
+  REQUIRE_FALSE(r);
+  CHECK_THAT(describe(r.error()), Catch::Contains("stream_sessions"));
+}
+
+TEST_CASE("videostreams db commands work on the binary", "[db]") {
+  scratch_database d;
+  auto url = "--database-url='" + d.dsn + "'";
+  auto status = run_binary("db status " + url);
+  CHECK(status.exit_code == 0);
+  CHECK_THAT(status.output, Catch::Contains("pending"));
+  auto up = run_binary("db migrate " + url);
+  CHECK(up.exit_code == 0);
+  CHECK_THAT(up.output, Catch::Contains("applied migration 1"));
+  CHECK_THAT(run_binary("db migrate " + url).output,
+             Catch::Contains("schema up to date"));
+  CHECK(run_binary("db seed " + url).exit_code == 0);
+  CHECK(d.count("SELECT count(*) FROM stream_sessions") == 6);
+  CHECK_THAT(run_binary("db status " + url).output, Catch::Contains("applied"));
+  auto down = run_binary("db rollback " + url);
+  CHECK(down.exit_code == 0);
+  CHECK_THAT(down.output, Catch::Contains("rolled back migration 1"));
+  CHECK_FALSE(d.has_table("stream_sessions"));
+}
+
+TEST_CASE("videostreams db reads DATABASE_URL", "[db]") {
+  scratch_database d;
+  auto r = run_shell("DATABASE_URL='" + d.dsn + "' "
+                     + std::string{VIDEOSTREAMS_BINARY} + " db migrate");
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains("applied migration 1"));
+  CHECK(d.has_table("stream_sessions"));
+}
+
+TEST_CASE("videostreams db: bad usage is 2, an unreachable database 1",
+          "[db]") {
+  CHECK(run_binary("db").exit_code == 2);
+  CHECK(run_binary("db frobnicate --database-url=x").exit_code == 2);
+  auto no_url = run_binary("db status");
+  CHECK(no_url.exit_code == 2);
+  CHECK_THAT(no_url.output, Catch::Contains("DATABASE_URL"));
+  auto down = run_binary(
+    "db status --database-url='host=/nonexistent-dir port=5432 user=x'");
+  CHECK(down.exit_code == 1);
+  CHECK_THAT(down.output, Catch::Contains("database unreachable"));
+}
