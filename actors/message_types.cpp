@@ -19,7 +19,6 @@ void register_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<session_view>("session_view");
   cfg.add_message_type<std::vector<session_view>>(
     "std::vector<session_view>");
-  cfg.add_message_type<shard_stats>("shard_stats");
 }
 
 } // namespace videostreams

@@ -313,10 +313,6 @@ shard_actor::behavior_type shard_impl(shard_pointer self,
         trimmer->maybe_trim();
       self->delayed_send(self, self->state.tick_interval, tick_atom::value);
     },
-    [self](stats_atom) -> shard_stats {
-      return shard_stats{self->state.live.size(),
-                         self->state.passive->size()};
-    },
   };
 }
 

@@ -16,23 +16,6 @@ namespace videostreams {
 /// Advances a shard's idle clock; sent by the shard to itself.
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 
-/// Asks a shard for its `shard_stats`.
-using stats_atom = caf::atom_constant<caf::atom("stats")>;
-
-/// What a shard holds right now.
-struct shard_stats {
-  /// Users with a running actor (including those being passivated).
-  std::uint64_t live_users = 0;
-  /// Passivated users kept as a compact record (they have open streams).
-  std::uint64_t passive_records = 0;
-};
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, shard_stats& x) {
-  return f(caf::meta::type_name("shard_stats"), x.live_users,
-           x.passive_records);
-}
-
 /// The typed interface of a shard: it owns the users that hash to it,
 /// starts their actors on first use, stops them when idle (keeping their open
 /// streams as a compact record) and forwards every command to the right one.
@@ -40,8 +23,7 @@ using shard_actor = caf::typed_actor<
   caf::replies_to<user_command>::with<user_reply>,
   caf::reacts_to<local_call>,
   caf::reacts_to<tick_atom>,
-  caf::reacts_to<expire_atom, std::uint64_t, std::int64_t>,
-  caf::replies_to<stats_atom>::with<shard_stats>>;
+  caf::reacts_to<expire_atom, std::uint64_t, std::int64_t>>;
 
 /// How a shard behaves.
 struct shard_settings {

@@ -36,7 +36,6 @@ shard_actor::behavior_type silent_shard() {
     [](local_call&) {},
     [](tick_atom) {},
     [](expire_atom, std::uint64_t, std::int64_t) {},
-    [](stats_atom) { return shard_stats{}; },
   };
 }
 
