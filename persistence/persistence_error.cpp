@@ -14,6 +14,8 @@ std::string to_string(persistence_error x) {
       return "statement failed";
     case persistence_error::schema:
       return "schema mismatch";
+    case persistence_error::fenced:
+      return "fenced: the shard has a newer owner";
   }
   return "unknown";
 }

@@ -17,6 +17,9 @@ enum class persistence_error : std::uint8_t {
   statement,
   /// The schema is not what this binary expects.
   schema,
+  /// The write was refused: another node owns the shard now (a newer
+  /// epoch). This node must stop serving that shard.
+  fenced,
 };
 
 /// Renders a `persistence_error`.

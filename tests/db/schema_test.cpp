@@ -1,6 +1,5 @@
-// Migrations, seed and the `db` commands against a real PostgreSQL (started
-// by the ctest fixture; its connection string is in the file named by
-// VIDEOSTREAMS_TEST_DSN_FILE). Every test works in a database of its own.
+// Migrations, seed and the `db` commands against a real PostgreSQL. Every
+// test works in a database of its own.
 
 #include <catch2/catch.hpp>
 
@@ -13,69 +12,17 @@
 
 #include <sys/wait.h>
 
+#include "db_fixture.hpp"
+
 #include "actors/shard_map.hpp"
 #include "persistence/persistence_error.hpp"
 #include "persistence/pg_connection.hpp"
 #include "persistence/schema.hpp"
 
 using namespace videostreams;
+using videostreams::testing::scratch_database;
 
 namespace {
-
-std::string server_dsn() {
-  auto file = std::getenv("VIDEOSTREAMS_TEST_DSN_FILE");
-  REQUIRE(file != nullptr);
-  std::ifstream in{file};
-  std::string dsn;
-  std::getline(in, dsn);
-  REQUIRE_FALSE(dsn.empty());
-  return dsn;
-}
-
-pg_connection connect_or_fail(const std::string& dsn) {
-  auto db = pg_connection::connect(dsn);
-  if (!db)
-    FAIL(describe(db.error()));
-  return std::move(*db);
-}
-
-/// A fresh, empty database for one test, dropped afterwards.
-struct scratch_database {
-  scratch_database() {
-    static std::atomic<int> counter{0};
-    name = "t" + std::to_string(::getpid()) + "_" + std::to_string(++counter);
-    auto admin = connect_or_fail(server_dsn());
-    REQUIRE(admin.exec("CREATE DATABASE " + name));
-    dsn = server_dsn();
-    dsn.replace(dsn.find("dbname=postgres"), 15, "dbname=" + name);
-  }
-
-  ~scratch_database() {
-    if (auto admin = pg_connection::connect(server_dsn()))
-      admin->exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)");
-  }
-
-  pg_connection connect() {
-    return connect_or_fail(dsn);
-  }
-
-  int count(const std::string& sql) {
-    auto db = connect();
-    auto rows = db.exec(sql);
-    if (!rows)
-      FAIL(describe(rows.error()));
-    return std::stoi(rows->at(0, 0));
-  }
-
-  bool has_table(const std::string& table) {
-    return count("SELECT count(*) FROM pg_tables WHERE tablename = '" + table
-                 + "'")
-           == 1;
-  }
-
-  std::string name;
-  std::string dsn;
-};
 
 struct command_result {
   int exit_code;

@@ -1,0 +1,199 @@
+#include "persistence/stream_store.hpp"
+
+#include <set>
+
+#include "persistence/persistence_error.hpp"
+
+namespace videostreams {
+
+namespace {
+
+/// Builds a PostgreSQL array literal, e.g. {1,2,3} or {"a","b"}.
+class array_literal {
+public:
+  void add(const std::string& element, bool quote) {
+    text_ += text_.size() == 1 ? "" : ",";
+    if (!quote) {
+      text_ += element;
+      return;
+    }
+    text_ += '"';
+    for (char c : element) {
+      if (c == '"' || c == '\\')
+        text_ += '\\';
+      text_ += c;
+    }
+    text_ += '"';
+  }
+
+  template <class T>
+  void add(T value) {
+    add(std::to_string(value), false);
+  }
+
+  std::string str() const {
+    return text_ + "}";
+  }
+
+private:
+  std::string text_ = "{";
+};
+
+constexpr const char* upsert_streams_sql = R"sql(
+INSERT INTO stream_sessions (user_id, stream_key, has_id, started_at,
+                             ttl_seconds, expires_at, shard, epoch)
+SELECT u, k, h, to_timestamp(s / 1000.0), t,
+       CASE WHEN e = 0 THEN NULL ELSE to_timestamp(e / 1000.0) END, sh, ep
+FROM unnest($1::bigint[], $2::text[], $3::bool[], $4::bigint[], $5::int[],
+            $6::bigint[], $7::int[], $8::bigint[]) AS x(u, k, h, s, t, e, sh, ep)
+ON CONFLICT (user_id, stream_key) DO UPDATE
+SET ttl_seconds = EXCLUDED.ttl_seconds, expires_at = EXCLUDED.expires_at,
+    epoch = EXCLUDED.epoch)sql";
+
+constexpr const char* delete_streams_sql = R"sql(
+DELETE FROM stream_sessions AS s
+USING unnest($1::bigint[], $2::text[]) AS x(u, k)
+WHERE s.user_id = x.u AND s.stream_key = x.k)sql";
+
+constexpr const char* upsert_limits_sql = R"sql(
+INSERT INTO user_limits (user_id, max_streams, shard, epoch)
+SELECT * FROM unnest($1::bigint[], $2::int[], $3::int[], $4::bigint[])
+ON CONFLICT (user_id) DO UPDATE
+SET max_streams = EXCLUDED.max_streams, epoch = EXCLUDED.epoch)sql";
+
+constexpr const char* delete_limits_sql = R"sql(
+DELETE FROM user_limits WHERE user_id = ANY($1::bigint[]))sql";
+
+} // namespace
+
+caf::expected<shard_epochs>
+stream_store::take_shards(const std::string& node,
+                          const std::vector<std::uint32_t>& shards) {
+  array_literal ids;
+  for (auto s : shards)
+    ids.add(s);
+  auto rows = db_.exec(R"sql(
+INSERT INTO shard_epochs (shard, owner, epoch)
+SELECT s, $2, 1 FROM unnest($1::int[]) AS x(s)
+ON CONFLICT (shard) DO UPDATE
+SET owner = EXCLUDED.owner, epoch = shard_epochs.epoch + 1
+RETURNING shard, epoch)sql",
+                       {ids.str(), node});
+  if (!rows)
+    return rows.error();
+  shard_epochs result;
+  for (int i = 0; i < rows->size(); ++i)
+    result[static_cast<std::uint32_t>(std::stoul(rows->at(i, 0)))]
+      = std::stoll(rows->at(i, 1));
+  return result;
+}
+
+caf::expected<void> stream_store::commit(const std::vector<stream_change>& batch,
+                                         const shard_epochs& epochs) {
+  if (batch.empty())
+    return caf::unit;
+  std::set<std::uint32_t> shards;
+  for (auto& c : batch)
+    shards.insert(c.shard);
+  auto epoch_of = [&epochs](std::uint32_t shard) {
+    auto i = epochs.find(shard);
+    return i == epochs.end() ? std::int64_t{-1} : i->second;
+  };
+  array_literal grant_users, grant_keys, grant_has_id, grant_started,
+    grant_ttl, grant_expires, grant_shards, grant_epochs;
+  array_literal close_users, close_keys;
+  array_literal limit_users, limit_values, limit_shards, limit_epochs;
+  array_literal cleared_users;
+  std::size_t grants = 0, closes = 0, limits = 0, cleared = 0;
+  for (auto& c : batch) {
+    switch (c.kind) {
+      case change_kind::grant:
+        ++grants;
+        grant_users.add(c.user);
+        grant_keys.add(c.key, true);
+        grant_has_id.add(c.has_id ? "true" : "false", false);
+        grant_started.add(c.started_at_ms);
+        grant_ttl.add(c.ttl_seconds);
+        grant_expires.add(c.expires_at_ms);
+        grant_shards.add(c.shard);
+        grant_epochs.add(epoch_of(c.shard));
+        break;
+      case change_kind::close:
+        ++closes;
+        close_users.add(c.user);
+        close_keys.add(c.key, true);
+        break;
+      case change_kind::set_limit:
+        ++limits;
+        limit_users.add(c.user);
+        limit_values.add(c.max_streams);
+        limit_shards.add(c.shard);
+        limit_epochs.add(epoch_of(c.shard));
+        break;
+      case change_kind::clear_limit:
+        ++cleared;
+        cleared_users.add(c.user);
+        break;
+    }
+  }
+  if (auto begun = db_.exec("BEGIN"); !begun)
+    return begun.error();
+  auto fail = [this](caf::error err) -> caf::expected<void> {
+    db_.exec("ROLLBACK");
+    return err;
+  };
+  // Fencing: the epochs must still be ours, and stay ours until COMMIT (a
+  // node taking a shard over updates its row, which FOR SHARE blocks).
+  array_literal shard_ids;
+  for (auto s : shards)
+    shard_ids.add(s);
+  auto owned = db_.exec("SELECT shard, epoch FROM shard_epochs "
+                        "WHERE shard = ANY($1::int[]) FOR SHARE",
+                        {shard_ids.str()});
+  if (!owned)
+    return fail(owned.error());
+  std::size_t confirmed = 0;
+  for (int i = 0; i < owned->size(); ++i) {
+    auto shard = static_cast<std::uint32_t>(std::stoul(owned->at(i, 0)));
+    if (std::stoll(owned->at(i, 1)) != epoch_of(shard))
+      return fail(make_error(persistence_error::fenced,
+                             "shard " + std::to_string(shard) + " is at epoch "
+                               + owned->at(i, 1) + ", this writer holds "
+                               + std::to_string(epoch_of(shard))));
+    ++confirmed;
+  }
+  if (confirmed != shards.size())
+    return fail(make_error(persistence_error::fenced,
+                           "a shard of the batch has no owner epoch"));
+  if (grants > 0) {
+    auto r = db_.exec(upsert_streams_sql,
+                      {grant_users.str(), grant_keys.str(), grant_has_id.str(),
+                       grant_started.str(), grant_ttl.str(),
+                       grant_expires.str(), grant_shards.str(),
+                       grant_epochs.str()});
+    if (!r)
+      return fail(r.error());
+  }
+  if (closes > 0) {
+    auto r = db_.exec(delete_streams_sql, {close_users.str(), close_keys.str()});
+    if (!r)
+      return fail(r.error());
+  }
+  if (limits > 0) {
+    auto r = db_.exec(upsert_limits_sql,
+                      {limit_users.str(), limit_values.str(),
+                       limit_shards.str(), limit_epochs.str()});
+    if (!r)
+      return fail(r.error());
+  }
+  if (cleared > 0) {
+    auto r = db_.exec(delete_limits_sql, {cleared_users.str()});
+    if (!r)
+      return fail(r.error());
+  }
+  if (auto done = db_.exec("COMMIT"); !done)
+    return done.error();
+  return caf::unit;
+}
+
+} // namespace videostreams

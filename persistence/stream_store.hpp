@@ -1,0 +1,48 @@
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "caf/expected.hpp"
+
+#include "persistence/pg_connection.hpp"
+#include "persistence/stream_change.hpp"
+
+namespace videostreams {
+
+/// The owner epoch of each shard a writer holds: its fencing tokens.
+using shard_epochs = std::map<std::uint32_t, std::int64_t>;
+
+/// Writes batches of changes to PostgreSQL, fenced by shard epochs.
+class stream_store {
+public:
+  explicit stream_store(pg_connection db) : db_(std::move(db)) {
+    // Nothing else to do.
+  }
+
+  /// Takes ownership of `shards` for `node`: each shard's epoch rises by
+  /// one (from 0 for a shard never owned). Returns the new epochs.
+  caf::expected<shard_epochs> take_shards(const std::string& node,
+                                          const std::vector<std::uint32_t>&
+                                            shards);
+
+  /// Writes `batch` in one transaction with one statement per kind of
+  /// change (arrays + unnest). Changes to the same stream or limit must
+  /// already be coalesced. Fails with `persistence_error::fenced`, writing
+  /// nothing, when any shard of the batch has an epoch other than the one
+  /// in `epochs` (another node took it over).
+  caf::expected<void> commit(const std::vector<stream_change>& batch,
+                             const shard_epochs& epochs);
+
+  /// The underlying connection (for probes and reconnects).
+  pg_connection& connection() noexcept {
+    return db_;
+  }
+
+private:
+  pg_connection db_;
+};
+
+} // namespace videostreams

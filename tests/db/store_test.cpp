@@ -1,0 +1,194 @@
+// Batches, coalescing, group commit and epoch fencing against a real
+// PostgreSQL.
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <memory>
+
+#include "caf/actor_system.hpp"
+#include "caf/actor_system_config.hpp"
+#include "caf/scoped_actor.hpp"
+#include "caf/send.hpp"
+
+#include "db_fixture.hpp"
+
+#include "persistence/persistence_actor.hpp"
+#include "persistence/schema.hpp"
+#include "persistence/stream_store.hpp"
+
+using namespace videostreams;
+using videostreams::testing::scratch_database;
+
+namespace {
+
+stream_change grant(std::uint64_t user, std::string key,
+                    std::uint32_t shard = 1) {
+  stream_change c;
+  c.kind = change_kind::grant;
+  c.user = user;
+  c.key = std::move(key);
+  c.started_at_ms = 1'767'225'600'000;
+  c.ttl_seconds = 60;
+  c.expires_at_ms = c.started_at_ms + 60'000;
+  c.shard = shard;
+  return c;
+}
+
+stream_change close(std::uint64_t user, std::string key,
+                    std::uint32_t shard = 1) {
+  auto c = grant(user, std::move(key), shard);
+  c.kind = change_kind::close;
+  return c;
+}
+
+stream_change limit(std::uint64_t user, std::uint32_t max,
+                    std::uint32_t shard = 1) {
+  stream_change c;
+  c.kind = change_kind::set_limit;
+  c.user = user;
+  c.max_streams = max;
+  c.shard = shard;
+  return c;
+}
+
+/// A migrated scratch database and a store that owns shards 0..3.
+struct store_fixture {
+  store_fixture() {
+    auto db = d.connect();
+    REQUIRE(migrate(db));
+    store = std::make_shared<stream_store>(d.connect());
+    auto taken = store->take_shards("node-a", {0, 1, 2, 3});
+    REQUIRE(taken);
+    epochs = *taken;
+  }
+
+  scratch_database d;
+  std::shared_ptr<stream_store> store;
+  shard_epochs epochs;
+};
+
+struct quiet_config : caf::actor_system_config {
+  quiet_config() {
+    set("logger.verbosity", caf::atom("quiet"));
+  }
+};
+
+} // namespace
+
+TEST_CASE("a batch of grants, closes and limits lands in one commit",
+          "[db]") {
+  store_fixture f;
+  CHECK(f.epochs.at(1) == 1);
+  REQUIRE(f.store->commit({grant(1, "a"), grant(1, "b"), grant(2, "~1"),
+                           limit(3, 7)},
+                          f.epochs));
+  CHECK(f.d.count("SELECT count(*) FROM stream_sessions") == 3);
+  CHECK(f.d.count("SELECT max_streams FROM user_limits WHERE user_id = 3")
+        == 7);
+  CHECK(f.d.query("SELECT epoch FROM stream_sessions WHERE stream_key = 'a'")
+        == "1");
+  CHECK(f.d.query("SELECT expires_at - started_at FROM stream_sessions "
+                  "WHERE stream_key = 'a'")
+        == "00:01:00");
+  stream_change cleared = limit(3, 0);
+  cleared.kind = change_kind::clear_limit;
+  REQUIRE(f.store->commit({close(1, "a"), cleared}, f.epochs));
+  CHECK(f.d.count("SELECT count(*) FROM stream_sessions") == 2);
+  CHECK(f.d.count("SELECT count(*) FROM user_limits") == 0);
+  // A retried batch is harmless: upserts and deletes are idempotent.
+  REQUIRE(f.store->commit({close(1, "a"), grant(1, "b")}, f.epochs));
+  CHECK(f.d.count("SELECT count(*) FROM stream_sessions") == 2);
+}
+
+TEST_CASE("keys with quotes and backslashes survive the array encoding",
+          "[db]") {
+  store_fixture f;
+  REQUIRE(f.store->commit({grant(1, R"(a"b\c,d{e})")}, f.epochs));
+  CHECK(f.d.query("SELECT stream_key FROM stream_sessions") == R"(a"b\c,d{e})");
+}
+
+TEST_CASE("a stale writer is fenced and writes nothing", "[db]") {
+  store_fixture a;
+  // Another node takes shard 1 over: its epoch rises.
+  stream_store b{a.d.connect()};
+  auto taken = b.take_shards("node-b", {1});
+  REQUIRE(taken);
+  CHECK(taken->at(1) == 2);
+  auto stale = a.store->commit({grant(5, "x", 0), grant(6, "y", 1)}, a.epochs);
+  REQUIRE_FALSE(stale);
+  CHECK(stale.error().code()
+        == static_cast<std::uint8_t>(persistence_error::fenced));
+  // Nothing of the batch was written, not even the shard it still owns.
+  CHECK(a.d.count("SELECT count(*) FROM stream_sessions") == 0);
+  REQUIRE(b.commit({grant(6, "y", 1)}, *taken));
+  CHECK(a.d.query("SELECT epoch FROM stream_sessions WHERE user_id = 6")
+        == "2");
+  // A shard nobody ever took is refused too.
+  auto unowned = a.store->commit({grant(7, "z", 99)}, a.epochs);
+  REQUIRE_FALSE(unowned);
+  CHECK(unowned.error().code()
+        == static_cast<std::uint8_t>(persistence_error::fenced));
+}
+
+TEST_CASE("the persistence actor coalesces and group-commits", "[db]") {
+  store_fixture f;
+  quiet_config cfg;
+  caf::actor_system sys{cfg};
+  auto counters = std::make_shared<persistence_counters>();
+  auto writer = spawn_persistence_actor(sys, f.store, f.epochs, {}, counters);
+  caf::scoped_actor self{sys};
+  // Changes sent at once gather while a commit runs: far fewer commits
+  // than changes, and every change acknowledged.
+  constexpr int users = 2000;
+  for (int u = 0; u < users; ++u)
+    self->send(writer, grant(static_cast<std::uint64_t>(u), "s", u % 4));
+  int acked = 0;
+  for (int u = 0; u < users; ++u)
+    self->receive([&](bool ok) { acked += ok; },
+                  [&](caf::error& err) { FAIL(describe(err)); },
+                  caf::after(std::chrono::seconds{30}) >>
+                    [&] { FAIL("no acknowledgement"); });
+  CHECK(acked == users);
+  CHECK(f.d.count("SELECT count(*) FROM stream_sessions") == users);
+  CHECK(counters->commits < static_cast<std::uint64_t>(users) / 4);
+  CHECK(counters->queue_depth == 0);
+  // A grant and its close in one batch coalesce into the close.
+  auto before = counters->changes_written.load();
+  self->send(writer, grant(5000, "t", 0));
+  self->send(writer, close(5000, "t", 0));
+  self->send(writer, limit(5001, 2, 0));
+  self->send(writer, limit(5001, 4, 0));
+  for (int i = 0; i < 4; ++i)
+    self->receive([](bool) {}, [&](caf::error& err) { FAIL(describe(err)); });
+  CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 5000")
+        == 0);
+  CHECK(f.d.count("SELECT max_streams FROM user_limits WHERE user_id = 5001")
+        == 4);
+  CHECK(counters->changes_received == users + 4);
+  CHECK(counters->changes_written - before <= 2);
+  caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("a fenced batch is answered with the error and dropped", "[db]") {
+  store_fixture f;
+  stream_store other{f.d.connect()};
+  REQUIRE(other.take_shards("node-b", {2}));
+  quiet_config cfg;
+  caf::actor_system sys{cfg};
+  auto counters = std::make_shared<persistence_counters>();
+  auto writer = spawn_persistence_actor(sys, f.store, f.epochs, {}, counters);
+  caf::scoped_actor self{sys};
+  bool fenced = false;
+  self->request(writer, std::chrono::seconds{30}, grant(1, "a", 2))
+    .receive([](bool) { FAIL("a stale writer's grant was committed"); },
+             [&](caf::error& err) {
+               fenced = err.code()
+                        == static_cast<std::uint8_t>(persistence_error::fenced);
+             });
+  CHECK(fenced);
+  CHECK(counters->errors == 1);
+  CHECK(counters->queue_depth == 0);
+  CHECK(f.d.count("SELECT count(*) FROM stream_sessions") == 0);
+  caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
+}
