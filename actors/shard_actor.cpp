@@ -172,7 +172,10 @@ void on_passivated(shard_pointer self, std::uint64_t user,
   auto queued = i->second.queued_deadline;
   st.live.erase(i);
   report_freed(self, 1);
-  expire_leases(record, *st.settings.users, st.settings.users->clock->now());
+  auto now = st.settings.users->clock->now();
+  with_persistence(record, user, *st.settings.users, now, [&] {
+    expire_leases(record, *st.settings.users, now);
+  });
   if (!record.empty()) {
     // One entry per user is enough: an earlier one that turns out stale is
     // re-queued with the record's next deadline when it comes due.
@@ -213,7 +216,9 @@ void expire_due_leases(shard_pointer self) {
     if (!packed)
       continue; // nothing left of this user
     auto& record = *packed;
-    expire_leases(record, *st.settings.users, now);
+    with_persistence(record, user, *st.settings.users, now, [&] {
+      expire_leases(record, *st.settings.users, now);
+    });
     if (record.empty()) {
       counters_of(self).passive_records.fetch_sub(1,
                                                   std::memory_order_relaxed);
@@ -265,6 +270,7 @@ shard_actor::behavior_type shard_impl(shard_pointer self,
   st.settings = std::move(settings);
   auto users = std::make_shared<user_settings>(*st.settings.users);
   users->wake_up_target = self->address();
+  users->shard = st.settings.index;
   st.settings.users = std::move(users);
   st.tick_interval = tick_interval_for(st.settings.passivate_after);
   st.idle_ticks = static_cast<std::uint32_t>(

@@ -34,6 +34,8 @@ struct shard_settings {
   std::chrono::milliseconds passivate_after{30000};
   /// Told how many actors and records the shard freed; may be null.
   heap_trimmer* trimmer = nullptr;
+  /// This shard's number (`mix64(user) % shards`).
+  std::uint32_t index = 0;
 };
 
 /// Starts a shard actor.

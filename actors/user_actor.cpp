@@ -1,6 +1,7 @@
 #include "actors/user_actor.hpp"
 
 #include <chrono>
+#include <random>
 
 #include "caf/actor_cast.hpp"
 #include "caf/actor_system.hpp"
@@ -14,8 +15,20 @@ namespace {
 
 constexpr auto relaxed = std::memory_order_relaxed;
 
+/// A key for a stream opened by `startstream`: '~' and 48 random bits in
+/// hex (13 characters: no heap allocation), unique among a user's streams.
+std::string new_legacy_key() {
+  thread_local std::mt19937_64 bits{std::random_device{}()};
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string key(13, '~');
+  auto x = bits();
+  for (std::size_t i = 1; i < key.size(); ++i, x >>= 4)
+    key[i] = digits[x & 0xf];
+  return key;
+}
+
 session_view view_of(const stream_session& s, const clock_reading& now) {
-  return {s.id, s.started_at_ms,
+  return {s.is_legacy() ? std::string{} : s.id, s.started_at_ms,
           s.expires_at_ns == 0 ? 0 : now.wall_ms_at(s.expires_at_ns)};
 }
 
@@ -55,7 +68,10 @@ void register_deadline(user_pointer self) {
 user_reply run(user_pointer self, const user_command& cmd) {
   auto& st = self->state;
   auto now = st.settings->clock->now();
-  auto reply = decide(st.streams, cmd, *st.settings, now);
+  user_reply reply;
+  with_persistence(st.streams, st.user, *st.settings, now, [&] {
+    reply = decide(st.streams, cmd, *st.settings, now);
+  });
   register_deadline(self);
   return reply;
 }
@@ -85,7 +101,9 @@ user_actor::behavior_type user_actor_impl(
       auto& st = self->state;
       auto now = st.settings->clock->now();
       st.registered_deadline = 0;
-      expire_leases(st.streams, *st.settings, now);
+      with_persistence(st.streams, st.user, *st.settings, now, [&] {
+        expire_leases(st.streams, *st.settings, now);
+      });
       register_deadline(self);
     },
   };
@@ -125,7 +143,8 @@ user_reply decide(user_streams& streams, const user_command& cmd,
   switch (cmd.op) {
     case user_op::start_legacy:
       reply.outcome = count_start(
-        streams.start_legacy(limit, settings.legacy_ttl_seconds, now));
+        streams.start_legacy(limit, settings.legacy_ttl_seconds, now,
+                             new_legacy_key()));
       break;
     case user_op::end_legacy:
       reply.outcome = count_close(streams.end_legacy(now));

@@ -4,9 +4,12 @@
 #include <memory>
 
 #include "caf/actor_addr.hpp"
+#include "caf/actor.hpp"
 #include "caf/fwd.hpp"
+#include "caf/send.hpp"
 
 #include "actors/clock.hpp"
+#include "actors/stream_change.hpp"
 #include "actors/stream_counters.hpp"
 #include "actors/user_protocol.hpp"
 #include "actors/user_streams.hpp"
@@ -33,16 +36,29 @@ struct user_settings {
   /// pages, until the lease ran out.) A user actor asks with
   /// `(expire_atom, user, deadline)`. Weak, so the shard can go away.
   caf::actor_addr wake_up_target;
+  /// Where every change to be persisted goes (`stream_change` messages,
+  /// written behind); null in memory-only mode.
+  caf::actor change_sink;
+  /// The shard of the users these settings serve (written with changes).
+  std::uint32_t shard = 0;
 };
 
 /// Applies `cmd` to `streams` at time `now`: the one place where a command
-/// becomes a decision. Expired leases are dropped first (and counted).
+/// becomes a decision. Expired leases are dropped first (and counted). A
+/// stream opened by `startstream` gets a new internal key ('~' + 12 hex).
 user_reply decide(user_streams& streams, const user_command& cmd,
                   const user_settings& settings, const clock_reading& now);
 
 /// Drops the leases of `streams` that expired by `now` and counts them.
 void expire_leases(user_streams& streams, const user_settings& settings,
                    const clock_reading& now);
+
+/// Runs `change` on `streams` of `user` and sends what changed to
+/// `settings.change_sink`, if there is one.
+template <class F>
+void with_persistence(user_streams& streams, std::uint64_t user,
+                      const user_settings& settings, const clock_reading& now,
+                      F change);
 
 /// Starts the actor of `user`, continuing from `record` (empty for a user
 /// with no open streams). The actor makes every decision about its user, one
@@ -51,5 +67,21 @@ void expire_leases(user_streams& streams, const user_settings& settings,
 user_actor spawn_user_actor(caf::actor_system& sys, std::uint64_t user,
                             user_streams record,
                             std::shared_ptr<const user_settings> settings);
+
+template <class F>
+void with_persistence(user_streams& streams, std::uint64_t user,
+                      const user_settings& settings, const clock_reading& now,
+                      F change) {
+  if (!settings.change_sink) {
+    change();
+    return;
+  }
+  persisted_view before{streams};
+  change();
+  std::vector<stream_change> changes;
+  before.changes_to(streams, user, settings.shard, now, changes);
+  for (auto& c : changes)
+    caf::anon_send(settings.change_sink, std::move(c));
+}
 
 } // namespace videostreams

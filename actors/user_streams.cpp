@@ -59,11 +59,12 @@ std::int64_t user_streams::next_expiry() const noexcept {
 
 stream_outcome user_streams::start_legacy(std::uint32_t limit,
                                           std::uint32_t ttl_seconds,
-                                          const clock_reading& now) {
+                                          const clock_reading& now,
+                                          std::string key) {
   expire(now.mono_ns);
   if (count() >= limit)
     return stream_outcome::denied;
-  sessions_.push_back(stream_session{std::string{}, now.wall_ms,
+  sessions_.push_back(stream_session{std::move(key), now.wall_ms,
                                      deadline(now, ttl_seconds), ttl_seconds});
   return stream_outcome::granted;
 }
@@ -72,7 +73,7 @@ stream_outcome user_streams::end_legacy(const clock_reading& now) {
   expire(now.mono_ns);
   auto oldest = std::find_if(sessions_.begin(), sessions_.end(),
                              [](const stream_session& s) {
-                               return s.id.empty();
+                               return s.is_legacy();
                              });
   if (oldest == sessions_.end())
     return stream_outcome::nothing_to_close;
@@ -129,8 +130,8 @@ stream_outcome user_streams::set_limit(std::optional<std::uint32_t> limit) {
 
 const stream_session*
 user_streams::find(const std::string& id) const noexcept {
-  if (id.empty())
-    return nullptr; // streams without an id cannot be named
+  if (id.empty() || id.front() == '~')
+    return nullptr; // streams opened by startstream cannot be named
   for (auto& s : sessions_)
     if (s.id == id)
       return &s;

@@ -12,10 +12,12 @@
 namespace videostreams {
 
 /// One open stream of a user: a session with a lease. Streams opened through
-/// the original API (`startstream`) carry no id and, unless a legacy TTL is
-/// configured, never expire.
+/// the original API (`startstream`) have no client-visible id and, unless a
+/// legacy TTL is configured, never expire.
 struct stream_session {
-  /// Client- or server-chosen id; empty for a stream opened by `startstream`.
+  /// The client- or server-chosen session id; for a stream opened by
+  /// `startstream`, an internal key starting with '~' (which no session id
+  /// can contain), so that every stream can be persisted and closed by key.
   std::string id;
   /// Wall-clock start, milliseconds since the Unix epoch (shown to clients).
   std::int64_t started_at_ms = 0;
@@ -23,6 +25,11 @@ struct stream_session {
   std::int64_t expires_at_ns = 0;
   /// Length of the lease, renewed by each heartbeat; 0 = never expires.
   std::uint32_t ttl_seconds = 0;
+
+  /// True for a stream opened by `startstream` (shown with a null id).
+  bool is_legacy() const noexcept {
+    return !id.empty() && id.front() == '~';
+  }
 };
 
 template <class Inspector>
@@ -86,13 +93,14 @@ public:
   /// The earliest lease deadline, or 0 when nothing expires.
   std::int64_t next_expiry() const noexcept;
 
-  /// Opens a stream without an id if fewer than `limit` are open. A
+  /// Opens a stream without a client-visible id, under the internal `key`
+  /// ('~' and up to 12 more characters), if fewer than `limit` are open. A
   /// `ttl_seconds` of 0 means it never expires.
   stream_outcome start_legacy(std::uint32_t limit, std::uint32_t ttl_seconds,
-                              const clock_reading& now);
+                              const clock_reading& now, std::string key);
 
-  /// Closes the oldest stream that has no id, if any. Never closes a session
-  /// with an id and never takes the count below zero.
+  /// Closes the oldest stream opened by `startstream`, if any. Never closes a
+  /// session with a client-visible id and never takes the count below zero.
   stream_outcome end_legacy(const clock_reading& now);
 
   /// Opens session `id` with a lease of `ttl_seconds` if fewer than `limit`
@@ -111,7 +119,8 @@ public:
   /// never closed by a lower limit; new ones are denied until below it.
   stream_outcome set_limit(std::optional<std::uint32_t> limit);
 
-  /// The open session with id `id`, or null.
+  /// The open session with the client-visible id `id`, or null (streams
+  /// opened by `startstream` cannot be named).
   const stream_session* find(const std::string& id) const noexcept;
 
   /// All open streams, oldest first.

@@ -48,8 +48,10 @@ std::vector<shard_actor> spawn_shards(caf::actor_system& sys,
   settings.trimmer = &trimmer;
   std::vector<shard_actor> shards;
   shards.reserve(opts.shards);
-  for (std::uint32_t i = 0; i < opts.shards; ++i)
+  for (std::uint32_t i = 0; i < opts.shards; ++i) {
+    settings.index = i;
     shards.push_back(spawn_shard_actor(sys, settings));
+  }
   return shards;
 }
 

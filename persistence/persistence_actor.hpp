@@ -11,7 +11,7 @@
 #include "caf/replies_to.hpp"
 #include "caf/typed_actor.hpp"
 
-#include "persistence/stream_change.hpp"
+#include "actors/stream_change.hpp"
 #include "persistence/stream_store.hpp"
 
 namespace videostreams {

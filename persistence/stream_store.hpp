@@ -8,7 +8,7 @@
 #include "caf/expected.hpp"
 
 #include "persistence/pg_connection.hpp"
-#include "persistence/stream_change.hpp"
+#include "actors/stream_change.hpp"
 
 namespace videostreams {
 

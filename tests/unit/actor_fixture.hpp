@@ -11,6 +11,7 @@
 #include "caf/actor_system_config.hpp"
 #include "caf/atom.hpp"
 #include "caf/scheduler/test_coordinator.hpp"
+#include "caf/event_based_actor.hpp"
 #include "caf/send.hpp"
 
 #include "actors/message_types.hpp"
@@ -32,19 +33,33 @@ struct shard_fixture {
   static constexpr std::chrono::milliseconds passivate_after{1000};
 
   explicit shard_fixture(std::uint32_t limit = 3,
-                         std::uint32_t legacy_ttl_seconds = 0)
+                         std::uint32_t legacy_ttl_seconds = 0,
+                         bool collect_changes = false)
     : sys(cfg),
       sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())) {
     auto users = std::make_shared<user_settings>();
+    if (collect_changes) {
+      // Stands in for the persistence actor: records what it is sent.
+      users->change_sink = sys.spawn([this](caf::event_based_actor*) {
+        return caf::behavior{
+          [this](stream_change& c) { changes.push_back(std::move(c)); },
+        };
+      });
+    }
     users->default_limit = limit;
     users->legacy_ttl_seconds = legacy_ttl_seconds;
     users->clock = clock;
     users->counters = &counters;
-    shard = spawn_shard_actor(sys, shard_settings{users, passivate_after});
+    sink_of_changes = users->change_sink;
+    shard_settings settings{users, passivate_after};
+    settings.index = 17;
+    shard = spawn_shard_actor(sys, settings);
     sched.run();
   }
 
   ~shard_fixture() {
+    if (sink_of_changes)
+      caf::anon_send_exit(sink_of_changes, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(shard, caf::exit_reason::user_shutdown);
     sched.run();
     // Every user actor stopped with its shard, pending timers or not.
@@ -88,6 +103,9 @@ struct shard_fixture {
   }
 
   std::shared_ptr<manual_clock> clock = std::make_shared<manual_clock>();
+  /// What the user actors sent for persistence, in order.
+  std::vector<stream_change> changes;
+  caf::actor sink_of_changes;
   stream_counters counters;
   deterministic_config cfg;
   caf::actor_system sys;

@@ -17,19 +17,19 @@ clock_reading at(std::int64_t seconds) {
 
 TEST_CASE("starts are granted up to the limit, then denied", "[unit]") {
   user_streams s;
-  CHECK(s.start_legacy(3, 0, at(1)) == stream_outcome::granted);
-  CHECK(s.start_legacy(3, 0, at(2)) == stream_outcome::granted);
-  CHECK(s.start_legacy(3, 0, at(3)) == stream_outcome::granted);
+  CHECK(s.start_legacy(3, 0, at(1), "~1") == stream_outcome::granted);
+  CHECK(s.start_legacy(3, 0, at(2), "~2") == stream_outcome::granted);
+  CHECK(s.start_legacy(3, 0, at(3), "~3") == stream_outcome::granted);
   CHECK(s.count() == 3);
-  CHECK(s.start_legacy(3, 0, at(4)) == stream_outcome::denied);
+  CHECK(s.start_legacy(3, 0, at(4), "~4") == stream_outcome::denied);
   CHECK(s.count() == 3);
-  CHECK(s.start_legacy(4, 0, at(5)) == stream_outcome::granted);
+  CHECK(s.start_legacy(4, 0, at(5), "~5") == stream_outcome::granted);
   CHECK(s.count() == 4);
 }
 
 TEST_CASE("a limit of zero grants nothing", "[unit]") {
   user_streams s;
-  CHECK(s.start_legacy(0, 0, at(1)) == stream_outcome::denied);
+  CHECK(s.start_legacy(0, 0, at(1), "~6") == stream_outcome::denied);
   CHECK(s.open("a", 60, 0, at(1)) == stream_outcome::denied);
   CHECK(s.empty());
 }
@@ -37,9 +37,9 @@ TEST_CASE("a limit of zero grants nothing", "[unit]") {
 TEST_CASE("ends close the oldest stream without an id, never below zero",
           "[unit]") {
   user_streams s;
-  s.start_legacy(3, 0, at(100));
+  s.start_legacy(3, 0, at(100), "~7");
   s.open("tv", 60, 3, at(150));
-  s.start_legacy(3, 0, at(200));
+  s.start_legacy(3, 0, at(200), "~8");
   CHECK(s.end_legacy(at(201)) == stream_outcome::closed);
   REQUIRE(s.count() == 2);
   CHECK(s.sessions()[0].id == "tv");
@@ -101,14 +101,14 @@ TEST_CASE("expire removes only expired leases and reports them", "[unit]") {
   user_streams s;
   s.open("short", 5, 5, at(0));
   s.open("long", 50, 5, at(0));
-  s.start_legacy(5, 0, at(0));  // never expires
-  s.start_legacy(5, 20, at(0)); // legacy TTL
+  s.start_legacy(5, 0, at(0), "~9");  // never expires
+  s.start_legacy(5, 20, at(0), "~10"); // legacy TTL
   CHECK(s.expire(4 * second) == 0);
   CHECK(s.expire(5 * second) == 1);
   CHECK(s.next_expiry() == 20 * second);
   CHECK(s.expire(100 * second) == 2);
   REQUIRE(s.count() == 1);
-  CHECK(s.sessions()[0].id.empty());
+  CHECK(s.sessions()[0].is_legacy());
   CHECK(s.next_expiry() == 0);
 }
 
@@ -119,12 +119,23 @@ TEST_CASE("a user's own limit overrides the default until cleared",
   CHECK(s.set_limit(1) == stream_outcome::limit_set);
   CHECK_FALSE(s.empty()); // the record must survive passivation
   CHECK(s.limit(3) == 1);
-  CHECK(s.start_legacy(s.limit(3), 0, at(0)) == stream_outcome::granted);
-  CHECK(s.start_legacy(s.limit(3), 0, at(0)) == stream_outcome::denied);
+  CHECK(s.start_legacy(s.limit(3), 0, at(0), "~11") == stream_outcome::granted);
+  CHECK(s.start_legacy(s.limit(3), 0, at(0), "~12") == stream_outcome::denied);
   // Lowering the limit closes nothing.
   s.set_limit(0);
   CHECK(s.count() == 1);
   s.set_limit(std::nullopt);
   CHECK(s.limit(3) == 3);
   CHECK(s.own_limit() == std::nullopt);
+}
+
+TEST_CASE("streams opened by startstream cannot be named by a session id",
+          "[unit]") {
+  user_streams s;
+  s.start_legacy(3, 0, at(0), "~abc");
+  CHECK(s.sessions()[0].is_legacy());
+  CHECK(s.find("~abc") == nullptr);
+  CHECK(s.heartbeat("~abc", at(1)) == stream_outcome::not_found);
+  CHECK(s.close("~abc", at(1)) == stream_outcome::not_found);
+  CHECK(s.count() == 1);
 }

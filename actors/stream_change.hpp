@@ -43,3 +43,31 @@ typename Inspector::result_type inspect(Inspector& f, stream_change& x) {
 }
 
 } // namespace videostreams
+
+#include <optional>
+#include <vector>
+
+#include "actors/user_streams.hpp"
+
+namespace videostreams {
+
+/// What of a user's state the database records: each stream's key and TTL,
+/// and the user's own limit. Taken before a decision, compared after it.
+class persisted_view {
+public:
+  explicit persisted_view(const user_streams& streams);
+
+  /// Appends to `out` the changes that lead from this view to `now`: a
+  /// grant for each new stream or changed TTL, a close for each stream gone,
+  /// a limit change if the user's own limit changed. Heartbeats change
+  /// nothing here (on recovery every lease gets a fresh TTL).
+  void changes_to(const user_streams& now, std::uint64_t user,
+                  std::uint32_t shard, const clock_reading& clock,
+                  std::vector<stream_change>& out) const;
+
+private:
+  std::vector<std::pair<std::string, std::uint32_t>> streams_;
+  std::optional<std::uint32_t> own_limit_;
+};
+
+} // namespace videostreams

@@ -1,0 +1,65 @@
+#include "actors/stream_change.hpp"
+
+#include <algorithm>
+
+namespace videostreams {
+
+persisted_view::persisted_view(const user_streams& streams)
+  : own_limit_(streams.own_limit()) {
+  streams_.reserve(streams.count());
+  for (auto& s : streams.sessions())
+    streams_.emplace_back(s.id, s.ttl_seconds);
+}
+
+void persisted_view::changes_to(const user_streams& now, std::uint64_t user,
+                                std::uint32_t shard,
+                                const clock_reading& clock,
+                                std::vector<stream_change>& out) const {
+  auto before = [this](const std::string& id) -> const std::uint32_t* {
+    for (auto& [key, ttl] : streams_)
+      if (key == id)
+        return &ttl;
+    return nullptr;
+  };
+  for (auto& s : now.sessions()) {
+    auto ttl = before(s.id);
+    if (ttl != nullptr && *ttl == s.ttl_seconds)
+      continue;
+    stream_change c;
+    c.kind = change_kind::grant;
+    c.user = user;
+    c.key = s.id;
+    c.has_id = !s.is_legacy();
+    c.started_at_ms = s.started_at_ms;
+    c.ttl_seconds = s.ttl_seconds;
+    c.expires_at_ms = s.expires_at_ns == 0 ? 0
+                                           : clock.wall_ms_at(s.expires_at_ns);
+    c.shard = shard;
+    out.push_back(std::move(c));
+  }
+  for (auto& [key, ttl] : streams_) {
+    auto& cur = now.sessions();
+    if (std::any_of(cur.begin(), cur.end(),
+                    [&key = key](const stream_session& s) {
+                      return s.id == key;
+                    }))
+      continue;
+    stream_change c;
+    c.kind = change_kind::close;
+    c.user = user;
+    c.key = key;
+    c.shard = shard;
+    out.push_back(std::move(c));
+  }
+  if (now.own_limit() != own_limit_) {
+    stream_change c;
+    c.kind = now.own_limit() ? change_kind::set_limit
+                             : change_kind::clear_limit;
+    c.user = user;
+    c.max_streams = now.own_limit().value_or(0);
+    c.shard = shard;
+    out.push_back(std::move(c));
+  }
+}
+
+} // namespace videostreams

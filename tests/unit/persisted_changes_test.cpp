@@ -1,0 +1,101 @@
+// Every change of a user's state reaches the persistence actor: grants,
+// closes, expiries (live and passivated) and limit changes; nothing else.
+
+#include <catch2/catch.hpp>
+
+#include "actor_fixture.hpp"
+
+using namespace videostreams;
+using videostreams::testing::shard_fixture;
+using namespace std::chrono_literals;
+
+namespace {
+
+user_command cmd(user_op o, std::uint64_t user, std::string id = {},
+                 std::uint32_t ttl = 0, std::uint32_t limit = 0) {
+  return {o, user, std::move(id), ttl, limit};
+}
+
+
+} // namespace
+
+TEST_CASE("grants and closes are sent for persistence, denials are not",
+          "[unit]") {
+  shard_fixture f{2, 0, true};
+  f.call(cmd(user_op::open_session, 1, "tv", 30));
+  f.call(cmd(user_op::start_legacy, 1));
+  f.call(cmd(user_op::start_legacy, 1)); // denied: nothing to write
+  f.call(cmd(user_op::open_session, 1, "x")); // denied too
+  REQUIRE(f.changes.size() == 2);
+  auto& tv = f.changes[0];
+  CHECK(tv.kind == change_kind::grant);
+  CHECK(tv.user == 1);
+  CHECK(tv.key == "tv");
+  CHECK(tv.has_id);
+  CHECK(tv.ttl_seconds == 30);
+  CHECK(tv.shard == 17);
+  CHECK(tv.expires_at_ms == tv.started_at_ms + 30'000);
+  auto& legacy = f.changes[1];
+  CHECK(legacy.kind == change_kind::grant);
+  CHECK_FALSE(legacy.has_id);
+  CHECK(legacy.key.size() == 13);
+  CHECK(legacy.key.front() == '~');
+  CHECK(legacy.expires_at_ms == 0);
+  f.call(cmd(user_op::end_legacy, 1));
+  f.call(cmd(user_op::close_session, 1, "tv"));
+  REQUIRE(f.changes.size() == 4);
+  CHECK(f.changes[2].kind == change_kind::close);
+  CHECK(f.changes[2].key == legacy.key);
+  CHECK(f.changes[3].kind == change_kind::close);
+  CHECK(f.changes[3].key == "tv");
+}
+
+TEST_CASE("heartbeats are not written; a new TTL is", "[unit]") {
+  shard_fixture f{3, 0, true};
+  f.call(cmd(user_op::open_session, 2, "a", 30));
+  f.call(cmd(user_op::heartbeat, 2, "a"));
+  f.call(cmd(user_op::open_session, 2, "a")); // renewed, same TTL
+  f.call(cmd(user_op::list_sessions, 2));
+  CHECK(f.changes.size() == 1);
+  f.call(cmd(user_op::open_session, 2, "a", 90)); // renewed, new TTL
+  REQUIRE(f.changes.size() == 2);
+  CHECK(f.changes[1].kind == change_kind::grant);
+  CHECK(f.changes[1].ttl_seconds == 90);
+}
+
+TEST_CASE("expired leases are written as closes, live or passivated",
+          "[unit]") {
+  shard_fixture f{3, 0, true};
+  f.call(cmd(user_op::open_session, 3, "live", 5));
+  f.call(cmd(user_op::open_session, 4, "passive", 20));
+  f.idle_for(6s); // user 3's lease expires in its live actor
+  auto closes = [&f](const std::string& key) {
+    int n = 0;
+    for (auto& c : f.changes)
+      n += c.kind == change_kind::close && c.key == key;
+    return n;
+  };
+  CHECK(closes("live") == 1);
+  REQUIRE(f.counters.passive_records == 1); // user 4 is passivated now
+  f.idle_for(16s); // user 4's lease expires in the shard's record
+  CHECK(closes("passive") == 1);
+  CHECK(f.counters.open_streams == 0);
+}
+
+TEST_CASE("limit changes are written", "[unit]") {
+  shard_fixture f{3, 0, true};
+  f.call(cmd(user_op::set_limit, 5, {}, 0, 7));
+  f.call(cmd(user_op::set_limit, 5, {}, 0, 7)); // unchanged: nothing
+  f.call(cmd(user_op::clear_limit, 5));
+  REQUIRE(f.changes.size() == 2);
+  CHECK(f.changes[0].kind == change_kind::set_limit);
+  CHECK(f.changes[0].max_streams == 7);
+  CHECK(f.changes[1].kind == change_kind::clear_limit);
+}
+
+TEST_CASE("in memory-only mode nothing is collected", "[unit]") {
+  shard_fixture f;
+  f.call(cmd(user_op::open_session, 6, "a"));
+  CHECK(f.changes.empty());
+  CHECK_FALSE(f.sink_of_changes);
+}
