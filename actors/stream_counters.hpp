@@ -17,6 +17,8 @@ struct stream_counters {
   std::atomic<std::int64_t> passive_records{0};
   /// Starts answered with a new stream (counter).
   std::atomic<std::uint64_t> grants{0};
+  /// Grants undone because their commit failed or timed out (counter).
+  std::atomic<std::uint64_t> failed_grants{0};
   /// Starts refused because the user was at the limit (counter).
   std::atomic<std::uint64_t> denials{0};
   /// Leases that expired without being renewed or closed (counter).

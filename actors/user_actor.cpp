@@ -1,7 +1,9 @@
 #include "actors/user_actor.hpp"
 
 #include <chrono>
+#include <optional>
 #include <random>
+#include <vector>
 
 #include "caf/actor_cast.hpp"
 #include "caf/actor_system.hpp"
@@ -45,6 +47,11 @@ struct user_actor_state {
   std::uint64_t user = 0;
   user_streams streams;
   std::shared_ptr<const user_settings> settings;
+  /// Grants waiting for their commit (sync durability).
+  std::size_t pending_grants = 0;
+  /// A passivation asked for while grants were pending: answered once the
+  /// last of them is settled.
+  std::optional<caf::typed_response_promise<user_streams>> passivation;
   /// Deadline the shard was asked to wake this actor at; 0 = none.
   std::int64_t registered_deadline = 0;
   static inline const char* name = "user_actor";
@@ -65,15 +72,84 @@ void register_deadline(user_pointer self) {
   caf::anon_send(target, expire_atom::value, st.user, next);
 }
 
-user_reply run(user_pointer self, const user_command& cmd) {
+user_streams hand_over(user_pointer self) {
+  self->state.settings->counters->passivations.fetch_add(1, relaxed);
+  self->quit();
+  return std::move(self->state.streams);
+}
+
+/// One grant settled (committed or undone): finish a deferred passivation.
+void grant_settled(user_pointer self) {
   auto& st = self->state;
-  auto now = st.settings->clock->now();
-  user_reply reply;
-  with_persistence(st.streams, st.user, *st.settings, now, [&] {
-    reply = decide(st.streams, cmd, *st.settings, now);
-  });
+  if (--st.pending_grants == 0 && st.passivation) {
+    auto rp = std::move(*st.passivation);
+    st.passivation.reset();
+    rp.deliver(hand_over(self));
+  }
+}
+
+/// Decides `cmd`, sends what changed to the persistence actor, and calls
+/// `answer` with the reply: at once, or (sync durability, a new stream)
+/// once its commit is confirmed.
+template <class Answer>
+void run(user_pointer self, const user_command& cmd, Answer answer) {
+  auto& st = self->state;
+  auto& settings = *st.settings;
+  auto now = settings.clock->now();
+  if (!settings.change_sink) {
+    auto reply = decide(st.streams, cmd, settings, now);
+    register_deadline(self);
+    answer(reply);
+    return;
+  }
+  persisted_view before{st.streams};
+  auto reply = decide(st.streams, cmd, settings, now);
   register_deadline(self);
-  return reply;
+  std::vector<stream_change> changes;
+  before.changes_to(st.streams, st.user, settings.shard, now, changes);
+  const stream_change* new_stream = nullptr;
+  for (auto& c : changes) {
+    if (settings.sync_grants && reply.outcome == stream_outcome::granted
+        && c.kind == change_kind::grant && new_stream == nullptr) {
+      new_stream = &c; // at most one new stream per command
+      continue;
+    }
+    caf::anon_send(settings.change_sink, c);
+  }
+  if (new_stream == nullptr) {
+    answer(reply);
+    return;
+  }
+  // The slot stays reserved while the commit runs: other commands for this
+  // user see it counted, so the limit holds whatever the commit's outcome.
+  ++st.pending_grants;
+  auto key = new_stream->key;
+  auto close = *new_stream;
+  close.kind = change_kind::close;
+  self
+    ->request(caf::actor_cast<caf::actor>(settings.change_sink),
+              settings.commit_timeout, *new_stream)
+    .then(
+      [self, reply, answer](bool) mutable {
+        answer(reply);
+        grant_settled(self);
+      },
+      [self, reply, answer, key, close](caf::error&) mutable {
+        // Not durable: undo the grant, and write a close after it so that
+        // the database ends without it even if the commit landed late.
+        auto& st = self->state;
+        if (st.streams.remove(key)) {
+          auto* counters = st.settings->counters;
+          counters->open_streams.fetch_sub(1, relaxed);
+          counters->failed_grants.fetch_add(1, relaxed);
+        }
+        caf::anon_send(st.settings->change_sink, close);
+        reply.outcome = stream_outcome::unavailable;
+        reply.stream_count = st.streams.count();
+        reply.session = session_view{};
+        answer(reply);
+        grant_settled(self);
+      });
 }
 
 user_actor::behavior_type user_actor_impl(
@@ -90,12 +166,22 @@ user_actor::behavior_type user_actor_impl(
   });
   register_deadline(self);
   return {
-    [self](user_command& cmd) -> user_reply { return run(self, cmd); },
-    [self](local_call& call) { call.slot->fulfill(run(self, call.cmd)); },
-    [self](passivate_atom) -> user_streams {
-      self->state.settings->counters->passivations.fetch_add(1, relaxed);
-      self->quit();
-      return std::move(self->state.streams);
+    [self](user_command& cmd) -> caf::result<user_reply> {
+      auto rp = self->make_response_promise<user_reply>();
+      run(self, cmd, [rp](const user_reply& r) mutable { rp.deliver(r); });
+      return rp;
+    },
+    [self](local_call& call) {
+      run(self, call.cmd, [slot = std::move(call.slot)](const user_reply& r) {
+        slot->fulfill(r);
+      });
+    },
+    [self](passivate_atom) -> caf::result<user_streams> {
+      if (self->state.pending_grants == 0)
+        return hand_over(self);
+      auto rp = self->make_response_promise<user_streams>();
+      self->state.passivation = rp;
+      return rp;
     },
     [self](expire_atom) {
       auto& st = self->state;

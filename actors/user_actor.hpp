@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 
@@ -41,6 +42,12 @@ struct user_settings {
   caf::actor change_sink;
   /// The shard of the users these settings serve (written with changes).
   std::uint32_t shard = 0;
+  /// Durability `sync`: a new stream is answered only once the persistence
+  /// actor confirmed its commit (the slot is reserved meanwhile); a commit
+  /// that fails or takes longer than `commit_timeout` undoes the grant,
+  /// answers `unavailable` and writes a close for it. Needs `change_sink`.
+  bool sync_grants = false;
+  std::chrono::milliseconds commit_timeout{2000};
 };
 
 /// Applies `cmd` to `streams` at time `now`: the one place where a command

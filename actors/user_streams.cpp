@@ -33,6 +33,8 @@ std::string to_string(stream_outcome x) {
       return "listed";
     case stream_outcome::limit_set:
       return "limit_set";
+    case stream_outcome::unavailable:
+      return "unavailable";
   }
   return "unknown";
 }
@@ -121,6 +123,19 @@ stream_outcome user_streams::close(const std::string& id,
   if (sessions_.empty())
     sessions_.shrink_to_fit();
   return stream_outcome::closed;
+}
+
+bool user_streams::remove(const std::string& key) {
+  auto i = std::find_if(sessions_.begin(), sessions_.end(),
+                        [&key](const stream_session& s) {
+                          return s.id == key;
+                        });
+  if (i == sessions_.end())
+    return false;
+  sessions_.erase(i);
+  if (sessions_.empty())
+    sessions_.shrink_to_fit();
+  return true;
 }
 
 stream_outcome user_streams::set_limit(std::optional<std::uint32_t> limit) {

@@ -48,6 +48,7 @@ enum class stream_outcome : std::uint8_t {
   not_found,        ///< No open session has that id (or its lease expired).
   listed,           ///< Read only: the open sessions.
   limit_set,        ///< The user's own limit was set or cleared.
+  unavailable,      ///< A grant could not be made durable; nothing changed.
 };
 
 /// Renders an outcome for logs and test output.
@@ -114,6 +115,11 @@ public:
 
   /// Closes session `id`.
   stream_outcome close(const std::string& id, const clock_reading& now);
+
+  /// Removes the stream with key `key` (a session id or an internal key),
+  /// whatever it is; true if there was one. Undoes a grant that could not
+  /// be made durable.
+  bool remove(const std::string& key);
 
   /// Sets (`limit` given) or clears the user's own limit. Open streams are
   /// never closed by a lower limit; new ones are denied until below it.

@@ -101,14 +101,16 @@ const field_error* error_of(const std::variant<T, field_error>& x) {
   return std::get_if<field_error>(&x);
 }
 
+api_response unavailable(int retry_after_seconds) {
+  auto res = error_response(503);
+  res.headers.emplace_back("Retry-After", std::to_string(retry_after_seconds));
+  return res;
+}
+
 /// The one mapping from a failed call into the actors to HTTP.
 api_response call_failed(const caf::error& err, int retry_after_seconds) {
-  if (err == caf::sec::request_timeout) {
-    auto res = error_response(503);
-    res.headers.emplace_back("Retry-After",
-                             std::to_string(retry_after_seconds));
-    return res;
-  }
+  if (err == caf::sec::request_timeout)
+    return unavailable(retry_after_seconds);
   return error_response(500);
 }
 
@@ -135,6 +137,7 @@ std::optional<std::string> legacy_body(const user_reply& reply) {
     case stream_outcome::not_found:
     case stream_outcome::listed:
     case stream_outcome::limit_set:
+    case stream_outcome::unavailable:
       return std::nullopt;
   }
   char buf[128];
@@ -278,6 +281,8 @@ api_response api::legacy_command(route r, std::string_view user_id_text) {
   auto reply = users_.call(cmd, settings_.request_timeout);
   if (!reply)
     return call_failed(reply.error(), settings_.retry_after_seconds);
+  if (reply->outcome == stream_outcome::unavailable)
+    return unavailable(settings_.retry_after_seconds);
   api_response res;
   auto body = legacy_body(*reply);
   if (!body)
@@ -414,6 +419,8 @@ api_response api::session_command(const api_request& req,
     case stream_outcome::limit_set:
       return json_response(200, json::object{{"userId", user_json},
                                              {"maxStreams", r.max_streams}});
+    case stream_outcome::unavailable:
+      return unavailable(settings_.retry_after_seconds);
     case stream_outcome::nothing_to_close:
       break;
   }

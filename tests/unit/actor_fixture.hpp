@@ -28,23 +28,41 @@ struct deterministic_config : caf::actor_system_config {
   }
 };
 
+/// How the stand-in for the persistence actor answers a change.
+enum class commit_answer { ok, error, never };
+
 /// One shard with its counters, on the test coordinator.
 struct shard_fixture {
   static constexpr std::chrono::milliseconds passivate_after{1000};
 
   explicit shard_fixture(std::uint32_t limit = 3,
                          std::uint32_t legacy_ttl_seconds = 0,
-                         bool collect_changes = false)
+                         bool collect_changes = false, bool sync = false)
     : sys(cfg),
       sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())) {
     auto users = std::make_shared<user_settings>();
     if (collect_changes) {
       // Stands in for the persistence actor: records what it is sent.
-      users->change_sink = sys.spawn([this](caf::event_based_actor*) {
+      users->change_sink = sys.spawn([this](caf::event_based_actor* self) {
         return caf::behavior{
-          [this](stream_change& c) { changes.push_back(std::move(c)); },
+          [this, self](stream_change& c) -> caf::result<bool> {
+            changes.push_back(std::move(c));
+            switch (answer) {
+              case commit_answer::ok:
+                return true;
+              case commit_answer::error:
+                return caf::make_error(caf::sec::runtime_error);
+              case commit_answer::never:
+                break;
+            }
+            // Keep the promise, never deliver: a commit that hangs.
+            hung.push_back(self->make_response_promise());
+            return caf::delegated<bool>{};
+          },
         };
       });
+      users->sync_grants = sync;
+      users->commit_timeout = std::chrono::milliseconds{500};
     }
     users->default_limit = limit;
     users->legacy_ttl_seconds = legacy_ttl_seconds;
@@ -105,6 +123,9 @@ struct shard_fixture {
   std::shared_ptr<manual_clock> clock = std::make_shared<manual_clock>();
   /// What the user actors sent for persistence, in order.
   std::vector<stream_change> changes;
+  /// How the stand-in persistence actor answers.
+  commit_answer answer = commit_answer::ok;
+  std::vector<caf::response_promise> hung;
   caf::actor sink_of_changes;
   stream_counters counters;
   deterministic_config cfg;

@@ -6,6 +6,7 @@
 #include "actor_fixture.hpp"
 
 using namespace videostreams;
+using videostreams::testing::commit_answer;
 using videostreams::testing::shard_fixture;
 using namespace std::chrono_literals;
 
@@ -98,4 +99,71 @@ TEST_CASE("in memory-only mode nothing is collected", "[unit]") {
   f.call(cmd(user_op::open_session, 6, "a"));
   CHECK(f.changes.empty());
   CHECK_FALSE(f.sink_of_changes);
+}
+
+TEST_CASE("sync durability answers a grant once its commit is confirmed",
+          "[unit]") {
+  shard_fixture f{3, 0, true, true};
+  auto r = f.call(cmd(user_op::open_session, 7, "a"));
+  CHECK(r.outcome == stream_outcome::granted);
+  CHECK(r.stream_count == 1);
+  auto legacy = f.call(cmd(user_op::start_legacy, 7));
+  CHECK(legacy.outcome == stream_outcome::granted);
+  CHECK(f.changes.size() == 2);
+  CHECK(f.counters.open_streams == 2);
+}
+
+TEST_CASE("sync durability: a failed commit undoes the grant and writes a "
+          "close",
+          "[unit]") {
+  shard_fixture f{3, 0, true, true};
+  f.answer = commit_answer::error;
+  auto r = f.call(cmd(user_op::open_session, 8, "a"));
+  CHECK(r.outcome == stream_outcome::unavailable);
+  CHECK(r.stream_count == 0);
+  CHECK(f.counters.open_streams == 0);
+  CHECK(f.counters.failed_grants == 1);
+  REQUIRE(f.changes.size() == 2);
+  CHECK(f.changes[0].kind == change_kind::grant);
+  CHECK(f.changes[1].kind == change_kind::close);
+  CHECK(f.changes[1].key == "a");
+  // The slot is free again.
+  f.answer = commit_answer::ok;
+  CHECK(f.call(cmd(user_op::list_sessions, 8)).sessions.empty());
+  CHECK(f.call(cmd(user_op::open_session, 8, "a")).outcome
+        == stream_outcome::granted);
+}
+
+TEST_CASE("sync durability: a commit that hangs fails within the timeout",
+          "[unit]") {
+  shard_fixture f{1, 0, true, true};
+  f.answer = commit_answer::never;
+  auto slot = f.post(cmd(user_op::start_legacy, 9));
+  f.sched.run();
+  CHECK_FALSE(slot->wait_for(0ns)); // waiting for the commit
+  // Meanwhile the slot is reserved: the user is at its limit of 1.
+  f.answer = commit_answer::ok;
+  CHECK(f.call(cmd(user_op::open_session, 9, "b")).outcome
+        == stream_outcome::denied);
+  f.sched.advance_time(600ms); // past the 500 ms commit timeout
+  f.sched.run();
+  REQUIRE(slot->wait_for(0ns));
+  CHECK(slot->value().outcome == stream_outcome::unavailable);
+  CHECK(f.counters.open_streams == 0);
+  CHECK(f.changes.back().kind == change_kind::close);
+}
+
+TEST_CASE("sync durability: passivation waits for pending commits",
+          "[unit]") {
+  shard_fixture f{3, 0, true, true};
+  f.answer = commit_answer::never;
+  auto slot = f.post(cmd(user_op::open_session, 10, "a", 60));
+  f.sched.run();
+  // The commit timeout (500 ms) is shorter than passivation (1 s): the
+  // actor is asked to stop only after the grant was settled.
+  f.idle_for(3s);
+  REQUIRE(slot->wait_for(0ns));
+  CHECK(slot->value().outcome == stream_outcome::unavailable);
+  CHECK(f.counters.live_user_actors == 0);
+  CHECK(f.counters.passive_records == 0); // nothing was left to keep
 }
