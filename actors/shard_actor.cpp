@@ -311,6 +311,20 @@ shard_actor::behavior_type shard_impl(shard_pointer self,
           queued = deadline;
       }
     },
+    [self](restore_atom, std::uint64_t user, user_streams& record) {
+      auto& st = self->state;
+      if (st.live.count(user) > 0 || record.empty())
+        return; // recovery runs before any request; nothing to add
+      auto& counters = counters_of(self);
+      counters.open_streams.fetch_add(record.count(), std::memory_order_relaxed);
+      counters.passive_records.fetch_add(1, std::memory_order_relaxed);
+      if (auto next = record.next_expiry(); next != 0)
+        st.deadlines.push({next, user});
+      st.passive->put(self->system(), user, record);
+    },
+    [self](restore_atom) -> std::uint64_t {
+      return self->state.passive->size();
+    },
     [self](tick_atom) {
       ++self->state.tick;
       expire_due_leases(self);

@@ -13,6 +13,11 @@
 
 namespace videostreams {
 
+/// With a user and its state: a user recovered from the database, to be held
+/// as a passivated record. Alone: a barrier, answered with the number of
+/// records held once every earlier restore was taken in.
+using restore_atom = caf::atom_constant<caf::atom("restore")>;
+
 /// Advances a shard's idle clock; sent by the shard to itself.
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 
@@ -23,7 +28,9 @@ using shard_actor = caf::typed_actor<
   caf::replies_to<user_command>::with<user_reply>,
   caf::reacts_to<local_call>,
   caf::reacts_to<tick_atom>,
-  caf::reacts_to<expire_atom, std::uint64_t, std::int64_t>>;
+  caf::reacts_to<expire_atom, std::uint64_t, std::int64_t>,
+  caf::reacts_to<restore_atom, std::uint64_t, user_streams>,
+  caf::replies_to<restore_atom>::with<std::uint64_t>>;
 
 /// How a shard behaves.
 struct shard_settings {

@@ -125,6 +125,15 @@ stream_outcome user_streams::close(const std::string& id,
   return stream_outcome::closed;
 }
 
+void user_streams::restore(stream_session s) {
+  auto pos = std::upper_bound(sessions_.begin(), sessions_.end(), s,
+                              [](const stream_session& a,
+                                 const stream_session& b) {
+                                return a.started_at_ms < b.started_at_ms;
+                              });
+  sessions_.insert(pos, std::move(s));
+}
+
 bool user_streams::remove(const std::string& key) {
   auto i = std::find_if(sessions_.begin(), sessions_.end(),
                         [&key](const stream_session& s) {

@@ -116,6 +116,10 @@ public:
   /// Closes session `id`.
   stream_outcome close(const std::string& id, const clock_reading& now);
 
+  /// Adds a stream recovered from the database as it is (no limit check:
+  /// it was granted before). Keeps the oldest-first order by start time.
+  void restore(stream_session s);
+
   /// Removes the stream with key `key` (a session id or an internal key),
   /// whatever it is; true if there was one. Undoes a grant that could not
   /// be made durable.

@@ -5,11 +5,14 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include "app/db_command.hpp"
 #include "app/options.hpp"
@@ -40,29 +43,51 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
-  service node{cfg.values};
-  auto port = node.bind();
-  if (port < 0) {
-    std::fprintf(stderr, "videostreams: cannot listen on %s:%d\n",
-                 cfg.values.bind.c_str(), cfg.values.port);
+  try {
+    service node{cfg.values};
+    auto port = node.bind();
+    if (port < 0) {
+      std::fprintf(stderr, "videostreams: cannot listen on %s:%d\n",
+                   cfg.values.bind.c_str(), cfg.values.port);
+      return 1;
+    }
+    std::string changed;
+    for (auto& x : cfg.changed)
+      changed += " " + x;
+    std::string mode = cfg.values.database_url.empty()
+                         ? "in-memory (no database)"
+                         : std::string{"persistent (PostgreSQL, durability "}
+                             + (cfg.values.sync_durability ? "sync" : "async")
+                             + ")";
+    std::fprintf(stderr, "videostreams: listening on %s:%d, mode %s, "
+                         "options:%s\n",
+                 cfg.values.bind.c_str(), port, mode.c_str(),
+                 changed.empty() ? " defaults" : changed.c_str());
+    std::string failure;
+    std::thread server{[&node, &failure] {
+      try {
+        node.run();
+      } catch (const std::exception& e) {
+        failure = e.what();
+        ::kill(::getpid(), SIGTERM); // wake the signal wait below
+      }
+    }};
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    if (failure.empty())
+      std::fprintf(stderr, "videostreams: %s received, finishing in-flight "
+                           "requests\n",
+                   sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    node.stop();
+    server.join();
+    if (!failure.empty()) {
+      std::fprintf(stderr, "videostreams: %s\n", failure.c_str());
+      return 1;
+    }
+    std::fprintf(stderr, "videostreams: stopped\n");
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "videostreams: %s\n", e.what());
     return 1;
   }
-  std::string changed;
-  for (auto& x : cfg.changed)
-    changed += " " + x;
-  std::fprintf(stderr,
-               "videostreams: listening on %s:%d, mode in-memory (no "
-               "database), options:%s\n",
-               cfg.values.bind.c_str(), port,
-               changed.empty() ? " defaults" : changed.c_str());
-  std::thread server{[&node] { node.run(); }};
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
-  std::fprintf(stderr, "videostreams: %s received, finishing in-flight "
-                       "requests\n",
-               sig == SIGTERM ? "SIGTERM" : "SIGINT");
-  node.stop();
-  server.join();
-  std::fprintf(stderr, "videostreams: stopped\n");
-  return 0;
 }

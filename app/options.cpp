@@ -160,6 +160,40 @@ const std::vector<option_spec>& option_table() {
        return {};
      },
      [](const options& opts) { return opts.admin_token; }},
+    {"database-url",
+     "PostgreSQL to persist to (libpq URI or connection string; also "
+     "DATABASE_URL); empty = in memory only",
+     true,
+     [](const std::string& text, options& opts) -> std::string {
+       opts.database_url = text;
+       return {};
+     },
+     [](const options& opts) { return opts.database_url; }},
+    {"durability",
+     "sync: a grant is answered once committed; async: at once (a crash may "
+     "lose the last milliseconds of changes)",
+     false,
+     [](const std::string& text, options& opts) -> std::string {
+       if (text != "sync" && text != "async")
+         return "must be sync or async";
+       opts.sync_durability = text == "sync";
+       return {};
+     },
+     [](const options& opts) {
+       return std::string{opts.sync_durability ? "sync" : "async"};
+     }},
+    duration_option("flush-interval",
+                    "extra wait to gather bigger write batches (0 = commit "
+                    "as soon as the previous commit finished)",
+                    &options::flush_interval, milliseconds{0},
+                    milliseconds{10000}),
+    {"node-id", "this node's name as shard owner (default: the host name)",
+     false,
+     [](const std::string& text, options& opts) -> std::string {
+       opts.node_id = text;
+       return {};
+     },
+     [](const options& opts) { return opts.node_id; }},
   };
   return table;
 }
@@ -186,6 +220,8 @@ parse_options(const std::vector<std::string>& args,
   parsed_options result;
   auto& opts = result.values;
   // Environment first, so that the command line overrides it.
+  if (auto url = getenv("DATABASE_URL"); url != nullptr)
+    opts.database_url = url;
   for (auto& spec : option_table()) {
     auto var = env_name(spec.name);
     if (auto value = getenv(var.c_str()); value != nullptr) {
@@ -235,7 +271,8 @@ std::string help_text() {
     "Usage: videostreams [--name=value ...]\n"
     "\n"
     "Tells video players whether a user may open another stream and keeps\n"
-    "every user at or under a concurrent-stream limit. Runs in memory.\n"
+    "every user at or under a concurrent-stream limit. Runs in memory, or\n"
+    "persists to PostgreSQL with --database-url.\n"
     "\n"
     "Every option can also be set by the environment variable shown; a\n"
     "command-line value wins. Durations take ms, s or m (a bare number is\n"

@@ -28,6 +28,13 @@ struct options {
   std::uint32_t max_ttl_seconds = 3600;
   std::uint32_t legacy_stream_ttl_seconds = 0;
   std::string admin_token;
+  /// PostgreSQL (libpq URI or connection string); empty = in memory only.
+  std::string database_url;
+  /// true: a grant is answered once committed (`sync`); false: `async`.
+  bool sync_durability = true;
+  std::chrono::milliseconds flush_interval{0};
+  /// This node's name as shard owner; empty = the host name.
+  std::string node_id;
 };
 
 /// The result of reading the command line and environment.
@@ -42,7 +49,8 @@ struct parsed_options {
 
 /// Reads `--name=value` arguments, falling back to the environment variable
 /// `VIDEOSTREAMS_NAME` (upper case, '-' as '_'), then to the default. A
-/// command-line value wins over the environment. `getenv` is injectable for
+/// command-line value wins over the environment. `DATABASE_URL` is read too
+/// (below `VIDEOSTREAMS_DATABASE_URL`). `getenv` is injectable for
 /// tests. Returns an error message for an unknown option or a bad value.
 std::variant<parsed_options, std::string>
 parse_options(const std::vector<std::string>& args,

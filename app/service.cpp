@@ -1,14 +1,27 @@
 #include "app/service.hpp"
 
+#include <chrono>
+#include <cstdio>
+#include <exception>
+#include <stdexcept>
+#include <thread>
+
+#include <unistd.h>
+
 #include "caf/actor_system.hpp"
 #include "caf/actor_system_config.hpp"
 #include "caf/atom.hpp"
+#include "caf/scoped_actor.hpp"
 #include "caf/send.hpp"
 
 #include "actors/message_types.hpp"
 #include "actors/router.hpp"
 #include "actors/shard_actor.hpp"
 #include "actors/stream_counters.hpp"
+#include "persistence/persistence_actor.hpp"
+#include "persistence/persistence_error.hpp"
+#include "persistence/schema.hpp"
+#include "persistence/stream_store.hpp"
 #include "http/api.hpp"
 #include "http/metrics.hpp"
 #include "http/server.hpp"
@@ -36,8 +49,16 @@ public:
 std::vector<shard_actor> spawn_shards(caf::actor_system& sys,
                                       const options& opts,
                                       stream_counters& counters,
-                                      heap_trimmer& trimmer) {
+                                      heap_trimmer& trimmer,
+                                      const persistence_actor& writer) {
   auto users = std::make_shared<user_settings>();
+  if (writer) {
+    users->change_sink = caf::actor_cast<caf::actor>(writer);
+    users->sync_grants = opts.sync_durability;
+    // Shorter than the HTTP wait, so that a slow commit is undone and
+    // answered 503 by the user actor before the request gives up on it.
+    users->commit_timeout = opts.request_timeout * 3 / 4;
+  }
   users->default_limit = opts.max_streams;
   users->default_ttl_seconds = opts.default_ttl_seconds;
   users->legacy_ttl_seconds = opts.legacy_stream_ttl_seconds;
@@ -74,33 +95,132 @@ http_server_settings http_settings(const options& opts) {
   return result;
 }
 
+
+std::vector<std::uint32_t> all_shards(std::uint32_t count) {
+  std::vector<std::uint32_t> result(count);
+  for (std::uint32_t i = 0; i < count; ++i)
+    result[i] = i;
+  return result;
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0')
+    return "videostreams";
+  return buf;
+}
+
+pg_connection connect_or_throw(const std::string& url) {
+  auto db = pg_connection::connect(url);
+  if (!db)
+    throw std::runtime_error(describe(db.error()));
+  return std::move(*db);
+}
+
 } // namespace
 
 struct service::impl {
-  explicit impl(const options& opts)
-    : cfg(opts),
-      sys(cfg),
-      users(spawn_shards(sys, opts, counters, trimmer)),
-      rest(users, api_options(opts), metrics, counters),
-      http(rest, http_settings(opts)) {
-    // Nothing else to do.
+  explicit impl(const options& opts) : opts(opts), cfg(opts), sys(cfg) {
+    if (!opts.database_url.empty())
+      start_persistence();
+    users = std::make_unique<router>(
+      spawn_shards(sys, opts, counters, trimmer, writer));
+    auto settings = api_options(opts);
+    if (writer) {
+      auto state = persistence;
+      settings.database_status = [state] {
+        return state->reachable.load() ? "ok" : "unreachable";
+      };
+    }
+    rest = std::make_unique<api>(*users, settings, metrics, counters,
+                                 persistence.get());
+    http = std::make_unique<http_server>(*rest, http_settings(opts));
+  }
+
+  /// Connects, checks the schema, takes every shard (one node: the epochs
+  /// rise at each start, fencing out any older process) and starts the
+  /// persistence actor.
+  void start_persistence() {
+    auto db = connect_or_throw(opts.database_url);
+    auto schema = schema_status(db);
+    if (!schema)
+      throw std::runtime_error(describe(schema.error()));
+    for (auto& m : *schema)
+      if (m.applied_at.empty())
+        throw std::runtime_error("the database schema is not migrated: run "
+                                 "`videostreams db migrate`");
+    auto store = std::make_shared<stream_store>(std::move(db));
+    auto epochs = store->take_shards(
+      opts.node_id.empty() ? host_name() : opts.node_id,
+      all_shards(opts.shards));
+    if (!epochs)
+      throw std::runtime_error(describe(epochs.error()));
+    persistence = std::make_shared<persistence_counters>();
+    persistence_settings settings;
+    settings.flush_interval = opts.flush_interval;
+    writer = spawn_persistence_actor(sys, store, *epochs, settings,
+                                     persistence);
+  }
+
+  /// Loads every open stream and limit into the shards, as passivated
+  /// records, before the node answers for users.
+  void recover() {
+    if (!writer)
+      return;
+    stream_store loader{connect_or_throw(opts.database_url)};
+    auto loaded = loader.load_users(all_shards(opts.shards),
+                                    system_time_source{}.now());
+    if (!loaded)
+      throw std::runtime_error(describe(loaded.error()));
+    caf::scoped_actor self{sys};
+    for (auto& [user, record] : *loaded)
+      self->send(users->shard_for(user), restore_atom::value, user,
+                 std::move(record));
+    // Messages from one sender arrive in order: once every shard answered
+    // this, every restore was taken in.
+    for (auto& shard : users->shards())
+      self->request(shard, caf::infinite, restore_atom::value)
+        .receive([](std::uint64_t) {},
+                 [](caf::error& err) {
+                   throw std::runtime_error(to_string(err));
+                 });
+    std::fprintf(stderr, "videostreams: recovered %zu users from the "
+                         "database\n",
+                 loaded->size());
+  }
+
+  /// Commits whatever the persistence actor still holds (bounded).
+  void flush() {
+    if (!writer)
+      return;
+    caf::anon_send(writer, flush_atom::value);
+    for (int i = 0; i < 1000 && persistence->queue_depth.load() > 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds{10});
+    if (auto left = persistence->queue_depth.load(); left > 0)
+      std::fprintf(stderr, "videostreams: %lld changes not written at exit\n",
+                   static_cast<long long>(left));
   }
 
   ~impl() {
     // Shards stop their user actors as they exit, so the actor system's
     // destructor finds every actor done.
-    for (auto& shard : users.shards())
+    for (auto& shard : users->shards())
       caf::anon_send_exit(shard, caf::exit_reason::user_shutdown);
+    if (writer)
+      caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
   }
 
+  options opts;
   stream_counters counters;
   heap_trimmer trimmer;
   http_metrics metrics;
+  std::shared_ptr<persistence_counters> persistence;
   actor_config cfg;
   caf::actor_system sys;
-  router users;
-  api rest;
-  http_server http;
+  persistence_actor writer;
+  std::unique_ptr<router> users;
+  std::unique_ptr<api> rest;
+  std::unique_ptr<http_server> http;
 };
 
 service::service(const options& opts) : impl_(std::make_unique<impl>(opts)) {
@@ -110,17 +230,37 @@ service::service(const options& opts) : impl_(std::make_unique<impl>(opts)) {
 service::~service() = default;
 
 int service::bind() {
-  return impl_->http.bind();
+  return impl_->http->bind();
 }
 
 void service::run() {
-  impl_->rest.set_readiness(readiness::ready);
-  impl_->http.run();
+  if (!impl_->writer) {
+    impl_->rest->set_readiness(readiness::ready); // nothing to load
+    impl_->http->run();
+    return;
+  }
+  // Serve /healthz and /readyz ("starting") while the state loads; user
+  // requests get 503 until then.
+  std::exception_ptr failure;
+  std::thread loader{[this, &failure] {
+    try {
+      impl_->recover();
+      impl_->rest->set_readiness(readiness::ready);
+    } catch (...) {
+      failure = std::current_exception();
+      impl_->http->stop();
+    }
+  }};
+  impl_->http->run();
+  loader.join();
+  impl_->flush();
+  if (failure)
+    std::rethrow_exception(failure);
 }
 
 void service::stop() {
-  impl_->rest.set_readiness(readiness::stopping);
-  impl_->http.stop();
+  impl_->rest->set_readiness(readiness::stopping);
+  impl_->http->stop();
 }
 
 } // namespace videostreams

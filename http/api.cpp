@@ -167,11 +167,13 @@ bool allows(route r, std::string_view method) {
 } // namespace
 
 api::api(const router& users, api_settings settings, http_metrics& metrics,
-         const stream_counters& counters)
+         const stream_counters& counters,
+         const persistence_counters* persistence)
   : users_(users),
-    settings_(settings),
+    settings_(std::move(settings)),
     metrics_(metrics),
-    counters_(counters) {
+    counters_(counters),
+    persistence_(persistence) {
   // Nothing else to do.
 }
 
@@ -241,6 +243,14 @@ api_response api::dispatch(const api_request& req, const route_match& m) {
     res.headers.emplace_back("Allow", std::string{allowed_methods(m.which)});
     return res;
   }
+  bool about_a_user = m.which == route::startstream
+                      || m.which == route::endstream
+                      || m.which == route::v2_streams
+                      || m.which == route::v2_stream
+                      || m.which == route::v2_limit;
+  if (about_a_user
+      && readiness_.load(std::memory_order_acquire) == readiness::starting)
+    return unavailable(settings_.retry_after_seconds); // state still loading
   switch (m.which) {
     case route::api_index: {
       api_response res;
@@ -260,7 +270,7 @@ api_response api::dispatch(const api_request& req, const route_match& m) {
       return readyz();
     case route::metrics: {
       api_response res;
-      res.body = metrics_.render(counters_);
+      res.body = metrics_.render(counters_, persistence_);
       res.content_type = "text/plain; version=0.0.4; charset=utf-8";
       return res;
     }
@@ -443,7 +453,8 @@ api_response api::readyz() const {
       break;
   }
   return json_response(code, json::object{{"status", status},
-                                          {"database", "none"}});
+                                          {"database",
+                                           settings_.database_status()}});
 }
 
 } // namespace videostreams

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -11,6 +12,7 @@
 #include "actors/router.hpp"
 #include "actors/stream_counters.hpp"
 #include "http/metrics.hpp"
+#include "persistence/persistence_actor.hpp"
 #include "http/routes.hpp"
 
 namespace videostreams {
@@ -49,6 +51,8 @@ struct api_settings {
   std::uint32_t max_ttl_seconds = 3600;
   /// The operator token for the limit endpoints; empty = they answer 403.
   std::string admin_token;
+  /// What `/readyz` says of the database: "none", "ok" or "unreachable".
+  std::function<const char*()> database_status = [] { return "none"; };
 };
 
 /// The HTTP API of DESIGN §2: maps a request to a command for the user's
@@ -57,7 +61,8 @@ struct api_settings {
 class api {
 public:
   api(const router& users, api_settings settings, http_metrics& metrics,
-      const stream_counters& counters);
+      const stream_counters& counters,
+      const persistence_counters* persistence = nullptr);
 
   /// Answers one request; never throws (an internal failure is a 500).
   api_response handle(const api_request& req) noexcept;
@@ -81,6 +86,7 @@ private:
   api_settings settings_;
   http_metrics& metrics_;
   const stream_counters& counters_;
+  const persistence_counters* persistence_;
   std::atomic<readiness> readiness_{readiness::starting};
 };
 

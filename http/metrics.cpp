@@ -65,7 +65,8 @@ std::uint64_t http_metrics::requests(route r, int status) const noexcept {
     .load(relaxed);
 }
 
-std::string http_metrics::render(const stream_counters& counters) const {
+std::string http_metrics::render(const stream_counters& counters,
+                                 const persistence_counters* persistence) const {
   std::string out;
   out.reserve(16 * 1024);
   append_header(out, "videostreams_http_requests_total", "counter",
@@ -136,6 +137,31 @@ std::string http_metrics::render(const stream_counters& counters) const {
                "User actors started.", counters.activations);
   append_gauge(out, "videostreams_user_passivations_total", "counter",
                "User actors stopped after being idle.", counters.passivations);
+  append_gauge(out, "videostreams_stream_grant_failures_total", "counter",
+               "Grants undone because their commit failed or timed out.",
+               counters.failed_grants);
+  if (persistence == nullptr)
+    return out;
+  append_gauge(out, "videostreams_persistence_queue_depth", "gauge",
+               "Changes waiting to be committed.", persistence->queue_depth);
+  append_gauge(out, "videostreams_persistence_commits_total", "counter",
+               "Write-behind transactions committed.", persistence->commits);
+  append_gauge(out, "videostreams_persistence_last_batch_size", "gauge",
+               "Changes in the last committed batch.",
+               persistence->last_batch);
+  append_gauge(out, "videostreams_persistence_changes_total", "counter",
+               "Changes received for persistence.",
+               persistence->changes_received);
+  append_gauge(out, "videostreams_persistence_errors_total", "counter",
+               "Failed commits.", persistence->errors);
+  append_header(out, "videostreams_persistence_commit_seconds_total", "counter",
+                "Time spent committing.");
+  append_format(out, "videostreams_persistence_commit_seconds_total %.6f\n",
+                static_cast<double>(persistence->commit_ns.load(relaxed)) / 1e9);
+  append_header(out, "videostreams_database_up", "gauge",
+                "1 while the database answers commits, 0 after a failure.");
+  append_format(out, "videostreams_database_up %d\n",
+                persistence->reachable.load(relaxed) ? 1 : 0);
   return out;
 }
 

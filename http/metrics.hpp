@@ -7,6 +7,7 @@
 #include <string>
 
 #include "actors/stream_counters.hpp"
+#include "persistence/persistence_actor.hpp"
 #include "http/routes.hpp"
 
 namespace videostreams {
@@ -30,9 +31,10 @@ public:
   /// Requests answered for `r` with `status` so far (tests, exposition).
   std::uint64_t requests(route r, int status) const noexcept;
 
-  /// The Prometheus text exposition (format 0.0.4) of these metrics and of
-  /// the actors' `counters`.
-  std::string render(const stream_counters& counters) const;
+  /// The Prometheus text exposition (format 0.0.4) of these metrics, of
+  /// the actors' `counters` and, with a database, of the persistence actor.
+  std::string render(const stream_counters& counters,
+                     const persistence_counters* persistence = nullptr) const;
 
 private:
   static constexpr std::size_t status_slots = status_codes.size() + 1;

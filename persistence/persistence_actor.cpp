@@ -72,6 +72,8 @@ void flush(persistence_pointer self) {
   st.waiting.clear();
   if (result) {
     st.counters->commits.fetch_add(1, relaxed);
+    st.counters->last_batch.store(st.pending.size(), relaxed);
+    st.counters->reachable.store(true, relaxed);
     st.counters->changes_written.fetch_add(st.pending.size(), relaxed);
     st.counters->queue_depth.fetch_sub(
       static_cast<std::int64_t>(st.pending.size()), relaxed);
@@ -83,6 +85,9 @@ void flush(persistence_pointer self) {
     return;
   }
   st.counters->errors.fetch_add(1, relaxed);
+  if (result.error().code()
+      == static_cast<std::uint8_t>(persistence_error::unreachable))
+    st.counters->reachable.store(false, relaxed);
   for (auto& rp : waiting)
     rp.deliver(result.error());
   if (result.error().code()

@@ -52,6 +52,11 @@ struct persistence_counters {
   std::atomic<std::uint64_t> errors{0};
   /// Sum of commit durations in nanoseconds (counter).
   std::atomic<std::uint64_t> commit_ns{0};
+  /// Size of the last committed batch (gauge).
+  std::atomic<std::uint64_t> last_batch{0};
+  /// False after a commit failed for want of a connection, true again after
+  /// the next success.
+  std::atomic<bool> reachable{true};
 };
 
 /// Starts the persistence actor, detached (it blocks on PostgreSQL in a

@@ -88,6 +88,43 @@ RETURNING shard, epoch)sql",
   return result;
 }
 
+caf::expected<std::map<std::uint64_t, user_streams>>
+stream_store::load_users(const std::vector<std::uint32_t>& shards,
+                         const clock_reading& now) {
+  array_literal ids;
+  for (auto s : shards)
+    ids.add(s);
+  std::map<std::uint64_t, user_streams> result;
+  auto rows = db_.exec(
+    "SELECT user_id, stream_key, has_id, "
+    "(extract(epoch FROM started_at) * 1000)::bigint, ttl_seconds "
+    "FROM stream_sessions WHERE shard = ANY($1::int[])",
+    {ids.str()});
+  if (!rows)
+    return rows.error();
+  for (int i = 0; i < rows->size(); ++i) {
+    stream_session s;
+    s.id = rows->at(i, 1);
+    s.started_at_ms = std::stoll(rows->at(i, 3));
+    s.ttl_seconds = static_cast<std::uint32_t>(std::stoul(rows->at(i, 4)));
+    s.expires_at_ns = s.ttl_seconds == 0
+                        ? 0
+                        : now.mono_ns
+                            + static_cast<std::int64_t>(s.ttl_seconds)
+                                * 1'000'000'000;
+    result[std::stoull(rows->at(i, 0))].restore(std::move(s));
+  }
+  auto limits = db_.exec("SELECT user_id, max_streams FROM user_limits "
+                         "WHERE shard = ANY($1::int[])",
+                         {ids.str()});
+  if (!limits)
+    return limits.error();
+  for (int i = 0; i < limits->size(); ++i)
+    result[std::stoull(limits->at(i, 0))].set_limit(
+      static_cast<std::uint32_t>(std::stoul(limits->at(i, 1))));
+  return result;
+}
+
 caf::expected<void> stream_store::commit(const std::vector<stream_change>& batch,
                                          const shard_epochs& epochs) {
   if (batch.empty())

@@ -8,7 +8,9 @@
 #include "caf/expected.hpp"
 
 #include "persistence/pg_connection.hpp"
+#include "actors/clock.hpp"
 #include "actors/stream_change.hpp"
+#include "actors/user_streams.hpp"
 
 namespace videostreams {
 
@@ -35,6 +37,13 @@ public:
   /// in `epochs` (another node took it over).
   caf::expected<void> commit(const std::vector<stream_change>& batch,
                              const shard_epochs& epochs);
+
+  /// Every user with open streams or a limit of its own in `shards`, as
+  /// the state its user actor continues from. Every lease gets a fresh TTL
+  /// from `now` (its old deadline may have passed while no node served it).
+  caf::expected<std::map<std::uint64_t, user_streams>>
+  load_users(const std::vector<std::uint32_t>& shards,
+             const clock_reading& now);
 
   /// The underlying connection (for probes and reconnects).
   pg_connection& connection() noexcept {

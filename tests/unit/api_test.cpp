@@ -36,6 +36,8 @@ shard_actor::behavior_type silent_shard() {
     [](local_call&) {},
     [](tick_atom) {},
     [](expire_atom, std::uint64_t, std::int64_t) {},
+    [](restore_atom, std::uint64_t, user_streams&) {},
+    [](restore_atom) { return std::uint64_t{0}; },
   };
 }
 

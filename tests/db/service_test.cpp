@@ -1,0 +1,169 @@
+// The service with a database, as a process: recovery after kill -9 and
+// after a graceful stop, both durability modes, readiness, fencing.
+
+#include <catch2/catch.hpp>
+
+#include <csignal>
+
+#include <boost/json.hpp>
+
+#include "db_fixture.hpp"
+#include "http_probe.hpp"
+#include "service_process.hpp"
+
+#include "persistence/schema.hpp"
+
+using namespace videostreams;
+using namespace videostreams::blackbox;
+using videostreams::testing::scratch_database;
+namespace json = boost::json;
+
+namespace {
+
+struct migrated_database : scratch_database {
+  migrated_database() {
+    auto db = connect();
+    REQUIRE(migrate(db));
+  }
+};
+
+/// A node on the database, ready to answer for users.
+struct node {
+  node(const std::string& dsn, std::vector<std::string> extra = {})
+    : process(with_url(dsn, std::move(extra))),
+      client(make_client(process.port(), true)) {
+    REQUIRE(eventually([this] {
+      return get(*client, "/readyz").status == 200;
+    }));
+  }
+
+  static std::vector<std::string> with_url(const std::string& dsn,
+                                           std::vector<std::string> extra) {
+    extra.push_back("--database-url=" + dsn);
+    return extra;
+  }
+
+  json::object list(std::uint64_t user) {
+    auto r = get(*client,
+                 "/api/v2/users/" + std::to_string(user) + "/streams");
+    REQUIRE(r.status == 200);
+    return json::parse(r.body).as_object();
+  }
+
+  int open(std::uint64_t user, const std::string& id) {
+    return send(*client, "POST",
+                "/api/v2/users/" + std::to_string(user) + "/streams",
+                R"({"sessionId":")" + id + R"("})")
+      .status;
+  }
+
+  service_process process;
+  std::unique_ptr<httplib::Client> client;
+};
+
+} // namespace
+
+TEST_CASE("sync: every acknowledged grant survives kill -9", "[db]") {
+  migrated_database d;
+  {
+    node a{d.dsn};
+    CHECK(get(*a.client, "/readyz").body
+          == R"({"status":"ready","database":"ok"})");
+    CHECK(a.open(1, "tv") == 201);
+    CHECK(get(*a.client, "/api/startstream/1").body == granted_body(2));
+    CHECK(get(*a.client, "/api/startstream/1").body == granted_body(3));
+    a.process.send_signal(SIGKILL);
+    CHECK_FALSE(a.process.stop().clean());
+  }
+  node b{d.dsn};
+  auto listed = b.list(1);
+  CHECK(listed.at("streamCount") == 3);
+  // The limit holds across the restart: no fourth stream.
+  CHECK(get(*b.client, "/api/startstream/1").body == denied_body(3));
+  CHECK(b.open(1, "phone") == 409);
+  // Restored leases got a fresh TTL.
+  bool tv_found = false;
+  for (auto& s : listed.at("sessions").as_array())
+    if (s.at("sessionId") == "tv")
+      tv_found = !s.at("expiresAt").is_null();
+  CHECK(tv_found);
+}
+
+TEST_CASE("closes are restored after a graceful stop flushed them", "[db]") {
+  migrated_database d;
+  {
+    node a{d.dsn};
+    CHECK(a.open(2, "a") == 201);
+    CHECK(a.open(2, "b") == 201);
+    CHECK(send(*a.client, "DELETE", "/api/v2/users/2/streams/a").status
+          == 200);
+    CHECK(get(*a.client, "/api/startstream/2").body == granted_body(2));
+    CHECK(get(*a.client, "/api/endstream/2").body == closed_body(1));
+    a.client.reset(); // an idle keep-alive connection delays the stop
+    CHECK(a.process.stop().clean());
+  }
+  node b{d.dsn};
+  auto listed = b.list(2);
+  CHECK(listed.at("streamCount") == 1);
+  CHECK(listed.at("sessions").as_array().at(0).at("sessionId") == "b");
+  CHECK(d.count("SELECT count(*) FROM stream_sessions") == 1);
+}
+
+TEST_CASE("async: grants are answered at once and written behind", "[db]") {
+  migrated_database d;
+  {
+    node a{d.dsn, {"--durability=async"}};
+    for (int u = 10; u < 20; ++u)
+      CHECK(a.open(static_cast<std::uint64_t>(u), "s") == 201);
+    a.client.reset(); // an idle keep-alive connection delays the stop
+    a.client.reset();
+    CHECK(a.process.stop().clean()); // SIGTERM flushes
+  }
+  CHECK(d.count("SELECT count(*) FROM stream_sessions") == 10);
+  node b{d.dsn, {"--durability=async"}};
+  CHECK(b.list(15).at("streamCount") == 1);
+}
+
+TEST_CASE("limits are persisted and restored", "[db]") {
+  migrated_database d;
+  {
+    node a{d.dsn, {"--admin-token=t"}};
+    auto r = send(*a.client, "PUT", "/api/v2/users/3/limit",
+                  R"({"maxStreams":1})", {{"Authorization", "Bearer t"}});
+    CHECK(r.status == 200);
+    a.client.reset(); // an idle keep-alive connection delays the stop
+    CHECK(a.process.stop().clean());
+  }
+  node b{d.dsn};
+  CHECK(get(*b.client, "/api/startstream/3").body == granted_body(1));
+  CHECK(get(*b.client, "/api/startstream/3").body == denied_body(1));
+}
+
+TEST_CASE("a node fenced out by a newer one cannot grant", "[db]") {
+  migrated_database d;
+  node a{d.dsn, {"--request-timeout=2s"}};
+  CHECK(a.open(4, "x") == 201);
+  // A second process takes every shard over (its epochs are newer).
+  node b{d.dsn};
+  auto stale = send(*a.client, "POST", "/api/v2/users/5/streams",
+                    R"({"sessionId":"y"})");
+  CHECK(stale.status == 503);
+  CHECK(stale.has_header("Retry-After"));
+  CHECK(d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 5")
+        == 0);
+  CHECK(b.open(5, "y") == 201);
+  CHECK(d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 5")
+        == 1);
+}
+
+TEST_CASE("the service refuses an unmigrated or unreachable database",
+          "[db]") {
+  scratch_database d;
+  auto unmigrated = run_binary({"--port=0", "--database-url=" + d.dsn});
+  CHECK(unmigrated.status.code == 1);
+  CHECK_THAT(unmigrated.err, Catch::Contains("videostreams db migrate"));
+  auto unreachable = run_binary(
+    {"--port=0", "--database-url=host=/nonexistent port=1 user=x"});
+  CHECK(unreachable.status.code == 1);
+  CHECK_THAT(unreachable.err, Catch::Contains("database unreachable"));
+}
