@@ -187,6 +187,11 @@ const std::vector<option_spec>& option_table() {
                     "as soon as the previous commit finished)",
                     &options::flush_interval, milliseconds{0},
                     milliseconds{10000}),
+    integer_option<std::uint32_t>(
+      "write-backlog",
+      "changes kept unwritten while the database is unreachable; beyond, "
+      "new grants fail (sync) or go unwritten (async)",
+      &options::write_backlog, 1000, 100000000),
     {"node-id", "this node's name as shard owner (default: the host name)",
      false,
      [](const std::string& text, options& opts) -> std::string {

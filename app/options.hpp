@@ -33,6 +33,8 @@ struct options {
   /// true: a grant is answered once committed (`sync`); false: `async`.
   bool sync_durability = true;
   std::chrono::milliseconds flush_interval{0};
+  /// Unwritten changes kept while the database is unreachable.
+  std::uint32_t write_backlog = 100000;
   /// This node's name as shard owner; empty = the host name.
   std::string node_id;
 };

@@ -158,6 +158,7 @@ struct service::impl {
     persistence = std::make_shared<persistence_counters>();
     persistence_settings settings;
     settings.flush_interval = opts.flush_interval;
+    settings.max_backlog = opts.write_backlog;
     writer = spawn_persistence_actor(sys, store, *epochs, settings,
                                      persistence);
   }

@@ -153,7 +153,10 @@ std::string http_metrics::render(const stream_counters& counters,
                "Changes received for persistence.",
                persistence->changes_received);
   append_gauge(out, "videostreams_persistence_errors_total", "counter",
-               "Failed commits.", persistence->errors);
+               "Failed commits and probes.", persistence->errors);
+  append_gauge(out, "videostreams_persistence_refused_total", "counter",
+               "Changes refused because the write backlog was full.",
+               persistence->refused);
   append_header(out, "videostreams_persistence_commit_seconds_total", "counter",
                 "Time spent committing.");
   append_format(out, "videostreams_persistence_commit_seconds_total %.6f\n",

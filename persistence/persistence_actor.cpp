@@ -86,8 +86,10 @@ void flush(persistence_pointer self) {
   }
   st.counters->errors.fetch_add(1, relaxed);
   if (result.error().code()
-      == static_cast<std::uint8_t>(persistence_error::unreachable))
+      == static_cast<std::uint8_t>(persistence_error::unreachable)) {
     st.counters->reachable.store(false, relaxed);
+    st.store->connection().reset(); // the next attempt starts afresh
+  }
   for (auto& rp : waiting)
     rp.deliver(result.error());
   if (result.error().code()
@@ -117,12 +119,20 @@ persistence_impl(persistence_pointer self, std::shared_ptr<stream_store> store,
   st.epochs = std::move(epochs);
   st.settings = settings;
   st.counters = std::move(counters);
+  self->delayed_send(self, st.settings.probe_every, probe_atom::value);
   return {
     [self](stream_change& change) -> caf::result<bool> {
       auto& st = self->state;
       st.counters->changes_received.fetch_add(1, relaxed);
       auto target = target_of(change);
-      if (auto i = st.index.find(target); i != st.index.end()) {
+      auto i = st.index.find(target);
+      if (i == st.index.end() && st.pending.size() >= st.settings.max_backlog) {
+        st.counters->refused.fetch_add(1, relaxed);
+        return make_error(persistence_error::backlog_full,
+                          std::to_string(st.pending.size())
+                            + " changes wait for the database");
+      }
+      if (i != st.index.end()) {
         st.pending[i->second] = std::move(change); // the last change wins
       } else {
         st.index.emplace(std::move(target), st.pending.size());
@@ -139,6 +149,20 @@ persistence_impl(persistence_pointer self, std::shared_ptr<stream_store> store,
       return rp;
     },
     [self](flush_atom) { flush(self); },
+    [self](probe_atom) {
+      auto& st = self->state;
+      self->delayed_send(self, st.settings.probe_every, probe_atom::value);
+      if (!st.pending.empty())
+        return; // the pending batch's commit (or retry) is the probe
+      if (st.store->connection().exec("SELECT 1")) {
+        st.counters->reachable.store(true, relaxed);
+        return;
+      }
+      st.counters->errors.fetch_add(1, relaxed);
+      st.counters->reachable.store(false, relaxed);
+      if (st.store->connection().reset())
+        st.counters->reachable.store(true, relaxed);
+    },
   };
 }
 

@@ -19,6 +19,9 @@ namespace videostreams {
 /// Makes the persistence actor commit what it has gathered.
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
 
+/// Makes the persistence actor check the database; sent to itself.
+using probe_atom = caf::atom_constant<caf::atom("probe")>;
+
 /// The persistence actor: takes every change of the users' state, coalesces
 /// changes to the same stream or limit, and commits them in batches (group
 /// commit: a batch is committed as soon as the previous commit finished;
@@ -27,7 +30,7 @@ using flush_atom = caf::atom_constant<caf::atom("flush")>;
 /// of that commit; callers that write behind simply do not wait.
 using persistence_actor
   = caf::typed_actor<caf::replies_to<stream_change>::with<bool>,
-                     caf::reacts_to<flush_atom>>;
+                     caf::reacts_to<flush_atom>, caf::reacts_to<probe_atom>>;
 
 /// How the persistence actor batches.
 struct persistence_settings {
@@ -37,6 +40,12 @@ struct persistence_settings {
   std::chrono::milliseconds flush_interval{0};
   /// Back-off after a failed commit, doubled per failure up to 5 s.
   std::chrono::milliseconds retry_after{100};
+  /// Without traffic, the database is checked this often (so that an
+  /// outage shows on /readyz within about this long).
+  std::chrono::milliseconds probe_every{1000};
+  /// At most this many changes wait unwritten; beyond, a change for a new
+  /// stream or limit is refused with `backlog_full`.
+  std::size_t max_backlog = 100000;
 };
 
 /// What the persistence actor did, for `/metrics` and tests.
@@ -48,8 +57,10 @@ struct persistence_counters {
   /// Changes received and changes written after coalescing (counters).
   std::atomic<std::uint64_t> changes_received{0};
   std::atomic<std::uint64_t> changes_written{0};
-  /// Failed commits (counter).
+  /// Failed commits and probes (counter).
   std::atomic<std::uint64_t> errors{0};
+  /// Changes refused because the backlog was full (counter).
+  std::atomic<std::uint64_t> refused{0};
   /// Sum of commit durations in nanoseconds (counter).
   std::atomic<std::uint64_t> commit_ns{0};
   /// Size of the last committed batch (gauge).

@@ -16,6 +16,8 @@ std::string to_string(persistence_error x) {
       return "schema mismatch";
     case persistence_error::fenced:
       return "fenced: the shard has a newer owner";
+    case persistence_error::backlog_full:
+      return "write-behind backlog full";
   }
   return "unknown";
 }

@@ -20,6 +20,9 @@ enum class persistence_error : std::uint8_t {
   /// The write was refused: another node owns the shard now (a newer
   /// epoch). This node must stop serving that shard.
   fenced,
+  /// The backlog of unwritten changes is full (the database has been
+  /// unreachable for a while); the change was not taken.
+  backlog_full,
 };
 
 /// Renders a `persistence_error`.

@@ -70,6 +70,11 @@ pg_connection& pg_connection::operator=(pg_connection&& other) noexcept {
   return *this;
 }
 
+bool pg_connection::reset() {
+  PQreset(conn_);
+  return PQstatus(conn_) == CONNECTION_OK;
+}
+
 caf::expected<pg_rows> pg_connection::exec(const std::string& sql) {
   return check(PQexec(conn_, sql.c_str()));
 }

@@ -45,6 +45,10 @@ public:
   pg_connection(const pg_connection&) = delete;
   pg_connection& operator=(const pg_connection&) = delete;
 
+  /// Reconnects with the original parameters (after a lost connection);
+  /// true when the connection is usable again.
+  bool reset();
+
   /// Runs one or more statements without parameters.
   caf::expected<pg_rows> exec(const std::string& sql);
 

@@ -97,7 +97,9 @@ TEST_CASE("--help lists every option with its variable and default",
                     "passivate-after", "request-timeout", "http-threads",
                     "actor-threads", "keep-alive-timeout",
                     "keep-alive-max-requests", "default-ttl", "min-ttl",
-                    "max-ttl", "legacy-stream-ttl", "admin-token"}) {
+                    "max-ttl", "legacy-stream-ttl", "admin-token",
+                    "database-url", "durability", "flush-interval",
+                    "write-backlog", "node-id"}) {
     INFO(name);
     CHECK_THAT(text, Catch::Contains(std::string{"--"} + name + "="));
   }
@@ -123,4 +125,20 @@ TEST_CASE("the admin token is never echoed", "[unit]") {
   auto p = parse_ok({}, env);
   CHECK(p.values.admin_token == "hunter2");
   CHECK(p.changed == std::vector<std::string>{"--admin-token=***"});
+}
+
+TEST_CASE("database options: DATABASE_URL, durability, secrets masked",
+          "[unit]") {
+  fake_env env{{{"DATABASE_URL", "postgresql://u:pw@db/x"}}};
+  auto p = parse_ok({"--durability=async", "--flush-interval=5ms"}, env);
+  CHECK(p.values.database_url == "postgresql://u:pw@db/x");
+  CHECK_FALSE(p.values.sync_durability);
+  CHECK(p.values.flush_interval == std::chrono::milliseconds{5});
+  for (auto& x : p.changed)
+    CHECK_THAT(x, !Catch::Contains("pw"));
+  CHECK(parse_ok({}).values.sync_durability);
+  CHECK_THAT(parse_error({"--durability=maybe"}),
+             Catch::Contains("--durability"));
+  fake_env both{{{"DATABASE_URL", "a"}, {"VIDEOSTREAMS_DATABASE_URL", "b"}}};
+  CHECK(parse_ok({}, both).values.database_url == "b");
 }

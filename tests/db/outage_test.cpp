@@ -1,0 +1,121 @@
+// PostgreSQL stopped and restarted under a running service (DESIGN §3.4),
+// on a server of this test's own (the shared one keeps serving the others).
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+
+#include <boost/json.hpp>
+
+#include "http_probe.hpp"
+#include "service_process.hpp"
+
+#include "persistence/pg_connection.hpp"
+#include "persistence/schema.hpp"
+
+using namespace videostreams;
+using namespace videostreams::blackbox;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// A PostgreSQL of this test's own, which it can halt and resume.
+struct own_postgres {
+  own_postgres() {
+    run("start");
+    std::ifstream in{state + "/dsn"};
+    std::getline(in, dsn);
+    auto db = pg_connection::connect(dsn);
+    REQUIRE(db);
+    REQUIRE(migrate(*db));
+  }
+
+  ~own_postgres() {
+    std::system((script + " stop " + state + " >/dev/null 2>&1").c_str());
+  }
+
+  void run(const std::string& verb) {
+    REQUIRE(std::system((script + " " + verb + " " + state + " >/dev/null")
+                          .c_str())
+            == 0);
+  }
+
+  int count(const std::string& sql) {
+    auto db = pg_connection::connect(dsn);
+    REQUIRE(db);
+    auto rows = db->exec(sql);
+    REQUIRE(rows);
+    return std::stoi(rows->at(0, 0));
+  }
+
+  std::string script = VIDEOSTREAMS_TEST_POSTGRES_SCRIPT;
+  std::string state = std::string{VIDEOSTREAMS_TEST_STATE_DIR} + "/outage";
+  std::string dsn;
+};
+
+std::string database_status(httplib::Client& cli) {
+  auto r = get(cli, "/readyz");
+  if (r.status != 200)
+    return "readyz " + std::to_string(r.status);
+  return std::string{boost::json::parse(r.body).at("database").as_string()};
+}
+
+} // namespace
+
+TEST_CASE("a database outage: reads and closes go on, sync grants fail "
+          "closed, the backlog drains on return",
+          "[db]") {
+  own_postgres pg;
+  service_process svc{{"--database-url=" + pg.dsn, "--request-timeout=2s"}};
+  auto cli = make_client(svc.port(), true);
+  REQUIRE(eventually([&] { return database_status(*cli) == "ok"; }));
+  auto open = [&](const std::string& id) {
+    return send(*cli, "POST", "/api/v2/users/1/streams",
+                R"({"sessionId":")" + id + R"("})");
+  };
+  REQUIRE(open("a").status == 201);
+  REQUIRE(open("b").status == 201);
+  REQUIRE(pg.count("SELECT count(*) FROM stream_sessions") == 2);
+
+  pg.run("halt");
+  // Noticed without any traffic, and the node stays ready.
+  auto halted = std::chrono::steady_clock::now();
+  CHECK(eventually([&] { return database_status(*cli) == "unreachable"; },
+                   5s));
+  CHECK(std::chrono::steady_clock::now() - halted < 4s);
+  // Reads, heartbeats and closes work from memory.
+  CHECK(get(*cli, "/api/v2/users/1/streams").status == 200);
+  CHECK(send(*cli, "PUT", "/api/v2/users/1/streams/a").status == 200);
+  CHECK(send(*cli, "DELETE", "/api/v2/users/1/streams/b").status == 200);
+  // A sync grant fails closed within the request timeout, slot released.
+  auto asked = std::chrono::steady_clock::now();
+  auto refused = open("c");
+  CHECK(refused.status == 503);
+  CHECK(refused.has_header("Retry-After"));
+  CHECK(std::chrono::steady_clock::now() - asked < 3s);
+  CHECK(boost::json::parse(get(*cli, "/api/v2/users/1/streams").body)
+          .at("streamCount")
+        == 1);
+  auto metrics = scrape(*cli);
+  CHECK(metric_value(metrics, "videostreams_database_up") == 0);
+
+  pg.run("resume");
+  // Back: the close written, the refused grant never was.
+  CHECK(eventually([&] { return database_status(*cli) == "ok"; }, 10s));
+  CHECK(eventually(
+    [&] {
+      return metric_value(scrape(*cli), "videostreams_persistence_queue_depth")
+             == 0;
+    },
+    10s));
+  CHECK(eventually(
+    [&] { return pg.count("SELECT count(*) FROM stream_sessions") == 1; },
+    10s));
+  CHECK(pg.count("SELECT count(*) FROM stream_sessions WHERE stream_key = "
+                 "'c'")
+        == 0);
+  CHECK(open("c").status == 201);
+  CHECK(svc.stop().clean());
+}
