@@ -39,30 +39,45 @@ private:
   std::string text_ = "{";
 };
 
-constexpr const char* upsert_streams_sql = R"sql(
-INSERT INTO stream_sessions (user_id, stream_key, has_id, started_at,
-                             ttl_seconds, expires_at, shard, epoch)
-SELECT u, k, h, to_timestamp(s / 1000.0), t,
-       CASE WHEN e = 0 THEN NULL ELSE to_timestamp(e / 1000.0) END, sh, ep
-FROM unnest($1::bigint[], $2::text[], $3::bool[], $4::bigint[], $5::int[],
-            $6::bigint[], $7::int[], $8::bigint[]) AS x(u, k, h, s, t, e, sh, ep)
-ON CONFLICT (user_id, stream_key) DO UPDATE
-SET ttl_seconds = EXCLUDED.ttl_seconds, expires_at = EXCLUDED.expires_at,
-    epoch = EXCLUDED.epoch)sql";
-
-constexpr const char* delete_streams_sql = R"sql(
-DELETE FROM stream_sessions AS s
-USING unnest($1::bigint[], $2::text[]) AS x(u, k)
-WHERE s.user_id = x.u AND s.stream_key = x.k)sql";
-
-constexpr const char* upsert_limits_sql = R"sql(
-INSERT INTO user_limits (user_id, max_streams, shard, epoch)
-SELECT * FROM unnest($1::bigint[], $2::int[], $3::int[], $4::bigint[])
-ON CONFLICT (user_id) DO UPDATE
-SET max_streams = EXCLUDED.max_streams, epoch = EXCLUDED.epoch)sql";
-
-constexpr const char* delete_limits_sql = R"sql(
-DELETE FROM user_limits WHERE user_id = ANY($1::bigint[]))sql";
+// One statement, so one round trip and one implicit transaction. The fence
+// locks the batch's shard rows (FOR SHARE: a node taking a shard over waits)
+// and every write happens only if all of them still carry the writer's
+// epochs; the statement answers whether they did.
+constexpr const char* commit_sql = R"sql(
+WITH fence AS (
+  SELECT s.shard FROM shard_epochs AS s
+  JOIN unnest($1::int[], $2::bigint[]) AS f(shard, epoch)
+    ON s.shard = f.shard AND s.epoch = f.epoch
+  FOR SHARE OF s
+), ok AS (
+  SELECT count(*) = cardinality($1::int[]) AS fine FROM fence
+), grants AS (
+  INSERT INTO stream_sessions (user_id, stream_key, has_id, started_at,
+                               ttl_seconds, expires_at, shard, epoch)
+  SELECT u, k, h, to_timestamp(s / 1000.0), t,
+         CASE WHEN e = 0 THEN NULL ELSE to_timestamp(e / 1000.0) END, sh, ep
+  FROM unnest($3::bigint[], $4::text[], $5::bool[], $6::bigint[], $7::int[],
+              $8::bigint[], $9::int[], $10::bigint[])
+       AS x(u, k, h, s, t, e, sh, ep)
+  WHERE (SELECT fine FROM ok)
+  ON CONFLICT (user_id, stream_key) DO UPDATE
+  SET ttl_seconds = EXCLUDED.ttl_seconds, expires_at = EXCLUDED.expires_at,
+      epoch = EXCLUDED.epoch
+), closes AS (
+  DELETE FROM stream_sessions AS s
+  USING unnest($11::bigint[], $12::text[]) AS x(u, k)
+  WHERE s.user_id = x.u AND s.stream_key = x.k AND (SELECT fine FROM ok)
+), limits AS (
+  INSERT INTO user_limits (user_id, max_streams, shard, epoch)
+  SELECT * FROM unnest($13::bigint[], $14::int[], $15::int[], $16::bigint[])
+  WHERE (SELECT fine FROM ok)
+  ON CONFLICT (user_id) DO UPDATE
+  SET max_streams = EXCLUDED.max_streams, epoch = EXCLUDED.epoch
+), cleared AS (
+  DELETE FROM user_limits
+  WHERE user_id = ANY($17::bigint[]) AND (SELECT fine FROM ok)
+)
+SELECT fine FROM ok)sql";
 
 } // namespace
 
@@ -141,11 +156,9 @@ caf::expected<void> stream_store::commit(const std::vector<stream_change>& batch
   array_literal close_users, close_keys;
   array_literal limit_users, limit_values, limit_shards, limit_epochs;
   array_literal cleared_users;
-  std::size_t grants = 0, closes = 0, limits = 0, cleared = 0;
   for (auto& c : batch) {
     switch (c.kind) {
       case change_kind::grant:
-        ++grants;
         grant_users.add(c.user);
         grant_keys.add(c.key, true);
         grant_has_id.add(c.has_id ? "true" : "false", false);
@@ -156,80 +169,39 @@ caf::expected<void> stream_store::commit(const std::vector<stream_change>& batch
         grant_epochs.add(epoch_of(c.shard));
         break;
       case change_kind::close:
-        ++closes;
         close_users.add(c.user);
         close_keys.add(c.key, true);
         break;
       case change_kind::set_limit:
-        ++limits;
         limit_users.add(c.user);
         limit_values.add(c.max_streams);
         limit_shards.add(c.shard);
         limit_epochs.add(epoch_of(c.shard));
         break;
       case change_kind::clear_limit:
-        ++cleared;
         cleared_users.add(c.user);
         break;
     }
   }
-  if (auto begun = db_.exec("BEGIN"); !begun)
-    return begun.error();
-  auto fail = [this](caf::error err) -> caf::expected<void> {
-    db_.exec("ROLLBACK");
-    return err;
-  };
-  // Fencing: the epochs must still be ours, and stay ours until COMMIT (a
-  // node taking a shard over updates its row, which FOR SHARE blocks).
-  array_literal shard_ids;
-  for (auto s : shards)
-    shard_ids.add(s);
-  auto owned = db_.exec("SELECT shard, epoch FROM shard_epochs "
-                        "WHERE shard = ANY($1::int[]) FOR SHARE",
-                        {shard_ids.str()});
-  if (!owned)
-    return fail(owned.error());
-  std::size_t confirmed = 0;
-  for (int i = 0; i < owned->size(); ++i) {
-    auto shard = static_cast<std::uint32_t>(std::stoul(owned->at(i, 0)));
-    if (std::stoll(owned->at(i, 1)) != epoch_of(shard))
-      return fail(make_error(persistence_error::fenced,
-                             "shard " + std::to_string(shard) + " is at epoch "
-                               + owned->at(i, 1) + ", this writer holds "
-                               + std::to_string(epoch_of(shard))));
-    ++confirmed;
+  array_literal fence_shards, fence_epochs;
+  for (auto shard : shards) {
+    fence_shards.add(shard);
+    fence_epochs.add(epoch_of(shard));
   }
-  if (confirmed != shards.size())
-    return fail(make_error(persistence_error::fenced,
-                           "a shard of the batch has no owner epoch"));
-  if (grants > 0) {
-    auto r = db_.exec(upsert_streams_sql,
-                      {grant_users.str(), grant_keys.str(), grant_has_id.str(),
-                       grant_started.str(), grant_ttl.str(),
-                       grant_expires.str(), grant_shards.str(),
-                       grant_epochs.str()});
-    if (!r)
-      return fail(r.error());
-  }
-  if (closes > 0) {
-    auto r = db_.exec(delete_streams_sql, {close_users.str(), close_keys.str()});
-    if (!r)
-      return fail(r.error());
-  }
-  if (limits > 0) {
-    auto r = db_.exec(upsert_limits_sql,
-                      {limit_users.str(), limit_values.str(),
-                       limit_shards.str(), limit_epochs.str()});
-    if (!r)
-      return fail(r.error());
-  }
-  if (cleared > 0) {
-    auto r = db_.exec(delete_limits_sql, {cleared_users.str()});
-    if (!r)
-      return fail(r.error());
-  }
-  if (auto done = db_.exec("COMMIT"); !done)
+  auto done = db_.exec(
+    commit_sql,
+    {fence_shards.str(), fence_epochs.str(), grant_users.str(),
+     grant_keys.str(), grant_has_id.str(), grant_started.str(),
+     grant_ttl.str(), grant_expires.str(), grant_shards.str(),
+     grant_epochs.str(), close_users.str(), close_keys.str(),
+     limit_users.str(), limit_values.str(), limit_shards.str(),
+     limit_epochs.str(), cleared_users.str()});
+  if (!done)
     return done.error();
+  if (done->size() != 1 || done->at(0, 0) != "t")
+    return make_error(persistence_error::fenced,
+                      "a shard of the batch has a newer owner epoch than "
+                      "this writer's");
   return caf::unit;
 }
 
