@@ -30,11 +30,12 @@ public:
                                           const std::vector<std::uint32_t>&
                                             shards);
 
-  /// Writes `batch` in one transaction with one statement per kind of
-  /// change (arrays + unnest). Changes to the same stream or limit must
-  /// already be coalesced. Fails with `persistence_error::fenced`, writing
-  /// nothing, when any shard of the batch has an epoch other than the one
-  /// in `epochs` (another node took it over).
+  /// Writes `batch` in one statement (one round trip, one transaction):
+  /// arrays + unnest per kind of change, in data-modifying CTEs. Changes to
+  /// the same stream or limit must already be coalesced. Fails with
+  /// `persistence_error::fenced`, writing nothing, when any shard of the
+  /// batch has an epoch other than the one in `epochs` (another node took it
+  /// over); the shards' epoch rows are locked FOR SHARE meanwhile.
   caf::expected<void> commit(const std::vector<stream_change>& batch,
                              const shard_epochs& epochs);
 
