@@ -61,18 +61,32 @@ pg_connection::~pg_connection() {
 }
 
 pg_connection::pg_connection(pg_connection&& other) noexcept
-  : conn_(other.conn_) {
+  : conn_(other.conn_),
+    prepared_(std::move(other.prepared_)),
+    session_setup_(std::move(other.session_setup_)) {
   other.conn_ = nullptr;
 }
 
 pg_connection& pg_connection::operator=(pg_connection&& other) noexcept {
   std::swap(conn_, other.conn_);
+  std::swap(prepared_, other.prepared_);
+  std::swap(session_setup_, other.session_setup_);
   return *this;
 }
 
 bool pg_connection::reset() {
+  prepared_.clear();
   PQreset(conn_);
-  return PQstatus(conn_) == CONNECTION_OK;
+  if (PQstatus(conn_) != CONNECTION_OK)
+    return false;
+  return session_setup_.empty() || static_cast<bool>(exec(session_setup_));
+}
+
+caf::expected<void> pg_connection::set_session_setup(std::string sql) {
+  session_setup_ = std::move(sql);
+  if (auto done = exec(session_setup_); !done)
+    return done.error();
+  return caf::unit;
 }
 
 caf::expected<pg_rows> pg_connection::exec(const std::string& sql) {
@@ -88,6 +102,25 @@ pg_connection::exec(const std::string& sql,
     values.push_back(p.c_str());
   return check(PQexecParams(conn_, sql.c_str(), static_cast<int>(params.size()),
                             nullptr, values.data(), nullptr, nullptr, 0));
+}
+
+caf::expected<pg_rows>
+pg_connection::exec_prepared(const std::string& name, const std::string& sql,
+                             const std::vector<std::string>& params) {
+  if (prepared_.count(name) == 0) {
+    auto done = check(PQprepare(conn_, name.c_str(), sql.c_str(),
+                                static_cast<int>(params.size()), nullptr));
+    if (!done)
+      return done.error();
+    prepared_.insert(name);
+  }
+  std::vector<const char*> values;
+  values.reserve(params.size());
+  for (auto& p : params)
+    values.push_back(p.c_str());
+  return check(PQexecPrepared(conn_, name.c_str(),
+                              static_cast<int>(params.size()), values.data(),
+                              nullptr, nullptr, 0));
 }
 
 caf::expected<pg_rows> pg_connection::check(pg_result* res) {

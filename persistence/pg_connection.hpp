@@ -1,6 +1,7 @@
 #pragma once
 
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -46,8 +47,12 @@ public:
   pg_connection& operator=(const pg_connection&) = delete;
 
   /// Reconnects with the original parameters (after a lost connection);
-  /// true when the connection is usable again.
+  /// true when the connection is usable again (its session setup ran).
   bool reset();
+
+  /// Runs `sql` now and again at the start of every new session (after
+  /// `reset`): session settings that every statement relies on.
+  caf::expected<void> set_session_setup(std::string sql);
 
   /// Runs one or more statements without parameters.
   caf::expected<pg_rows> exec(const std::string& sql);
@@ -55,6 +60,13 @@ public:
   /// Runs one statement with text parameters ($1, $2, ...).
   caf::expected<pg_rows> exec(const std::string& sql,
                               const std::vector<std::string>& params);
+
+  /// Runs one statement with text parameters as the prepared statement
+  /// `name`, preparing `sql` under that name on first use on this session
+  /// (again after `reset`). Saves parsing and planning on every call.
+  caf::expected<pg_rows> exec_prepared(const std::string& name,
+                                       const std::string& sql,
+                                       const std::vector<std::string>& params);
 
 private:
   explicit pg_connection(pg_conn* conn) noexcept : conn_(conn) {
@@ -64,6 +76,12 @@ private:
   caf::expected<pg_rows> check(pg_result* res);
 
   pg_conn* conn_;
+
+  /// Names prepared on the current session.
+  std::set<std::string> prepared_;
+
+  /// Run at the start of every session.
+  std::string session_setup_;
 };
 
 } // namespace videostreams

@@ -81,6 +81,12 @@ SELECT fine FROM ok)sql";
 
 } // namespace
 
+stream_store::stream_store(pg_connection db) : db_(std::move(db)) {
+  // Ignored on failure: the connection is then broken, the first commit
+  // fails and the reconnect runs the setup again.
+  static_cast<void>(db_.set_session_setup(writer_session_setup));
+}
+
 caf::expected<shard_epochs>
 stream_store::take_shards(const std::string& node,
                           const std::vector<std::uint32_t>& shards) {
@@ -188,8 +194,8 @@ caf::expected<void> stream_store::commit(const std::vector<stream_change>& batch
     fence_shards.add(shard);
     fence_epochs.add(epoch_of(shard));
   }
-  auto done = db_.exec(
-    commit_sql,
+  auto done = db_.exec_prepared(
+    "videostreams_commit", commit_sql,
     {fence_shards.str(), fence_epochs.str(), grant_users.str(),
      grant_keys.str(), grant_has_id.str(), grant_started.str(),
      grant_ttl.str(), grant_expires.str(), grant_shards.str(),
