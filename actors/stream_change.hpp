@@ -3,9 +3,16 @@
 #include <cstdint>
 #include <string>
 
+#include "caf/atom.hpp"
 #include "caf/meta/type_name.hpp"
 
 namespace videostreams {
+
+/// With a change: asks the persistence actor to answer once the change is
+/// durable (`true`), or with an error when its commit failed or was not
+/// confirmed within the commit timeout. A change sent alone is written
+/// behind, unanswered.
+using commit_atom = caf::atom_constant<caf::atom("commit")>;
 
 /// What happened to a user's state, as the database records it.
 enum class change_kind : std::uint8_t {

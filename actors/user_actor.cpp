@@ -127,8 +127,8 @@ void run(user_pointer self, const user_command& cmd, Answer answer) {
   auto close = *new_stream;
   close.kind = change_kind::close;
   self
-    ->request(caf::actor_cast<caf::actor>(settings.change_sink),
-              settings.commit_timeout, *new_stream)
+    ->request(caf::actor_cast<caf::actor>(settings.change_sink), caf::infinite,
+              commit_atom::value, *new_stream)
     .then(
       [self, reply, answer](bool) mutable {
         answer(reply);
@@ -172,9 +172,10 @@ user_actor::behavior_type user_actor_impl(
       return rp;
     },
     [self](local_call& call) {
-      run(self, call.cmd, [slot = std::move(call.slot)](const user_reply& r) {
+      run(self, call.cmd, [slot = call.slot](const user_reply& r) {
         slot->fulfill(r);
       });
+      call.slot->defer(); // no-op when answered; else it waits for a commit
     },
     [self](passivate_atom) -> caf::result<user_streams> {
       if (self->state.pending_grants == 0)

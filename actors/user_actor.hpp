@@ -38,16 +38,17 @@ struct user_settings {
   /// `(expire_atom, user, deadline)`. Weak, so the shard can go away.
   caf::actor_addr wake_up_target;
   /// Where every change to be persisted goes (`stream_change` messages,
-  /// written behind); null in memory-only mode.
+  /// written behind; a sync grant as `(commit_atom, stream_change)`, which
+  /// the sink answers in bounded time); null in memory-only mode.
   caf::actor change_sink;
   /// The shard of the users these settings serve (written with changes).
   std::uint32_t shard = 0;
   /// Durability `sync`: a new stream is answered only once the persistence
   /// actor confirmed its commit (the slot is reserved meanwhile); a commit
-  /// that fails or takes longer than `commit_timeout` undoes the grant,
-  /// answers `unavailable` and writes a close for it. Needs `change_sink`.
+  /// that fails, or is not confirmed within the sink's commit timeout,
+  /// undoes the grant, answers `unavailable` and writes a close for it.
+  /// Needs `change_sink`.
   bool sync_grants = false;
-  std::chrono::milliseconds commit_timeout{2000};
 };
 
 /// Applies `cmd` to `streams` at time `now`: the one place where a command

@@ -55,9 +55,6 @@ std::vector<shard_actor> spawn_shards(caf::actor_system& sys,
   if (writer) {
     users->change_sink = caf::actor_cast<caf::actor>(writer);
     users->sync_grants = opts.sync_durability;
-    // Shorter than the HTTP wait, so that a slow commit is undone and
-    // answered 503 by the user actor before the request gives up on it.
-    users->commit_timeout = opts.request_timeout * 3 / 4;
   }
   users->default_limit = opts.max_streams;
   users->default_ttl_seconds = opts.default_ttl_seconds;
@@ -159,6 +156,9 @@ struct service::impl {
     persistence_settings settings;
     settings.flush_interval = opts.flush_interval;
     settings.max_backlog = opts.write_backlog;
+    // Shorter than the HTTP wait, so that a slow commit is undone and
+    // answered 503 by the user actor before the request gives up on it.
+    settings.commit_timeout = opts.request_timeout * 3 / 4;
     writer = spawn_persistence_actor(sys, store, *epochs, settings,
                                      persistence);
   }

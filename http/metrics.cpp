@@ -157,6 +157,11 @@ std::string http_metrics::render(const stream_counters& counters,
   append_gauge(out, "videostreams_persistence_refused_total", "counter",
                "Changes refused because the write backlog was full.",
                persistence->refused);
+  append_gauge(out, "videostreams_persistence_commit_timeouts_total",
+               "counter",
+               "Sync grants answered 503 because their commit was not "
+               "confirmed within the commit timeout.",
+               persistence->commit_timeouts);
   append_header(out, "videostreams_persistence_commit_seconds_total", "counter",
                 "Time spent committing.");
   append_format(out, "videostreams_persistence_commit_seconds_total %.6f\n",

@@ -1,22 +1,65 @@
 #include "persistence/persistence_actor.hpp"
 
 #include <algorithm>
+#include <deque>
 #include <map>
 #include <tuple>
 #include <vector>
 
 #include "caf/actor_system.hpp"
+#include "caf/allowed_unsafe_message_type.hpp"
 #include "caf/stateful_actor.hpp"
 #include "caf/typed_event_based_actor.hpp"
 
 #include "persistence/persistence_error.hpp"
 
+namespace videostreams::detail {
+
+/// A batch on its way to the writer. Shared, not copied: the persistence
+/// actor keeps it to retry after a failed commit.
+struct commit_batch {
+  std::shared_ptr<const std::vector<stream_change>> changes;
+};
+
+} // namespace videostreams::detail
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(videostreams::detail::commit_batch)
+
 namespace videostreams {
 
 namespace {
 
+using detail::commit_batch;
+using steady = std::chrono::steady_clock;
+
 constexpr auto relaxed = std::memory_order_relaxed;
 constexpr auto max_retry_after = std::chrono::milliseconds{5000};
+
+/// Does the blocking PostgreSQL calls, one at a time, for the persistence
+/// actor: commits a batch, or checks the database.
+using writer_actor
+  = caf::typed_actor<caf::replies_to<commit_atom, commit_batch>::with<bool>,
+                     caf::replies_to<probe_atom>::with<bool>>;
+
+writer_actor::behavior_type writer_impl(writer_actor::pointer,
+                                        std::shared_ptr<stream_store> store,
+                                        shard_epochs epochs) {
+  return {
+    [store, epochs](commit_atom, const commit_batch& batch) -> caf::result<bool> {
+      auto done = store->commit(*batch.changes, epochs);
+      if (done)
+        return true;
+      if (done.error().code()
+          == static_cast<std::uint8_t>(persistence_error::unreachable))
+        store->connection().reset(); // the next attempt starts afresh
+      return std::move(done.error());
+    },
+    [store](probe_atom) {
+      return static_cast<bool>(store->connection().exec("SELECT 1"))
+             || store->connection().reset();
+    },
+  };
+}
 
 /// What a change is about: a stream (user, key) or a user's limit.
 using change_target = std::tuple<bool, std::uint64_t, std::string>;
@@ -27,87 +70,254 @@ change_target target_of(const stream_change& c) {
   return {is_limit, c.user, is_limit ? std::string{} : c.key};
 }
 
+/// A caller waiting for a change to be durable.
+struct waiter {
+  caf::typed_response_promise<bool> promise;
+  steady::time_point deadline;
+};
+
+/// Waiters in arrival order, which is also deadline order (every deadline
+/// is arrival + the same commit timeout).
+using waiter_queue = std::deque<waiter>;
+
+/// Changes coalesced per target, in order: the last change wins.
+class change_batch {
+public:
+  /// Adds `c`; false (and nothing added) if `c` has a new target and the
+  /// batch already holds `limit` changes.
+  bool add(stream_change c, std::size_t limit) {
+    auto target = target_of(c);
+    if (auto i = index_.find(target); i != index_.end()) {
+      changes_[i->second] = std::move(c);
+      return true;
+    }
+    if (changes_.size() >= limit)
+      return false;
+    index_.emplace(std::move(target), changes_.size());
+    changes_.push_back(std::move(c));
+    return true;
+  }
+
+  std::size_t size() const noexcept {
+    return changes_.size();
+  }
+
+  bool empty() const noexcept {
+    return changes_.empty();
+  }
+
+  /// Hands the changes over; the batch is empty afterwards.
+  std::vector<stream_change> take() {
+    index_.clear();
+    return std::move(changes_);
+  }
+
+private:
+  std::vector<stream_change> changes_;
+  std::map<change_target, std::size_t> index_;
+};
+
 struct persistence_state {
-  std::shared_ptr<stream_store> store;
-  shard_epochs epochs;
+  writer_actor writer;
   persistence_settings settings;
   std::shared_ptr<persistence_counters> counters;
-  /// The batch gathering, coalesced: one change per target, in order.
-  std::vector<stream_change> pending;
-  std::map<change_target, std::size_t> index;
-  /// Who waits for the gathering batch to commit.
-  std::vector<caf::typed_response_promise<bool>> waiting;
+  /// The batch gathering, and who waits for it.
+  change_batch gathering;
+  waiter_queue gathering_waiters;
+  /// The batch the writer is committing (null when none), and who waits.
+  std::shared_ptr<const std::vector<stream_change>> in_flight;
+  waiter_queue in_flight_waiters;
+  steady::time_point in_flight_since;
+  /// A flush message is on its way (at once, after the flush interval, or
+  /// after a back-off).
   bool flush_scheduled = false;
+  /// When the last commit started; the next starts a flush interval later.
+  steady::time_point last_dispatch;
+  /// After a failed commit: the back-off, and no commit before `retry_at`.
   std::chrono::milliseconds retry_after{0};
+  steady::time_point retry_at;
+  bool probing = false;
+  steady::time_point last_contact;
   static inline const char* name = "persistence_actor";
+
+  std::size_t unwritten() const noexcept {
+    return gathering.size() + (in_flight ? in_flight->size() : 0);
+  }
+
+  void update_depth() {
+    counters->queue_depth.store(static_cast<std::int64_t>(unwritten()),
+                                relaxed);
+  }
 };
 
 using persistence_pointer
   = persistence_actor::stateful_pointer<persistence_state>;
 
-void schedule_flush(persistence_pointer self,
-                    std::chrono::milliseconds delay) {
-  auto& st = self->state;
-  if (st.flush_scheduled)
-    return;
-  st.flush_scheduled = true;
-  if (delay.count() == 0)
-    self->send(self, flush_atom::value);
-  else
-    self->delayed_send(self, delay, flush_atom::value);
+void answer_all(waiter_queue& waiters, const caf::error& err) {
+  for (auto& w : waiters) {
+    if (err)
+      w.promise.deliver(err);
+    else
+      w.promise.deliver(true);
+  }
+  waiters.clear();
 }
 
-void flush(persistence_pointer self) {
+/// Answers the waiters whose deadline passed.
+void expire(persistence_pointer self, waiter_queue& waiters,
+            steady::time_point now) {
   auto& st = self->state;
-  st.flush_scheduled = false;
-  if (st.pending.empty())
-    return;
-  auto started = std::chrono::steady_clock::now();
-  auto result = st.store->commit(st.pending, st.epochs);
-  st.counters->commit_ns.fetch_add(
-    static_cast<std::uint64_t>((std::chrono::steady_clock::now() - started)
-                                 .count()),
-    relaxed);
-  auto waiting = std::move(st.waiting);
-  st.waiting.clear();
-  if (result) {
-    st.counters->commits.fetch_add(1, relaxed);
-    st.counters->last_batch.store(st.pending.size(), relaxed);
-    st.counters->reachable.store(true, relaxed);
-    st.counters->changes_written.fetch_add(st.pending.size(), relaxed);
-    st.counters->queue_depth.fetch_sub(
-      static_cast<std::int64_t>(st.pending.size()), relaxed);
-    st.pending.clear();
-    st.index.clear();
-    st.retry_after = std::chrono::milliseconds{0};
-    for (auto& rp : waiting)
-      rp.deliver(true);
-    return;
+  while (!waiters.empty() && waiters.front().deadline <= now) {
+    st.counters->commit_timeouts.fetch_add(1, relaxed);
+    waiters.front().promise.deliver(make_error(
+      persistence_error::commit_timeout,
+      "no commit within " + std::to_string(st.settings.commit_timeout.count())
+        + " ms"));
+    waiters.pop_front();
   }
-  st.counters->errors.fetch_add(1, relaxed);
-  if (result.error().code()
-      == static_cast<std::uint8_t>(persistence_error::unreachable)) {
-    st.counters->reachable.store(false, relaxed);
-    st.store->connection().reset(); // the next attempt starts afresh
-  }
-  for (auto& rp : waiting)
-    rp.deliver(result.error());
-  if (result.error().code()
-      == static_cast<std::uint8_t>(persistence_error::fenced)) {
+}
+
+/// Makes sure the gathering batch will be committed: at once (after what
+/// the mailbox holds), or when the flush interval since the last commit's
+/// start, or the back-off after a failure, has passed.
+void schedule_commit(persistence_pointer self) {
+  auto& st = self->state;
+  if (st.flush_scheduled || st.in_flight || st.gathering.empty())
+    return;
+  st.flush_scheduled = true;
+  auto due = std::max(st.last_dispatch + st.settings.flush_interval,
+                      st.retry_at);
+  auto now = steady::now();
+  if (due <= now)
+    self->send(self, flush_atom::value);
+  else
+    self->delayed_send(self, due - now, flush_atom::value);
+}
+
+void committed(persistence_pointer self, steady::time_point started);
+void commit_failed(persistence_pointer self, caf::error& err);
+
+/// Hands the gathered batch to the writer, unless a commit runs.
+void dispatch(persistence_pointer self) {
+  auto& st = self->state;
+  if (st.in_flight || st.gathering.empty())
+    return;
+  st.in_flight
+    = std::make_shared<const std::vector<stream_change>>(st.gathering.take());
+  st.in_flight_waiters = std::move(st.gathering_waiters);
+  st.gathering_waiters.clear();
+  auto started = steady::now();
+  st.in_flight_since = started;
+  st.last_dispatch = started;
+  self
+    ->request(st.writer, caf::infinite, commit_atom::value,
+              commit_batch{st.in_flight})
+    .then([self, started](bool) { committed(self, started); },
+          [self](caf::error& err) { commit_failed(self, err); });
+}
+
+void committed(persistence_pointer self, steady::time_point started) {
+  auto& st = self->state;
+  auto now = steady::now();
+  auto& c = *st.counters;
+  c.commit_ns.fetch_add(static_cast<std::uint64_t>((now - started).count()),
+                        relaxed);
+  c.commits.fetch_add(1, relaxed);
+  c.last_batch.store(st.in_flight->size(), relaxed);
+  c.changes_written.fetch_add(st.in_flight->size(), relaxed);
+  c.reachable.store(true, relaxed);
+  st.last_contact = now;
+  st.retry_after = std::chrono::milliseconds{0};
+  st.in_flight.reset();
+  st.update_depth();
+  answer_all(st.in_flight_waiters, caf::error{});
+  if (st.gathering.size() >= st.settings.max_batch)
+    dispatch(self);
+  else
+    schedule_commit(self);
+}
+
+void commit_failed(persistence_pointer self, caf::error& err) {
+  auto& st = self->state;
+  auto& c = *st.counters;
+  c.errors.fetch_add(1, relaxed);
+  if (err.code() == static_cast<std::uint8_t>(persistence_error::unreachable))
+    c.reachable.store(false, relaxed);
+  answer_all(st.in_flight_waiters, err);
+  auto failed = std::move(st.in_flight);
+  if (err.code() == static_cast<std::uint8_t>(persistence_error::fenced)) {
     // Another node owns a shard of this batch: its state is newer than
     // anything here, so nothing of this batch may ever be written.
-    st.counters->queue_depth.fetch_sub(
-      static_cast<std::int64_t>(st.pending.size()), relaxed);
-    st.pending.clear();
-    st.index.clear();
+    st.update_depth();
     return;
   }
-  // Keep the batch until a commit is confirmed; try again after a back-off.
-  // (A retried batch is safe: upserts and deletes are idempotent.)
+  // Keep the batch until a commit is confirmed, under the changes that
+  // came since (they are newer); try again after a back-off. A retried
+  // batch is safe: upserts and deletes are idempotent.
+  change_batch merged;
+  for (auto& change : *failed)
+    merged.add(change, SIZE_MAX);
+  for (auto& change : st.gathering.take())
+    merged.add(std::move(change), SIZE_MAX);
+  st.gathering = std::move(merged);
+  st.update_depth();
   st.retry_after = std::min(max_retry_after,
                             std::max(st.settings.retry_after,
                                      st.retry_after * 2));
-  schedule_flush(self, st.retry_after);
+  st.retry_at = steady::now() + st.retry_after;
+  schedule_commit(self);
+}
+
+/// Takes `change` (and, for a sync change, who waits for it); false if the
+/// backlog is full.
+bool take(persistence_pointer self, stream_change& change,
+          caf::typed_response_promise<bool>* waiting = nullptr) {
+  auto& st = self->state;
+  st.counters->changes_received.fetch_add(1, relaxed);
+  auto room = st.settings.max_backlog
+              - std::min(st.settings.max_backlog,
+                         st.in_flight ? st.in_flight->size() : 0);
+  if (!st.gathering.add(std::move(change), room)) {
+    st.counters->refused.fetch_add(1, relaxed);
+    return false;
+  }
+  if (waiting != nullptr)
+    st.gathering_waiters.push_back(
+      waiter{*waiting, steady::now() + st.settings.commit_timeout});
+  st.update_depth();
+  if (st.gathering.size() >= st.settings.max_batch
+      && st.retry_after.count() == 0)
+    dispatch(self);
+  else
+    schedule_commit(self);
+  return true;
+}
+
+void watch(persistence_pointer self) {
+  auto& st = self->state;
+  auto now = steady::now();
+  expire(self, st.in_flight_waiters, now);
+  expire(self, st.gathering_waiters, now);
+  if (st.in_flight) {
+    if (now - st.in_flight_since >= 2 * st.settings.probe_every)
+      st.counters->reachable.store(false, relaxed); // a commit hangs
+    return;
+  }
+  if (st.probing || !st.gathering.empty()
+      || now - st.last_contact < st.settings.probe_every)
+    return; // the pending commit (or retry) is the probe
+  st.probing = true;
+  self->request(st.writer, caf::infinite, probe_atom::value)
+    .then(
+      [self](bool up) {
+        auto& st = self->state;
+        st.probing = false;
+        st.last_contact = steady::now();
+        if (!up)
+          st.counters->errors.fetch_add(1, relaxed);
+        st.counters->reachable.store(up, relaxed);
+      },
+      [self](caf::error&) { self->state.probing = false; });
 }
 
 persistence_actor::behavior_type
@@ -115,53 +325,34 @@ persistence_impl(persistence_pointer self, std::shared_ptr<stream_store> store,
                  shard_epochs epochs, persistence_settings settings,
                  std::shared_ptr<persistence_counters> counters) {
   auto& st = self->state;
-  st.store = std::move(store);
-  st.epochs = std::move(epochs);
+  st.writer = self->spawn<caf::detached + caf::linked>(writer_impl,
+                                                       std::move(store),
+                                                       std::move(epochs));
   st.settings = settings;
   st.counters = std::move(counters);
-  self->delayed_send(self, st.settings.probe_every, probe_atom::value);
+  st.last_contact = steady::now();
+  // Often enough to answer a change at most a tenth of its timeout late.
+  auto watch_every = std::clamp(settings.commit_timeout / 10,
+                                std::chrono::milliseconds{5},
+                                settings.probe_every);
+  self->send(self, watch_atom::value);
   return {
-    [self](stream_change& change) -> caf::result<bool> {
-      auto& st = self->state;
-      st.counters->changes_received.fetch_add(1, relaxed);
-      auto target = target_of(change);
-      auto i = st.index.find(target);
-      if (i == st.index.end() && st.pending.size() >= st.settings.max_backlog) {
-        st.counters->refused.fetch_add(1, relaxed);
-        return make_error(persistence_error::backlog_full,
-                          std::to_string(st.pending.size())
-                            + " changes wait for the database");
-      }
-      if (i != st.index.end()) {
-        st.pending[i->second] = std::move(change); // the last change wins
-      } else {
-        st.index.emplace(std::move(target), st.pending.size());
-        st.pending.push_back(std::move(change));
-        st.counters->queue_depth.fetch_add(1, relaxed);
-      }
+    [self](stream_change& change) { take(self, change); },
+    [self](commit_atom, stream_change& change) -> caf::result<bool> {
       auto rp = self->make_response_promise<bool>();
-      st.waiting.push_back(rp);
-      if (st.pending.size() >= st.settings.max_batch && st.retry_after.count() == 0)
-        flush(self);
-      else
-        schedule_flush(self, std::max(st.settings.flush_interval,
-                                      st.retry_after));
+      if (!take(self, change, &rp))
+        return make_error(persistence_error::backlog_full,
+                          std::to_string(self->state.unwritten())
+                            + " changes wait for the database");
       return rp;
     },
-    [self](flush_atom) { flush(self); },
-    [self](probe_atom) {
-      auto& st = self->state;
-      self->delayed_send(self, st.settings.probe_every, probe_atom::value);
-      if (!st.pending.empty())
-        return; // the pending batch's commit (or retry) is the probe
-      if (st.store->connection().exec("SELECT 1")) {
-        st.counters->reachable.store(true, relaxed);
-        return;
-      }
-      st.counters->errors.fetch_add(1, relaxed);
-      st.counters->reachable.store(false, relaxed);
-      if (st.store->connection().reset())
-        st.counters->reachable.store(true, relaxed);
+    [self](flush_atom) {
+      self->state.flush_scheduled = false;
+      dispatch(self);
+    },
+    [self, watch_every](watch_atom) {
+      watch(self);
+      self->delayed_send(self, watch_every, watch_atom::value);
     },
   };
 }
@@ -173,9 +364,8 @@ spawn_persistence_actor(caf::actor_system& sys,
                         std::shared_ptr<stream_store> store,
                         shard_epochs epochs, persistence_settings settings,
                         std::shared_ptr<persistence_counters> counters) {
-  return sys.spawn<caf::detached>(persistence_impl, std::move(store),
-                                  std::move(epochs), settings,
-                                  std::move(counters));
+  return sys.spawn(persistence_impl, std::move(store), std::move(epochs),
+                   settings, std::move(counters));
 }
 
 } // namespace videostreams

@@ -16,33 +16,52 @@
 
 namespace videostreams {
 
-/// Makes the persistence actor commit what it has gathered.
+/// Makes the persistence actor commit what it has gathered now.
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
 
-/// Makes the persistence actor check the database; sent to itself.
+/// Asks the writer to check the database (internal).
 using probe_atom = caf::atom_constant<caf::atom("probe")>;
+
+/// The persistence actor's periodic check, sent to itself: answers sync
+/// changes whose commit timeout passed, notices a stalled commit, and
+/// probes an idle database.
+using watch_atom = caf::atom_constant<caf::atom("watch")>;
 
 /// The persistence actor: takes every change of the users' state, coalesces
 /// changes to the same stream or limit, and commits them in batches (group
 /// commit: a batch is committed as soon as the previous commit finished;
-/// while one commit runs, the next batch gathers in the mailbox). A change
-/// is answered `true` once the batch holding it committed, or with the error
-/// of that commit; callers that write behind simply do not wait.
+/// while one commit runs, the next batch gathers). It runs on the scheduler
+/// and never blocks: a detached writer of its own does the blocking
+/// PostgreSQL calls, so the persistence actor keeps taking changes and
+/// keeps its deadlines while a commit hangs.
+///
+/// A change sent alone is written behind. With `commit_atom` it is
+/// answered `true` once the batch holding it committed, or with an error:
+/// the commit failed, or was not confirmed within `commit_timeout` of the
+/// change's arrival (`persistence_error::commit_timeout`; the change may
+/// still land later). Callers therefore need no timeout of their own (a
+/// CAF request timeout costs two wake-ups of CAF's clock thread per call).
 using persistence_actor
-  = caf::typed_actor<caf::replies_to<stream_change>::with<bool>,
-                     caf::reacts_to<flush_atom>, caf::reacts_to<probe_atom>>;
+  = caf::typed_actor<caf::reacts_to<stream_change>,
+                     caf::replies_to<commit_atom, stream_change>::with<bool>,
+                     caf::reacts_to<flush_atom>, caf::reacts_to<watch_atom>>;
 
 /// How the persistence actor batches.
 struct persistence_settings {
   /// A batch is committed at once when it reaches this many changes.
   std::size_t max_batch = 2000;
-  /// Extra wait to gather bigger batches; 0 = commit as soon as possible.
+  /// The least time between the starts of two commits. Under load a batch
+  /// gathers until then (fewer, bigger commits); a change that arrives
+  /// after a quiet spell is committed at once. 0 = back to back.
   std::chrono::milliseconds flush_interval{0};
   /// Back-off after a failed commit, doubled per failure up to 5 s.
   std::chrono::milliseconds retry_after{100};
   /// Without traffic, the database is checked this often (so that an
-  /// outage shows on /readyz within about this long).
+  /// outage shows on /readyz within about this long); a commit running
+  /// twice as long marks the database unreachable too.
   std::chrono::milliseconds probe_every{1000};
+  /// A change sent with `commit_atom` is answered within this long.
+  std::chrono::milliseconds commit_timeout{1500};
   /// At most this many changes wait unwritten; beyond, a change for a new
   /// stream or limit is refused with `backlog_full`.
   std::size_t max_backlog = 100000;
@@ -59,6 +78,8 @@ struct persistence_counters {
   std::atomic<std::uint64_t> changes_written{0};
   /// Failed commits and probes (counter).
   std::atomic<std::uint64_t> errors{0};
+  /// Changes answered with `commit_timeout` (counter).
+  std::atomic<std::uint64_t> commit_timeouts{0};
   /// Changes refused because the backlog was full (counter).
   std::atomic<std::uint64_t> refused{0};
   /// Sum of commit durations in nanoseconds (counter).
@@ -70,8 +91,8 @@ struct persistence_counters {
   std::atomic<bool> reachable{true};
 };
 
-/// Starts the persistence actor, detached (it blocks on PostgreSQL in a
-/// thread of its own), writing through `store` under `epochs`.
+/// Starts the persistence actor and its detached writer, which writes
+/// through `store` under `epochs`.
 persistence_actor
 spawn_persistence_actor(caf::actor_system& sys,
                         std::shared_ptr<stream_store> store,

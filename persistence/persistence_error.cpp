@@ -18,6 +18,8 @@ std::string to_string(persistence_error x) {
       return "fenced: the shard has a newer owner";
     case persistence_error::backlog_full:
       return "write-behind backlog full";
+    case persistence_error::commit_timeout:
+      return "commit not confirmed in time";
   }
   return "unknown";
 }

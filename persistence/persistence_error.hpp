@@ -23,6 +23,9 @@ enum class persistence_error : std::uint8_t {
   /// The backlog of unwritten changes is full (the database has been
   /// unreachable for a while); the change was not taken.
   backlog_full,
+  /// The commit holding a change was not confirmed in time; it may still
+  /// land, so the caller must undo what it depends on.
+  commit_timeout,
 };
 
 /// Renders a `persistence_error`.

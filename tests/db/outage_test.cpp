@@ -23,7 +23,8 @@ namespace {
 
 /// A PostgreSQL of this test's own, which it can halt and resume.
 struct own_postgres {
-  own_postgres() {
+  explicit own_postgres(const std::string& name)
+    : state(std::string{VIDEOSTREAMS_TEST_STATE_DIR} + "/" + name) {
     run("start");
     std::ifstream in{state + "/dsn"};
     std::getline(in, dsn);
@@ -51,7 +52,7 @@ struct own_postgres {
   }
 
   std::string script = VIDEOSTREAMS_TEST_POSTGRES_SCRIPT;
-  std::string state = std::string{VIDEOSTREAMS_TEST_STATE_DIR} + "/outage";
+  std::string state;
   std::string dsn;
 };
 
@@ -67,7 +68,7 @@ std::string database_status(httplib::Client& cli) {
 TEST_CASE("a database outage: reads and closes go on, sync grants fail "
           "closed, the backlog drains on return",
           "[db]") {
-  own_postgres pg;
+  own_postgres pg{"outage"};
   service_process svc{{"--database-url=" + pg.dsn, "--request-timeout=2s"}};
   auto cli = make_client(svc.port(), true);
   REQUIRE(eventually([&] { return database_status(*cli) == "ok"; }));
@@ -117,5 +118,54 @@ TEST_CASE("a database outage: reads and closes go on, sync grants fail "
                  "'c'")
         == 0);
   CHECK(open("c").status == 201);
+  CHECK(svc.stop().clean());
+}
+
+TEST_CASE("a database that hangs: sync grants answer 503 within the request "
+          "timeout, their slots are freed, and their closes land after",
+          "[db]") {
+  own_postgres pg{"hang"};
+  service_process svc{{"--database-url=" + pg.dsn, "--request-timeout=2s"}};
+  auto cli = make_client(svc.port(), true);
+  REQUIRE(eventually([&] { return database_status(*cli) == "ok"; }));
+  auto open = [&](const std::string& id) {
+    return send(*cli, "POST", "/api/v2/users/1/streams",
+                R"({"sessionId":")" + id + R"("})");
+  };
+  REQUIRE(open("a").status == 201);
+  // Another session locks every shard's epoch row: each commit now waits
+  // on it, as on a server that stopped answering.
+  auto locker = pg_connection::connect(pg.dsn);
+  REQUIRE(locker);
+  REQUIRE(locker->exec("BEGIN"));
+  REQUIRE(locker->exec("SELECT * FROM shard_epochs FOR UPDATE"));
+  auto refused = open("b");
+  CHECK(refused.status == 503);
+  CHECK(refused.has_header("Retry-After"));
+  // The slot is free again, reads go on, and the hang shows.
+  CHECK(boost::json::parse(get(*cli, "/api/v2/users/1/streams").body)
+          .at("streamCount")
+        == 1);
+  CHECK(eventually([&] { return database_status(*cli) == "unreachable"; },
+                   5s));
+  auto metrics = scrape(*cli);
+  CHECK(metric_value(metrics, "videostreams_persistence_commit_timeouts_total")
+        >= 1);
+  CHECK(metric_value(metrics, "videostreams_stream_grant_failures_total") >= 1);
+
+  REQUIRE(locker->exec("ROLLBACK"));
+  // The hung commit lands, then the close queued after it.
+  CHECK(eventually([&] { return database_status(*cli) == "ok"; }, 10s));
+  CHECK(eventually(
+    [&] {
+      return metric_value(scrape(*cli), "videostreams_persistence_queue_depth")
+             == 0;
+    },
+    10s));
+  CHECK(pg.count("SELECT count(*) FROM stream_sessions WHERE stream_key = "
+                 "'b'")
+        == 0);
+  CHECK(pg.count("SELECT count(*) FROM stream_sessions") == 1);
+  CHECK(open("b").status == 201);
   CHECK(svc.stop().clean());
 }

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <memory>
+#include <thread>
 
 #include "caf/actor_system.hpp"
 #include "caf/actor_system_config.hpp"
@@ -142,7 +143,8 @@ TEST_CASE("the persistence actor coalesces and group-commits", "[db]") {
   // than changes, and every change acknowledged.
   constexpr int users = 2000;
   for (int u = 0; u < users; ++u)
-    self->send(writer, grant(static_cast<std::uint64_t>(u), "s", u % 4));
+    self->send(writer, commit_atom::value,
+               grant(static_cast<std::uint64_t>(u), "s", u % 4));
   int acked = 0;
   for (int u = 0; u < users; ++u)
     self->receive([&](bool ok) { acked += ok; },
@@ -155,10 +157,10 @@ TEST_CASE("the persistence actor coalesces and group-commits", "[db]") {
   CHECK(counters->queue_depth == 0);
   // A grant and its close in one batch coalesce into the close.
   auto before = counters->changes_written.load();
-  self->send(writer, grant(5000, "t", 0));
-  self->send(writer, close(5000, "t", 0));
-  self->send(writer, limit(5001, 2, 0));
-  self->send(writer, limit(5001, 4, 0));
+  self->send(writer, commit_atom::value, grant(5000, "t", 0));
+  self->send(writer, commit_atom::value, close(5000, "t", 0));
+  self->send(writer, commit_atom::value, limit(5001, 2, 0));
+  self->send(writer, commit_atom::value, limit(5001, 4, 0));
   for (int i = 0; i < 4; ++i)
     self->receive([](bool) {}, [&](caf::error& err) { FAIL(describe(err)); });
   CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 5000")
@@ -180,7 +182,8 @@ TEST_CASE("a fenced batch is answered with the error and dropped", "[db]") {
   auto writer = spawn_persistence_actor(sys, f.store, f.epochs, {}, counters);
   caf::scoped_actor self{sys};
   bool fenced = false;
-  self->request(writer, std::chrono::seconds{30}, grant(1, "a", 2))
+  self->request(writer, std::chrono::seconds{30}, commit_atom::value,
+                grant(1, "a", 2))
     .receive([](bool) { FAIL("a stale writer's grant was committed"); },
              [&](caf::error& err) {
                fenced = err.code()
@@ -190,5 +193,59 @@ TEST_CASE("a fenced batch is answered with the error and dropped", "[db]") {
   CHECK(counters->errors == 1);
   CHECK(counters->queue_depth == 0);
   CHECK(f.d.count("SELECT count(*) FROM stream_sessions") == 0);
+  caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("a commit that hangs: sync changes are answered with a timeout, "
+          "the database shows unreachable, and the batch lands later",
+          "[db]") {
+  store_fixture f;
+  // Another session holds shard 1's epoch row: the fence of any commit
+  // touching shard 1 waits for it, like a commit on a hung server.
+  auto locker = f.d.connect();
+  REQUIRE(locker.exec("BEGIN"));
+  REQUIRE(locker.exec("SELECT * FROM shard_epochs WHERE shard = 1 FOR UPDATE"));
+  quiet_config cfg;
+  caf::actor_system sys{cfg};
+  auto counters = std::make_shared<persistence_counters>();
+  persistence_settings settings;
+  settings.commit_timeout = std::chrono::milliseconds{300};
+  settings.probe_every = std::chrono::milliseconds{200};
+  auto writer = spawn_persistence_actor(sys, f.store, f.epochs, settings,
+                                        counters);
+  caf::scoped_actor self{sys};
+  auto expect_timeout = [&] {
+    bool timed_out = false;
+    self->receive([](bool) { FAIL("a commit that cannot run was confirmed"); },
+                  [&](caf::error& err) {
+                    timed_out = err.code()
+                                == static_cast<std::uint8_t>(
+                                  persistence_error::commit_timeout);
+                  },
+                  caf::after(std::chrono::seconds{10}) >>
+                    [] { FAIL("no answer within the commit timeout"); });
+    CHECK(timed_out);
+  };
+  self->send(writer, commit_atom::value, grant(1, "a", 1));
+  expect_timeout();
+  // The persistence actor is not blocked by the hanging commit: it takes
+  // and answers more changes (they gather behind the hanging one).
+  self->send(writer, commit_atom::value, grant(2, "b", 0));
+  expect_timeout();
+  self->send(writer, close(2, "b", 0));
+  CHECK(counters->commit_timeouts == 2);
+  for (int i = 0; i < 100 && counters->reachable; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds{50});
+  CHECK_FALSE(counters->reachable); // the commit hangs for over 2 probes
+  // The lock goes away: the hanging commit lands, then what gathered.
+  REQUIRE(locker.exec("ROLLBACK"));
+  for (int i = 0; i < 200 && counters->queue_depth > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds{50});
+  CHECK(counters->queue_depth == 0);
+  CHECK(counters->reachable);
+  CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 1")
+        == 1);
+  CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 2")
+        == 0);
   caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
 }

@@ -28,6 +28,9 @@ struct deterministic_config : caf::actor_system_config {
   }
 };
 
+/// Makes the stand-in persistence actor answer the changes it kept.
+using settle_atom = caf::atom_constant<caf::atom("settle")>;
+
 /// How the stand-in for the persistence actor answers a change.
 enum class commit_answer { ok, error, never };
 
@@ -45,7 +48,8 @@ struct shard_fixture {
       // Stands in for the persistence actor: records what it is sent.
       users->change_sink = sys.spawn([this](caf::event_based_actor* self) {
         return caf::behavior{
-          [this, self](stream_change& c) -> caf::result<bool> {
+          [this](stream_change& c) { changes.push_back(std::move(c)); },
+          [this, self](commit_atom, stream_change& c) -> caf::result<bool> {
             changes.push_back(std::move(c));
             switch (answer) {
               case commit_answer::ok:
@@ -55,14 +59,22 @@ struct shard_fixture {
               case commit_answer::never:
                 break;
             }
-            // Keep the promise, never deliver: a commit that hangs.
+            // Keep the promise: a commit not confirmed yet.
             hung.push_back(self->make_response_promise());
             return caf::delegated<bool>{};
+          },
+          [this](settle_atom, bool committed) {
+            for (auto& rp : hung) {
+              if (committed)
+                rp.deliver(true);
+              else
+                rp.deliver(caf::make_error(caf::sec::request_timeout));
+            }
+            hung.clear();
           },
         };
       });
       users->sync_grants = sync;
-      users->commit_timeout = std::chrono::milliseconds{500};
     }
     users->default_limit = limit;
     users->legacy_ttl_seconds = legacy_ttl_seconds;
@@ -109,6 +121,13 @@ struct shard_fixture {
     return call(user_command{op, user, {}, 0, 0});
   }
 
+  /// Answers the sync changes the stand-in kept (`commit_answer::never`):
+  /// committed, or a timeout; then runs what follows.
+  void settle_hung(bool committed) {
+    caf::anon_send(sink_of_changes, settle_atom::value, committed);
+    sched.run();
+  }
+
   /// Moves both the actors' timers and the injected clock by `d`, in steps
   /// of the shard's tick, running everything that becomes due.
   void idle_for(std::chrono::milliseconds d) {
@@ -125,6 +144,7 @@ struct shard_fixture {
   std::vector<stream_change> changes;
   /// How the stand-in persistence actor answers.
   commit_answer answer = commit_answer::ok;
+  /// Sync changes the stand-in has not answered yet (`commit_answer::never`).
   std::vector<caf::response_promise> hung;
   caf::actor sink_of_changes;
   stream_counters counters;

@@ -134,7 +134,8 @@ TEST_CASE("sync durability: a failed commit undoes the grant and writes a "
         == stream_outcome::granted);
 }
 
-TEST_CASE("sync durability: a commit that hangs fails within the timeout",
+TEST_CASE("sync durability: the slot stays reserved until the commit is "
+          "answered; a commit timeout undoes the grant",
           "[unit]") {
   shard_fixture f{1, 0, true, true};
   f.answer = commit_answer::never;
@@ -145,12 +146,16 @@ TEST_CASE("sync durability: a commit that hangs fails within the timeout",
   f.answer = commit_answer::ok;
   CHECK(f.call(cmd(user_op::open_session, 9, "b")).outcome
         == stream_outcome::denied);
-  f.sched.advance_time(600ms); // past the 500 ms commit timeout
-  f.sched.run();
+  // The persistence actor gives up on the commit (its timeout).
+  REQUIRE(f.hung.size() == 1);
+  f.settle_hung(false);
   REQUIRE(slot->wait_for(0ns));
   CHECK(slot->value().outcome == stream_outcome::unavailable);
   CHECK(f.counters.open_streams == 0);
+  CHECK(f.counters.failed_grants == 1);
   CHECK(f.changes.back().kind == change_kind::close);
+  CHECK(f.call(cmd(user_op::open_session, 9, "b")).outcome
+        == stream_outcome::granted);
 }
 
 TEST_CASE("sync durability: passivation waits for pending commits",
@@ -159,11 +164,16 @@ TEST_CASE("sync durability: passivation waits for pending commits",
   f.answer = commit_answer::never;
   auto slot = f.post(cmd(user_op::open_session, 10, "a", 60));
   f.sched.run();
-  // The commit timeout (500 ms) is shorter than passivation (1 s): the
-  // actor is asked to stop only after the grant was settled.
+  // Passivation (after 1 s idle) is due, but the grant is not settled.
   f.idle_for(3s);
+  CHECK_FALSE(slot->wait_for(0ns));
+  CHECK(f.counters.live_user_actors == 1);
+  REQUIRE(f.hung.size() == 1);
+  f.settle_hung(true);
   REQUIRE(slot->wait_for(0ns));
-  CHECK(slot->value().outcome == stream_outcome::unavailable);
+  CHECK(slot->value().outcome == stream_outcome::granted);
+  // Settled: the deferred passivation completes, the lease is kept.
+  f.idle_for(1s);
   CHECK(f.counters.live_user_actors == 0);
-  CHECK(f.counters.passive_records == 0); // nothing was left to keep
+  CHECK(f.counters.passive_records == 1);
 }
