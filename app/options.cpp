@@ -183,8 +183,9 @@ const std::vector<option_spec>& option_table() {
        return std::string{opts.sync_durability ? "sync" : "async"};
      }},
     duration_option("flush-interval",
-                    "extra wait to gather bigger write batches (0 = commit "
-                    "as soon as the previous commit finished)",
+                    "least time between the starts of two commits: under "
+                    "load a batch gathers until then, after a quiet spell a "
+                    "change commits at once (0 = back to back)",
                     &options::flush_interval, milliseconds{0},
                     milliseconds{10000}),
     integer_option<std::uint32_t>(

@@ -249,3 +249,44 @@ TEST_CASE("a commit that hangs: sync changes are answered with a timeout, "
         == 0);
   caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
 }
+
+TEST_CASE("the flush interval spaces commits under load only", "[db]") {
+  store_fixture f;
+  quiet_config cfg;
+  caf::actor_system sys{cfg};
+  auto counters = std::make_shared<persistence_counters>();
+  persistence_settings settings;
+  settings.flush_interval = std::chrono::milliseconds{10000};
+  settings.commit_timeout = std::chrono::milliseconds{60000};
+  auto writer = spawn_persistence_actor(sys, f.store, f.epochs, settings,
+                                        counters);
+  caf::scoped_actor self{sys};
+  auto acknowledged = [&] {
+    bool ok = false;
+    self->receive([&](bool x) { ok = x; },
+                  [&](caf::error& err) { FAIL(describe(err)); },
+                  caf::after(std::chrono::seconds{30}) >>
+                    [] { FAIL("no acknowledgement"); });
+    return ok;
+  };
+  // After a quiet spell a change commits at once: far sooner than the
+  // interval (the margin is seconds for a commit of milliseconds).
+  auto sent = std::chrono::steady_clock::now();
+  self->send(writer, commit_atom::value, grant(1, "a", 0));
+  CHECK(acknowledged());
+  CHECK(std::chrono::steady_clock::now() - sent < std::chrono::seconds{5});
+  // Right behind it, the next one waits for the interval...
+  self->send(writer, commit_atom::value, grant(2, "b", 0));
+  std::this_thread::sleep_for(std::chrono::milliseconds{300});
+  CHECK(counters->commits == 1);
+  CHECK(counters->queue_depth == 1);
+  CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 2")
+        == 0);
+  // ... unless told to flush (as the service does when it stops).
+  self->send(writer, flush_atom::value);
+  CHECK(acknowledged());
+  CHECK(counters->commits == 2);
+  CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 2")
+        == 1);
+  caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
+}

@@ -137,6 +137,9 @@ TEST_CASE("database options: DATABASE_URL, durability, secrets masked",
   for (auto& x : p.changed)
     CHECK_THAT(x, !Catch::Contains("pw"));
   CHECK(parse_ok({}).values.sync_durability);
+  CHECK(parse_ok({}).values.flush_interval == std::chrono::milliseconds{1});
+  CHECK(parse_ok({"--flush-interval=0"}).values.flush_interval
+        == std::chrono::milliseconds{0});
   CHECK_THAT(parse_error({"--durability=maybe"}),
              Catch::Contains("--durability"));
   fake_env both{{{"DATABASE_URL", "a"}, {"VIDEOSTREAMS_DATABASE_URL", "b"}}};
