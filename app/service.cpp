@@ -147,6 +147,7 @@ struct service::impl {
         throw std::runtime_error("the database schema is not migrated: run "
                                  "`videostreams db migrate`");
     auto store = std::make_shared<stream_store>(std::move(db));
+    cancel_commit = store->connection().canceller();
     auto epochs = store->take_shards(
       opts.node_id.empty() ? host_name() : opts.node_id,
       all_shards(opts.shards));
@@ -197,9 +198,17 @@ struct service::impl {
     caf::anon_send(writer, flush_atom::value);
     for (int i = 0; i < 1000 && persistence->queue_depth.load() > 0; ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds{10});
-    if (auto left = persistence->queue_depth.load(); left > 0)
-      std::fprintf(stderr, "videostreams: %lld changes not written at exit\n",
-                   static_cast<long long>(left));
+    auto left = persistence->queue_depth.load();
+    if (left == 0)
+      return;
+    std::fprintf(stderr, "videostreams: %lld changes not written at exit\n",
+                 static_cast<long long>(left));
+    // The writer may be blocked in a commit that does not return (a lock,
+    // a server that stopped answering): stop the persistence actor, so
+    // nothing is retried, and cancel the statement, so the writer's thread
+    // ends and the process can exit.
+    caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
+    cancel_commit->cancel();
   }
 
   ~impl() {
@@ -216,6 +225,8 @@ struct service::impl {
   heap_trimmer trimmer;
   http_metrics metrics;
   std::shared_ptr<persistence_counters> persistence;
+  /// Cancels the writer's running statement (at exit).
+  std::shared_ptr<pg_canceller> cancel_commit;
   actor_config cfg;
   caf::actor_system sys;
   persistence_actor writer;

@@ -41,8 +41,29 @@ bool pg_rows::is_null(int row, int col) const noexcept {
   return PQgetisnull(res_, row, col) != 0;
 }
 
+pg_canceller::~pg_canceller() {
+  reset(nullptr);
+}
+
+bool pg_canceller::cancel() {
+  std::lock_guard<std::mutex> guard{mtx_};
+  char errbuf[256];
+  return cancel_ != nullptr && PQcancel(cancel_, errbuf, sizeof(errbuf)) == 1;
+}
+
+void pg_canceller::reset(pg_cancel* next) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  if (cancel_ != nullptr)
+    PQfreeCancel(cancel_);
+  cancel_ = next;
+}
+
 caf::expected<pg_connection> pg_connection::connect(const std::string& dsn) {
-  auto conn = PQconnectdb(dsn.c_str());
+  // The DSN is expanded in place of `dbname`, after our default, so its own
+  // connect_timeout (if any) wins.
+  const char* keywords[] = {"connect_timeout", "dbname", nullptr};
+  const char* values[] = {"10", dsn.c_str(), nullptr};
+  auto conn = PQconnectdbParams(keywords, values, 1);
   if (PQstatus(conn) != CONNECTION_OK) {
     std::string msg = PQerrorMessage(conn);
     PQfinish(conn);
@@ -52,10 +73,15 @@ caf::expected<pg_connection> pg_connection::connect(const std::string& dsn) {
   }
   // NOTICEs ("relation already exists, skipping") are not for our logs.
   PQsetNoticeProcessor(conn, [](void*, const char*) {}, nullptr);
-  return pg_connection{conn};
+  pg_connection result{conn};
+  result.canceller_ = std::make_shared<pg_canceller>();
+  result.canceller_->reset(PQgetCancel(conn));
+  return result;
 }
 
 pg_connection::~pg_connection() {
+  if (canceller_)
+    canceller_->reset(nullptr);
   if (conn_ != nullptr)
     PQfinish(conn_);
 }
@@ -63,7 +89,8 @@ pg_connection::~pg_connection() {
 pg_connection::pg_connection(pg_connection&& other) noexcept
   : conn_(other.conn_),
     prepared_(std::move(other.prepared_)),
-    session_setup_(std::move(other.session_setup_)) {
+    session_setup_(std::move(other.session_setup_)),
+    canceller_(std::move(other.canceller_)) {
   other.conn_ = nullptr;
 }
 
@@ -71,12 +98,14 @@ pg_connection& pg_connection::operator=(pg_connection&& other) noexcept {
   std::swap(conn_, other.conn_);
   std::swap(prepared_, other.prepared_);
   std::swap(session_setup_, other.session_setup_);
+  std::swap(canceller_, other.canceller_);
   return *this;
 }
 
 bool pg_connection::reset() {
   prepared_.clear();
   PQreset(conn_);
+  canceller_->reset(PQgetCancel(conn_)); // the new session's key
   if (PQstatus(conn_) != CONNECTION_OK)
     return false;
   return session_setup_.empty() || static_cast<bool>(exec(session_setup_));

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
@@ -9,6 +10,7 @@
 
 struct pg_conn;
 struct pg_result;
+struct pg_cancel;
 
 namespace videostreams {
 
@@ -33,11 +35,35 @@ private:
   pg_result* res_;
 };
 
+/// Cancels the statement running on a connection, from any thread (the
+/// connection's own thread may be blocked in it). Follows the connection
+/// across reconnects.
+class pg_canceller {
+public:
+  ~pg_canceller();
+
+  /// Asks the server to cancel what the connection runs now; true if the
+  /// request was delivered (the statement then fails with an error).
+  bool cancel();
+
+private:
+  friend class pg_connection;
+
+  /// Replaces the cancel object (after a (re)connect, on the owner's
+  /// thread); null when the connection is gone.
+  void reset(pg_cancel* next);
+
+  std::mutex mtx_;
+  pg_cancel* cancel_ = nullptr;
+};
+
 /// One libpq connection. Blocking: use it only from a detached actor or a
 /// command-line tool, never from an HTTP or scheduler thread.
 class pg_connection {
 public:
-  /// Connects to `dsn` (a libpq connection string or URI).
+  /// Connects to `dsn` (a libpq connection string or URI). Unless `dsn`
+  /// says otherwise, a connection attempt gives up after 10 s
+  /// (`connect_timeout`), so a reconnect to a vanished host is bounded.
   static caf::expected<pg_connection> connect(const std::string& dsn);
 
   ~pg_connection();
@@ -53,6 +79,11 @@ public:
   /// Runs `sql` now and again at the start of every new session (after
   /// `reset`): session settings that every statement relies on.
   caf::expected<void> set_session_setup(std::string sql);
+
+  /// What another thread may use to cancel this connection's statement.
+  std::shared_ptr<pg_canceller> canceller() const noexcept {
+    return canceller_;
+  }
 
   /// Runs one or more statements without parameters.
   caf::expected<pg_rows> exec(const std::string& sql);
@@ -82,6 +113,8 @@ private:
 
   /// Run at the start of every session.
   std::string session_setup_;
+
+  std::shared_ptr<pg_canceller> canceller_;
 };
 
 } // namespace videostreams

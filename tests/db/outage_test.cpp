@@ -169,3 +169,23 @@ TEST_CASE("a database that hangs: sync grants answer 503 within the request "
   CHECK(open("b").status == 201);
   CHECK(svc.stop().clean());
 }
+
+TEST_CASE("SIGTERM while a commit hangs: the service still exits, after a "
+          "bounded flush",
+          "[db]") {
+  own_postgres pg{"hang-exit"};
+  service_process svc{{"--database-url=" + pg.dsn, "--request-timeout=1s"}};
+  auto cli = make_client(svc.port(), true);
+  REQUIRE(eventually([&] { return database_status(*cli) == "ok"; }));
+  auto locker = pg_connection::connect(pg.dsn);
+  REQUIRE(locker);
+  REQUIRE(locker->exec("BEGIN"));
+  REQUIRE(locker->exec("SELECT * FROM shard_epochs FOR UPDATE"));
+  CHECK(get(*cli, "/api/startstream/1").status == 503);
+  // The lock is held until after the process ended: the flush gives up
+  // after 10 s, cancels the hanging commit, and the process exits 0.
+  auto status = svc.stop(std::chrono::seconds{30});
+  CHECK(status.clean());
+  CHECK_THAT(svc.stderr_text(), Catch::Contains("not written at exit"));
+  REQUIRE(locker->exec("ROLLBACK"));
+}
