@@ -147,6 +147,9 @@ struct service::impl {
         throw std::runtime_error("the database schema is not migrated: run "
                                  "`videostreams db migrate`");
     auto store = std::make_shared<stream_store>(std::move(db));
+    if (auto ready = store->prepare_for_commits(); !ready)
+      throw std::runtime_error("cannot set up the writer's session: "
+                               + describe(ready.error()));
     cancel_commit = store->connection().canceller();
     auto epochs = store->take_shards(
       opts.node_id.empty() ? host_name() : opts.node_id,

@@ -49,8 +49,7 @@ writer_actor::behavior_type writer_impl(writer_actor::pointer,
       auto done = store->commit(*batch.changes, epochs);
       if (done)
         return true;
-      if (done.error().code()
-          == static_cast<std::uint8_t>(persistence_error::unreachable))
+      if (is(done.error(), persistence_error::unreachable))
         store->connection().reset(); // the next attempt starts afresh
       return std::move(done.error());
     },
@@ -109,7 +108,9 @@ public:
   /// Hands the changes over; the batch is empty afterwards.
   std::vector<stream_change> take() {
     index_.clear();
-    return std::move(changes_);
+    auto result = std::move(changes_);
+    changes_.clear();
+    return result;
   }
 
 private:
@@ -137,6 +138,7 @@ struct persistence_state {
   std::chrono::milliseconds retry_after{0};
   steady::time_point retry_at;
   bool probing = false;
+  steady::time_point probe_since;
   steady::time_point last_contact;
   static inline const char* name = "persistence_actor";
 
@@ -241,14 +243,19 @@ void commit_failed(persistence_pointer self, caf::error& err) {
   auto& st = self->state;
   auto& c = *st.counters;
   c.errors.fetch_add(1, relaxed);
-  if (err.code() == static_cast<std::uint8_t>(persistence_error::unreachable))
+  if (is(err, persistence_error::unreachable))
     c.reachable.store(false, relaxed);
-  answer_all(st.in_flight_waiters, err);
   auto failed = std::move(st.in_flight);
-  if (err.code() == static_cast<std::uint8_t>(persistence_error::fenced)) {
+  auto waiters = std::move(st.in_flight_waiters);
+  st.in_flight_waiters.clear();
+  if (is(err, persistence_error::fenced)) {
     // Another node owns a shard of this batch: its state is newer than
-    // anything here, so nothing of this batch may ever be written.
+    // anything here, so nothing of this batch may ever be written. What
+    // gathered meanwhile goes on (changes of a lost shard are fenced in
+    // turn).
     st.update_depth();
+    answer_all(waiters, err);
+    schedule_commit(self);
     return;
   }
   // Keep the batch until a commit is confirmed, under the changes that
@@ -261,6 +268,7 @@ void commit_failed(persistence_pointer self, caf::error& err) {
     merged.add(std::move(change), SIZE_MAX);
   st.gathering = std::move(merged);
   st.update_depth();
+  answer_all(waiters, err);
   st.retry_after = std::min(max_retry_after,
                             std::max(st.settings.retry_after,
                                      st.retry_after * 2));
@@ -269,14 +277,22 @@ void commit_failed(persistence_pointer self, caf::error& err) {
 }
 
 /// Takes `change` (and, for a sync change, who waits for it); false if the
-/// backlog is full.
+/// backlog is full. Only a change that adds state (a grant, a limit) is ever
+/// refused: a close or a cleared limit undoes state that is in memory (so
+/// their number is bounded by it), and refusing one could leave the
+/// database with a stream that memory no longer has, for instance the
+/// close that undoes a grant whose commit timed out.
 bool take(persistence_pointer self, stream_change& change,
           caf::typed_response_promise<bool>* waiting = nullptr) {
   auto& st = self->state;
   st.counters->changes_received.fetch_add(1, relaxed);
-  auto room = st.settings.max_backlog
-              - std::min(st.settings.max_backlog,
-                         st.in_flight ? st.in_flight->size() : 0);
+  bool adds_state = change.kind == change_kind::grant
+                    || change.kind == change_kind::set_limit;
+  auto room = !adds_state ? SIZE_MAX
+                          : st.settings.max_backlog
+                              - std::min(st.settings.max_backlog,
+                                         st.in_flight ? st.in_flight->size()
+                                                      : 0);
   if (!st.gathering.add(std::move(change), room)) {
     st.counters->refused.fetch_add(1, relaxed);
     return false;
@@ -298,15 +314,16 @@ void watch(persistence_pointer self) {
   auto now = steady::now();
   expire(self, st.in_flight_waiters, now);
   expire(self, st.gathering_waiters, now);
-  if (st.in_flight) {
-    if (now - st.in_flight_since >= 2 * st.settings.probe_every)
-      st.counters->reachable.store(false, relaxed); // a commit hangs
-    return;
-  }
-  if (st.probing || !st.gathering.empty()
+  auto stalled_since = st.in_flight ? st.in_flight_since
+                       : st.probing ? st.probe_since
+                                    : now;
+  if (now - stalled_since >= 2 * st.settings.probe_every)
+    st.counters->reachable.store(false, relaxed); // a commit or probe hangs
+  if (st.in_flight || st.probing || !st.gathering.empty()
       || now - st.last_contact < st.settings.probe_every)
     return; // the pending commit (or retry) is the probe
   st.probing = true;
+  st.probe_since = now;
   self->request(st.writer, caf::infinite, probe_atom::value)
     .then(
       [self](bool up) {
@@ -331,24 +348,39 @@ persistence_impl(persistence_pointer self, std::shared_ptr<stream_store> store,
   st.settings = settings;
   st.counters = std::move(counters);
   st.last_contact = steady::now();
+  st.last_dispatch = st.last_contact - settings.flush_interval;
   // Often enough to answer a change at most a tenth of its timeout late.
-  auto watch_every = std::clamp(settings.commit_timeout / 10,
-                                std::chrono::milliseconds{5},
-                                settings.probe_every);
+  auto watch_every = std::max(std::chrono::milliseconds{5},
+                              std::min(settings.commit_timeout / 10,
+                                       settings.probe_every));
+  // If the writer ends (it is linked), or at shutdown: nobody may be left
+  // waiting for an answer that would never come.
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    auto& st = self->state;
+    auto err = make_error(persistence_error::unreachable,
+                          "the persistence actor stopped");
+    answer_all(st.in_flight_waiters, err);
+    answer_all(st.gathering_waiters, err);
+    self->quit(msg.reason);
+  });
   self->send(self, watch_atom::value);
   return {
     [self](stream_change& change) { take(self, change); },
     [self](commit_atom, stream_change& change) -> caf::result<bool> {
       auto rp = self->make_response_promise<bool>();
       if (!take(self, change, &rp))
-        return make_error(persistence_error::backlog_full,
-                          std::to_string(self->state.unwritten())
-                            + " changes wait for the database");
+        rp.deliver(make_error(persistence_error::backlog_full,
+                              std::to_string(self->state.unwritten())
+                                + " changes wait for the database"));
       return rp;
     },
     [self](flush_atom) {
-      self->state.flush_scheduled = false;
-      dispatch(self);
+      auto& st = self->state;
+      st.flush_scheduled = false;
+      if (steady::now() < st.retry_at)
+        schedule_commit(self); // a stale flush must not skip the back-off
+      else
+        dispatch(self);
     },
     [self, watch_every](watch_atom) {
       watch(self);

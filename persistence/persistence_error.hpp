@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <string>
 
+#include "caf/atom.hpp"
 #include "caf/error.hpp"
 #include "caf/make_message.hpp"
 
@@ -30,6 +31,13 @@ enum class persistence_error : std::uint8_t {
 
 /// Renders a `persistence_error`.
 std::string to_string(persistence_error x);
+
+/// True if `err` is the persistence error `x` (not merely the same code in
+/// another category).
+inline bool is(const caf::error& err, persistence_error x) {
+  return err.category() == caf::atom("pg")
+         && err.code() == static_cast<std::uint8_t>(x);
+}
 
 /// Makes a CAF error of `x` with a human-readable `detail`.
 inline caf::error make_error(persistence_error x, std::string detail) {

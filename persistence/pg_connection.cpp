@@ -1,5 +1,7 @@
 #include "persistence/pg_connection.hpp"
 
+#include <string_view>
+
 #include <libpq-fe.h>
 
 #include "caf/sec.hpp"
@@ -147,9 +149,15 @@ pg_connection::exec_prepared(const std::string& name, const std::string& sql,
   values.reserve(params.size());
   for (auto& p : params)
     values.push_back(p.c_str());
-  return check(PQexecPrepared(conn_, name.c_str(),
-                              static_cast<int>(params.size()), values.data(),
-                              nullptr, nullptr, 0));
+  auto res = PQexecPrepared(conn_, name.c_str(),
+                            static_cast<int>(params.size()), values.data(),
+                            nullptr, nullptr, 0);
+  // 26000: the session lost the statement (a pooler switched sessions, or
+  // someone ran DEALLOCATE): prepare it again next time.
+  if (auto* state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
+      state != nullptr && std::string_view{state} == "26000")
+    prepared_.erase(name);
+  return check(res);
 }
 
 caf::expected<pg_rows> pg_connection::check(pg_result* res) {

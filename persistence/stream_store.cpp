@@ -81,12 +81,6 @@ SELECT fine FROM ok)sql";
 
 } // namespace
 
-stream_store::stream_store(pg_connection db) : db_(std::move(db)) {
-  // Ignored on failure: the connection is then broken, the first commit
-  // fails and the reconnect runs the setup again.
-  static_cast<void>(db_.set_session_setup(writer_session_setup));
-}
-
 caf::expected<shard_epochs>
 stream_store::take_shards(const std::string& node,
                           const std::vector<std::uint32_t>& shards) {

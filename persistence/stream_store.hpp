@@ -20,9 +20,16 @@ using shard_epochs = std::map<std::uint32_t, std::int64_t>;
 /// Writes batches of changes to PostgreSQL, fenced by shard epochs.
 class stream_store {
 public:
-  /// Takes over `db` and sets up its session for the writer's statements
-  /// (see `writer_session_setup`); a failure there shows on the first use.
-  explicit stream_store(pg_connection db);
+  explicit stream_store(pg_connection db) : db_(std::move(db)) {
+    // Nothing else to do.
+  }
+
+  /// Sets up this store's session for `commit` (again after every
+  /// reconnect): see `writer_session_setup`. Fails on a server that cannot
+  /// take those settings.
+  caf::expected<void> prepare_for_commits() {
+    return db_.set_session_setup(writer_session_setup);
+  }
 
   /// The writer's session settings. Its commit is a prepared statement, so
   /// PostgreSQL plans it once (a generic plan) instead of parsing and

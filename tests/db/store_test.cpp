@@ -59,6 +59,7 @@ struct store_fixture {
     auto db = d.connect();
     REQUIRE(migrate(db));
     store = std::make_shared<stream_store>(d.connect());
+    REQUIRE(store->prepare_for_commits());
     auto taken = store->take_shards("node-a", {0, 1, 2, 3});
     REQUIRE(taken);
     epochs = *taken;
@@ -289,4 +290,168 @@ TEST_CASE("the flush interval spaces commits under load only", "[db]") {
   CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 2")
         == 1);
   caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
+}
+
+namespace {
+
+/// Waits (bounded) until `pred` holds; true if it did.
+template <class Pred>
+bool soon(Pred pred) {
+  for (int i = 0; i < 200; ++i) {
+    if (pred())
+      return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds{50});
+  }
+  return pred();
+}
+
+/// The answer to a sync change: "committed" or the error's description.
+std::string answer_of(caf::scoped_actor& self) {
+  std::string what = "no answer";
+  self->receive([&](bool) { what = "committed"; },
+                [&](caf::error& err) { what = describe(err); },
+                caf::after(std::chrono::seconds{15}) >> [] {});
+  return what;
+}
+
+} // namespace
+
+TEST_CASE("a sync change refused for a full backlog is answered so", "[db]") {
+  store_fixture f;
+  quiet_config cfg;
+  caf::actor_system sys{cfg};
+  auto counters = std::make_shared<persistence_counters>();
+  persistence_settings settings;
+  settings.max_backlog = 0;
+  auto writer = spawn_persistence_actor(sys, f.store, f.epochs, settings,
+                                        counters);
+  caf::scoped_actor self{sys};
+  self->send(writer, commit_atom::value, grant(1, "a", 1));
+  CHECK_THAT(answer_of(self), Catch::Contains("backlog full"));
+  CHECK(counters->refused == 1);
+  // A close is never refused: it undoes state that memory already has.
+  self->send(writer, close(2, "b", 1));
+  CHECK(soon([&] { return counters->changes_written == 1; }));
+  CHECK(counters->refused == 1);
+  caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("the close undoing a timed-out grant is taken even with the "
+          "backlog full, and wins over the grant",
+          "[db]") {
+  store_fixture f;
+  auto locker = f.d.connect();
+  REQUIRE(locker.exec("BEGIN"));
+  REQUIRE(locker.exec("SELECT * FROM shard_epochs WHERE shard = 1 FOR UPDATE"));
+  quiet_config cfg;
+  caf::actor_system sys{cfg};
+  auto counters = std::make_shared<persistence_counters>();
+  persistence_settings settings;
+  settings.commit_timeout = std::chrono::milliseconds{300};
+  settings.max_backlog = 2;
+  auto writer = spawn_persistence_actor(sys, f.store, f.epochs, settings,
+                                        counters);
+  caf::scoped_actor self{sys};
+  self->send(writer, commit_atom::value, grant(1, "a", 1)); // hangs
+  CHECK(soon([&] { return counters->queue_depth == 1; }));
+  self->send(writer, grant(2, "b", 0)); // the backlog is now full
+  CHECK_THAT(answer_of(self), Catch::Contains("not confirmed in time"));
+  self->send(writer, close(1, "a", 1)); // what the user actor then sends
+  CHECK(soon([&] { return counters->changes_received == 3; }));
+  CHECK(counters->refused == 0);
+  REQUIRE(locker.exec("ROLLBACK"));
+  CHECK(soon([&] { return counters->queue_depth == 0; }));
+  CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 1")
+        == 0);
+  CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 2")
+        == 1);
+  caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("after a fenced batch, what gathered behind it is committed",
+          "[db]") {
+  store_fixture f;
+  auto taker = f.d.connect();
+  REQUIRE(taker.exec("BEGIN"));
+  REQUIRE(taker.exec("SELECT * FROM shard_epochs WHERE shard = 2 FOR UPDATE"));
+  quiet_config cfg;
+  caf::actor_system sys{cfg};
+  auto counters = std::make_shared<persistence_counters>();
+  persistence_settings settings;
+  settings.commit_timeout = std::chrono::milliseconds{20000};
+  auto writer = spawn_persistence_actor(sys, f.store, f.epochs, settings,
+                                        counters);
+  caf::scoped_actor self{sys};
+  self->send(writer, grant(10, "x", 2)); // waits for the taker's lock
+  CHECK(soon([&] { return counters->queue_depth == 1; }));
+  self->send(writer, commit_atom::value, grant(11, "y", 0)); // gathers
+  CHECK(soon([&] { return counters->queue_depth == 2; }));
+  // Another node takes shard 2 over: the hanging batch is fenced.
+  REQUIRE(taker.exec("UPDATE shard_epochs SET epoch = epoch + 1 "
+                     "WHERE shard = 2"));
+  REQUIRE(taker.exec("COMMIT"));
+  CHECK(answer_of(self) == "committed");
+  CHECK(soon([&] { return counters->queue_depth == 0; }));
+  CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 10")
+        == 0);
+  CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 11")
+        == 1);
+  caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("a failed batch is retried under the changes that came after it",
+          "[db]") {
+  store_fixture f;
+  // A statement error for this grant only: its TTL breaks a constraint.
+  auto admin = f.d.connect();
+  REQUIRE(admin.exec("ALTER TABLE stream_sessions ADD CONSTRAINT short_ttl "
+                     "CHECK (ttl_seconds < 1000)"));
+  // And the commit holding it waits, so that a newer change gathers.
+  auto locker = f.d.connect();
+  REQUIRE(locker.exec("BEGIN"));
+  REQUIRE(locker.exec("SELECT * FROM shard_epochs WHERE shard = 1 FOR UPDATE"));
+  quiet_config cfg;
+  caf::actor_system sys{cfg};
+  auto counters = std::make_shared<persistence_counters>();
+  persistence_settings settings;
+  settings.retry_after = std::chrono::milliseconds{300};
+  settings.commit_timeout = std::chrono::milliseconds{20000};
+  auto writer = spawn_persistence_actor(sys, f.store, f.epochs, settings,
+                                        counters);
+  caf::scoped_actor self{sys};
+  auto long_lease = grant(1, "a", 1);
+  long_lease.ttl_seconds = 5000;
+  self->send(writer, commit_atom::value, long_lease);
+  CHECK(soon([&] { return counters->queue_depth == 1; }));
+  // The newer close for the same stream must win over the failed grant.
+  self->send(writer, close(1, "a", 1));
+  CHECK(soon([&] { return counters->queue_depth == 2; }));
+  REQUIRE(locker.exec("ROLLBACK"));
+  CHECK_THAT(answer_of(self), Catch::Contains("statement failed"));
+  REQUIRE(admin.exec("ALTER TABLE stream_sessions DROP CONSTRAINT short_ttl"));
+  CHECK(soon([&] { return counters->queue_depth == 0; }));
+  CHECK(counters->errors >= 1);
+  CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 1")
+        == 0);
+  caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("when the persistence actor stops, nobody is left waiting", "[db]") {
+  store_fixture f;
+  auto locker = f.d.connect();
+  REQUIRE(locker.exec("BEGIN"));
+  REQUIRE(locker.exec("SELECT * FROM shard_epochs WHERE shard = 1 FOR UPDATE"));
+  quiet_config cfg;
+  caf::actor_system sys{cfg};
+  auto counters = std::make_shared<persistence_counters>();
+  persistence_settings settings;
+  settings.commit_timeout = std::chrono::milliseconds{60000};
+  auto writer = spawn_persistence_actor(sys, f.store, f.epochs, settings,
+                                        counters);
+  caf::scoped_actor self{sys};
+  self->send(writer, commit_atom::value, grant(1, "a", 1)); // hangs
+  CHECK(soon([&] { return counters->queue_depth == 1; }));
+  caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
+  CHECK_THAT(answer_of(self), Catch::Contains("stopped"));
+  REQUIRE(locker.exec("ROLLBACK")); // lets the writer's thread end
 }
