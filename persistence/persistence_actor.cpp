@@ -139,6 +139,8 @@ struct persistence_state {
   steady::time_point retry_at;
   bool probing = false;
   steady::time_point probe_since;
+  /// Tags the pending watch message, so that exactly one timer runs.
+  std::uint64_t watch_round = 0;
   steady::time_point last_contact;
   static inline const char* name = "persistence_actor";
 
@@ -363,7 +365,7 @@ persistence_impl(persistence_pointer self, std::shared_ptr<stream_store> store,
     answer_all(st.gathering_waiters, err);
     self->quit(msg.reason);
   });
-  self->send(self, watch_atom::value);
+  self->send(self, watch_atom::value, st.watch_round);
   return {
     [self](stream_change& change) { take(self, change); },
     [self](commit_atom, stream_change& change) -> caf::result<bool> {
@@ -382,9 +384,13 @@ persistence_impl(persistence_pointer self, std::shared_ptr<stream_store> store,
       else
         dispatch(self);
     },
-    [self, watch_every](watch_atom) {
+    [self, watch_every](watch_atom, std::uint64_t round) {
+      auto& st = self->state;
+      if (round != st.watch_round)
+        return; // not the actor's own timer: one timer only
       watch(self);
-      self->delayed_send(self, watch_every, watch_atom::value);
+      self->delayed_send(self, watch_every, watch_atom::value,
+                         ++st.watch_round);
     },
   };
 }

@@ -22,9 +22,9 @@ using flush_atom = caf::atom_constant<caf::atom("flush")>;
 /// Asks the writer to check the database (internal).
 using probe_atom = caf::atom_constant<caf::atom("probe")>;
 
-/// The persistence actor's periodic check, sent to itself: answers sync
-/// changes whose commit timeout passed, notices a stalled commit, and
-/// probes an idle database.
+/// The persistence actor's periodic check, sent to itself with a round
+/// number (others are ignored): answers sync changes whose commit timeout
+/// passed, notices a stalled commit or probe, and probes an idle database.
 using watch_atom = caf::atom_constant<caf::atom("watch")>;
 
 /// The persistence actor: takes every change of the users' state, coalesces
@@ -44,7 +44,8 @@ using watch_atom = caf::atom_constant<caf::atom("watch")>;
 using persistence_actor
   = caf::typed_actor<caf::reacts_to<stream_change>,
                      caf::replies_to<commit_atom, stream_change>::with<bool>,
-                     caf::reacts_to<flush_atom>, caf::reacts_to<watch_atom>>;
+                     caf::reacts_to<flush_atom>,
+                     caf::reacts_to<watch_atom, std::uint64_t>>;
 
 /// How the persistence actor batches.
 struct persistence_settings {
