@@ -128,11 +128,11 @@ struct persistence_state {
   /// The batch the writer is committing (null when none), and who waits.
   std::shared_ptr<const std::vector<stream_change>> in_flight;
   waiter_queue in_flight_waiters;
-  steady::time_point in_flight_since;
   /// A flush message is on its way (at once, after the flush interval, or
   /// after a back-off).
   bool flush_scheduled = false;
-  /// When the last commit started; the next starts a flush interval later.
+  /// When the last commit started (the one in flight, if any); the next
+  /// starts a flush interval later.
   steady::time_point last_dispatch;
   /// After a failed commit: the back-off, and no commit before `retry_at`.
   std::chrono::milliseconds retry_after{0};
@@ -198,7 +198,7 @@ void schedule_commit(persistence_pointer self) {
     self->delayed_send(self, due - now, flush_atom::value);
 }
 
-void committed(persistence_pointer self, steady::time_point started);
+void committed(persistence_pointer self);
 void commit_failed(persistence_pointer self, caf::error& err);
 
 /// Hands the gathered batch to the writer, unless a commit runs.
@@ -210,22 +210,20 @@ void dispatch(persistence_pointer self) {
     = std::make_shared<const std::vector<stream_change>>(st.gathering.take());
   st.in_flight_waiters = std::move(st.gathering_waiters);
   st.gathering_waiters.clear();
-  auto started = steady::now();
-  st.in_flight_since = started;
-  st.last_dispatch = started;
+  st.last_dispatch = steady::now();
   self
     ->request(st.writer, caf::infinite, commit_atom::value,
               commit_batch{st.in_flight})
-    .then([self, started](bool) { committed(self, started); },
+    .then([self](bool) { committed(self); },
           [self](caf::error& err) { commit_failed(self, err); });
 }
 
-void committed(persistence_pointer self, steady::time_point started) {
+void committed(persistence_pointer self) {
   auto& st = self->state;
   auto now = steady::now();
   auto& c = *st.counters;
-  c.commit_ns.fetch_add(static_cast<std::uint64_t>((now - started).count()),
-                        relaxed);
+  c.commit_ns.fetch_add(
+    static_cast<std::uint64_t>((now - st.last_dispatch).count()), relaxed);
   c.commits.fetch_add(1, relaxed);
   c.last_batch.store(st.in_flight->size(), relaxed);
   c.changes_written.fetch_add(st.in_flight->size(), relaxed);
@@ -316,7 +314,7 @@ void watch(persistence_pointer self) {
   auto now = steady::now();
   expire(self, st.in_flight_waiters, now);
   expire(self, st.gathering_waiters, now);
-  auto stalled_since = st.in_flight ? st.in_flight_since
+  auto stalled_since = st.in_flight ? st.last_dispatch
                        : st.probing ? st.probe_since
                                     : now;
   if (now - stalled_since >= 2 * st.settings.probe_every)

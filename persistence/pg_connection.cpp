@@ -10,6 +10,26 @@
 
 namespace videostreams {
 
+namespace {
+
+/// libpq's message without its trailing newline.
+std::string trimmed(std::string msg) {
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' '))
+    msg.pop_back();
+  return msg;
+}
+
+/// The parameters as libpq takes them (pointers into `params`).
+std::vector<const char*> c_strings(const std::vector<std::string>& params) {
+  std::vector<const char*> values;
+  values.reserve(params.size());
+  for (auto& p : params)
+    values.push_back(p.c_str());
+  return values;
+}
+
+} // namespace
+
 pg_rows::pg_rows(pg_result* res) : res_(res) {
   // Nothing else to do.
 }
@@ -67,10 +87,8 @@ caf::expected<pg_connection> pg_connection::connect(const std::string& dsn) {
   const char* values[] = {"10", dsn.c_str(), nullptr};
   auto conn = PQconnectdbParams(keywords, values, 1);
   if (PQstatus(conn) != CONNECTION_OK) {
-    std::string msg = PQerrorMessage(conn);
+    auto msg = trimmed(PQerrorMessage(conn));
     PQfinish(conn);
-    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' '))
-      msg.pop_back();
     return make_error(persistence_error::unreachable, msg);
   }
   // NOTICEs ("relation already exists, skipping") are not for our logs.
@@ -127,10 +145,7 @@ caf::expected<pg_rows> pg_connection::exec(const std::string& sql) {
 caf::expected<pg_rows>
 pg_connection::exec(const std::string& sql,
                     const std::vector<std::string>& params) {
-  std::vector<const char*> values;
-  values.reserve(params.size());
-  for (auto& p : params)
-    values.push_back(p.c_str());
+  auto values = c_strings(params);
   return check(PQexecParams(conn_, sql.c_str(), static_cast<int>(params.size()),
                             nullptr, values.data(), nullptr, nullptr, 0));
 }
@@ -145,10 +160,7 @@ pg_connection::exec_prepared(const std::string& name, const std::string& sql,
       return done.error();
     prepared_.insert(name);
   }
-  std::vector<const char*> values;
-  values.reserve(params.size());
-  for (auto& p : params)
-    values.push_back(p.c_str());
+  auto values = c_strings(params);
   auto res = PQexecPrepared(conn_, name.c_str(),
                             static_cast<int>(params.size()), values.data(),
                             nullptr, nullptr, 0);
@@ -165,10 +177,8 @@ caf::expected<pg_rows> pg_connection::check(pg_result* res) {
   auto status = res == nullptr ? PGRES_FATAL_ERROR : PQresultStatus(res);
   if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
     return rows;
-  std::string msg = res != nullptr ? PQresultErrorMessage(res)
-                                   : PQerrorMessage(conn_);
-  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' '))
-    msg.pop_back();
+  auto msg = trimmed(res != nullptr ? PQresultErrorMessage(res)
+                                    : PQerrorMessage(conn_));
   auto code = PQstatus(conn_) == CONNECTION_OK ? persistence_error::statement
                                                 : persistence_error::unreachable;
   return make_error(code, msg);

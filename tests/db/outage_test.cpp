@@ -63,6 +63,33 @@ std::string database_status(httplib::Client& cli) {
   return std::string{boost::json::parse(r.body).at("database").as_string()};
 }
 
+/// Opens session `id` for user 1.
+reply open_session(httplib::Client& cli, const std::string& id) {
+  return send(cli, "POST", "/api/v2/users/1/streams",
+              R"({"sessionId":")" + id + R"("})");
+}
+
+/// True once every change has been written (bounded wait).
+bool backlog_drained(httplib::Client& cli) {
+  return eventually(
+    [&] {
+      return metric_value(scrape(cli), "videostreams_persistence_queue_depth")
+             == 0;
+    },
+    10s);
+}
+
+/// Another session locking every shard's epoch row: each commit waits on
+/// it, as on a server that stopped answering. Released by `ROLLBACK` or
+/// when the connection closes.
+pg_connection lock_every_shard(const std::string& dsn) {
+  auto locker = pg_connection::connect(dsn);
+  REQUIRE(locker);
+  REQUIRE(locker->exec("BEGIN"));
+  REQUIRE(locker->exec("SELECT * FROM shard_epochs FOR UPDATE"));
+  return std::move(*locker);
+}
+
 } // namespace
 
 TEST_CASE("a database outage: reads and closes go on, sync grants fail "
@@ -72,12 +99,8 @@ TEST_CASE("a database outage: reads and closes go on, sync grants fail "
   service_process svc{{"--database-url=" + pg.dsn, "--request-timeout=2s"}};
   auto cli = make_client(svc.port(), true);
   REQUIRE(eventually([&] { return database_status(*cli) == "ok"; }));
-  auto open = [&](const std::string& id) {
-    return send(*cli, "POST", "/api/v2/users/1/streams",
-                R"({"sessionId":")" + id + R"("})");
-  };
-  REQUIRE(open("a").status == 201);
-  REQUIRE(open("b").status == 201);
+  REQUIRE(open_session(*cli, "a").status == 201);
+  REQUIRE(open_session(*cli, "b").status == 201);
   REQUIRE(pg.count("SELECT count(*) FROM stream_sessions") == 2);
 
   pg.run("halt");
@@ -92,7 +115,7 @@ TEST_CASE("a database outage: reads and closes go on, sync grants fail "
   CHECK(send(*cli, "DELETE", "/api/v2/users/1/streams/b").status == 200);
   // A sync grant fails closed within the request timeout, slot released.
   auto asked = std::chrono::steady_clock::now();
-  auto refused = open("c");
+  auto refused = open_session(*cli, "c");
   CHECK(refused.status == 503);
   CHECK(refused.has_header("Retry-After"));
   CHECK(std::chrono::steady_clock::now() - asked < 3s);
@@ -105,19 +128,14 @@ TEST_CASE("a database outage: reads and closes go on, sync grants fail "
   pg.run("resume");
   // Back: the close written, the refused grant never was.
   CHECK(eventually([&] { return database_status(*cli) == "ok"; }, 10s));
-  CHECK(eventually(
-    [&] {
-      return metric_value(scrape(*cli), "videostreams_persistence_queue_depth")
-             == 0;
-    },
-    10s));
+  CHECK(backlog_drained(*cli));
   CHECK(eventually(
     [&] { return pg.count("SELECT count(*) FROM stream_sessions") == 1; },
     10s));
   CHECK(pg.count("SELECT count(*) FROM stream_sessions WHERE stream_key = "
                  "'c'")
         == 0);
-  CHECK(open("c").status == 201);
+  CHECK(open_session(*cli, "c").status == 201);
   CHECK(svc.stop().clean());
 }
 
@@ -128,18 +146,9 @@ TEST_CASE("a database that hangs: sync grants answer 503 within the request "
   service_process svc{{"--database-url=" + pg.dsn, "--request-timeout=2s"}};
   auto cli = make_client(svc.port(), true);
   REQUIRE(eventually([&] { return database_status(*cli) == "ok"; }));
-  auto open = [&](const std::string& id) {
-    return send(*cli, "POST", "/api/v2/users/1/streams",
-                R"({"sessionId":")" + id + R"("})");
-  };
-  REQUIRE(open("a").status == 201);
-  // Another session locks every shard's epoch row: each commit now waits
-  // on it, as on a server that stopped answering.
-  auto locker = pg_connection::connect(pg.dsn);
-  REQUIRE(locker);
-  REQUIRE(locker->exec("BEGIN"));
-  REQUIRE(locker->exec("SELECT * FROM shard_epochs FOR UPDATE"));
-  auto refused = open("b");
+  REQUIRE(open_session(*cli, "a").status == 201);
+  auto locker = lock_every_shard(pg.dsn);
+  auto refused = open_session(*cli, "b");
   CHECK(refused.status == 503);
   CHECK(refused.has_header("Retry-After"));
   // The slot is free again, reads go on, and the hang shows.
@@ -153,20 +162,15 @@ TEST_CASE("a database that hangs: sync grants answer 503 within the request "
         >= 1);
   CHECK(metric_value(metrics, "videostreams_stream_grant_failures_total") >= 1);
 
-  REQUIRE(locker->exec("ROLLBACK"));
+  REQUIRE(locker.exec("ROLLBACK"));
   // The hung commit lands, then the close queued after it.
   CHECK(eventually([&] { return database_status(*cli) == "ok"; }, 10s));
-  CHECK(eventually(
-    [&] {
-      return metric_value(scrape(*cli), "videostreams_persistence_queue_depth")
-             == 0;
-    },
-    10s));
+  CHECK(backlog_drained(*cli));
   CHECK(pg.count("SELECT count(*) FROM stream_sessions WHERE stream_key = "
                  "'b'")
         == 0);
   CHECK(pg.count("SELECT count(*) FROM stream_sessions") == 1);
-  CHECK(open("b").status == 201);
+  CHECK(open_session(*cli, "b").status == 201);
   CHECK(svc.stop().clean());
 }
 
@@ -177,15 +181,12 @@ TEST_CASE("SIGTERM while a commit hangs: the service still exits, after a "
   service_process svc{{"--database-url=" + pg.dsn, "--request-timeout=1s"}};
   auto cli = make_client(svc.port(), true);
   REQUIRE(eventually([&] { return database_status(*cli) == "ok"; }));
-  auto locker = pg_connection::connect(pg.dsn);
-  REQUIRE(locker);
-  REQUIRE(locker->exec("BEGIN"));
-  REQUIRE(locker->exec("SELECT * FROM shard_epochs FOR UPDATE"));
+  auto locker = lock_every_shard(pg.dsn);
   CHECK(get(*cli, "/api/startstream/1").status == 503);
   // The lock is held until after the process ended: the flush gives up
   // after 10 s, cancels the hanging commit, and the process exits 0.
   auto status = svc.stop(std::chrono::seconds{30});
   CHECK(status.clean());
   CHECK_THAT(svc.stderr_text(), Catch::Contains("not written at exit"));
-  REQUIRE(locker->exec("ROLLBACK"));
+  REQUIRE(locker.exec("ROLLBACK"));
 }
