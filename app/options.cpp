@@ -193,6 +193,12 @@ const std::vector<option_spec>& option_table() {
       "changes kept unwritten while the database is unreachable; beyond, "
       "new grants fail (sync) or go unwritten (async)",
       &options::write_backlog, 1000, 100000000),
+    integer_option<std::uint32_t>(
+      "fold-min-changes",
+      "changes committed before the journal is folded into snapshots, at "
+      "least (a fold round also waits for twice as many changes as the "
+      "state holds)",
+      &options::fold_min_changes, 1, 1000000000),
     {"node-id", "this node's name as shard owner (default: the host name)",
      false,
      [](const std::string& text, options& opts) -> std::string {

@@ -37,6 +37,8 @@ struct options {
   std::chrono::milliseconds flush_interval{1};
   /// Unwritten changes kept while the database is unreachable.
   std::uint32_t write_backlog = 100000;
+  /// Changes committed before a round of folds, at least.
+  std::uint32_t fold_min_changes = 20000;
   /// This node's name as shard owner; empty = the host name.
   std::string node_id;
 };

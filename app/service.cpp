@@ -146,11 +146,17 @@ struct service::impl {
       if (m.applied_at.empty())
         throw std::runtime_error("the database schema is not migrated: run "
                                  "`videostreams db migrate`");
-    auto store = std::make_shared<stream_store>(std::move(db));
+    fold_settings folds;
+    folds.min_changes = opts.fold_min_changes;
+    // Folds write through a connection of their own, so that commits go on
+    // meanwhile.
+    auto store = std::make_shared<stream_store>(
+      std::move(db), folds, connect_or_throw(opts.database_url));
     if (auto ready = store->prepare_for_commits(); !ready)
       throw std::runtime_error("cannot set up the writer's session: "
                                + describe(ready.error()));
     cancel_commit = store->connection().canceller();
+    cancel_fold = store->fold_connection().canceller();
     auto epochs = store->take_shards(
       opts.node_id.empty() ? host_name() : opts.node_id,
       all_shards(opts.shards));
@@ -212,6 +218,7 @@ struct service::impl {
     // ends and the process can exit.
     caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
     cancel_commit->cancel();
+    cancel_fold->cancel();
   }
 
   ~impl() {
@@ -228,8 +235,9 @@ struct service::impl {
   heap_trimmer trimmer;
   http_metrics metrics;
   std::shared_ptr<persistence_counters> persistence;
-  /// Cancels the writer's running statement (at exit).
+  /// Cancel the writer's and the folder's running statements (at exit).
   std::shared_ptr<pg_canceller> cancel_commit;
+  std::shared_ptr<pg_canceller> cancel_fold;
   actor_config cfg;
   caf::actor_system sys;
   persistence_actor writer;

@@ -153,7 +153,7 @@ std::string http_metrics::render(const stream_counters& counters,
                "Changes received for persistence.",
                persistence->changes_received);
   append_gauge(out, "videostreams_persistence_errors_total", "counter",
-               "Failed commits and probes.", persistence->errors);
+               "Failed commits, probes and folds.", persistence->errors);
   append_gauge(out, "videostreams_persistence_refused_total", "counter",
                "Changes refused because the write backlog was full.",
                persistence->refused);
@@ -166,6 +166,20 @@ std::string http_metrics::render(const stream_counters& counters,
                 "Time spent committing.");
   append_format(out, "videostreams_persistence_commit_seconds_total %.6f\n",
                 static_cast<double>(persistence->commit_ns.load(relaxed)) / 1e9);
+  append_gauge(out, "videostreams_persistence_folds_total", "counter",
+               "Fold steps: snapshots of a share of the shards written, "
+               "journal rows they cover deleted.",
+               persistence->folds);
+  append_header(out, "videostreams_persistence_fold_seconds_total", "counter",
+                "Time spent folding.");
+  append_format(out, "videostreams_persistence_fold_seconds_total %.6f\n",
+                static_cast<double>(persistence->fold_ns.load(relaxed)) / 1e9);
+  append_gauge(out, "videostreams_persistence_journal_rows_trimmed_total",
+               "counter", "Journal rows deleted by folds.",
+               persistence->journal_rows_trimmed);
+  append_gauge(out, "videostreams_persistence_state_size", "gauge",
+               "Streams and limits committed, as of the last fold.",
+               persistence->state_size);
   append_header(out, "videostreams_database_up", "gauge",
                 "1 while the database answers commits, 0 after a failure.");
   append_format(out, "videostreams_database_up %d\n",

@@ -21,34 +21,84 @@ struct commit_batch {
   std::shared_ptr<const std::vector<stream_change>> changes;
 };
 
+/// A fold step on its way from the writer to the folder.
+struct fold_step {
+  std::shared_ptr<const fold_job> job;
+};
+
 } // namespace videostreams::detail
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(videostreams::detail::commit_batch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(videostreams::detail::fold_step)
 
 namespace videostreams {
 
 namespace {
 
 using detail::commit_batch;
+using detail::fold_step;
 using steady = std::chrono::steady_clock;
 
 constexpr auto relaxed = std::memory_order_relaxed;
 constexpr auto max_retry_after = std::chrono::milliseconds{5000};
 
+/// Asks the writer to fold the journal if it grew enough, or the folder to
+/// write a fold step (internal).
+using fold_atom = caf::atom_constant<caf::atom("fold")>;
+
+/// Writes fold steps through the store's fold connection, so that commits
+/// go on meanwhile.
+using folder_actor
+  = caf::typed_actor<caf::replies_to<fold_atom, fold_step>::with<std::size_t>>;
+
+folder_actor::behavior_type folder_impl(folder_actor::pointer,
+                                        std::shared_ptr<stream_store> store) {
+  return {
+    [store](fold_atom, const fold_step& step) -> caf::result<std::size_t> {
+      auto trimmed = store->write_fold(*step.job);
+      if (trimmed)
+        return *trimmed;
+      if (is(trimmed.error(), persistence_error::unreachable))
+        store->fold_connection().reset(); // the next step starts afresh
+      return std::move(trimmed.error());
+    },
+  };
+}
+
 /// Does the blocking PostgreSQL calls, one at a time, for the persistence
-/// actor: commits a batch, or checks the database.
+/// actor: commits a batch, or checks the database. After a commit that
+/// made a fold step due, hands the step to its folder (one at a time).
 using writer_actor
   = caf::typed_actor<caf::replies_to<commit_atom, commit_batch>::with<bool>,
-                     caf::replies_to<probe_atom>::with<bool>>;
+                     caf::replies_to<probe_atom>::with<bool>,
+                     caf::reacts_to<fold_atom>>;
 
-writer_actor::behavior_type writer_impl(writer_actor::pointer,
-                                        std::shared_ptr<stream_store> store,
-                                        shard_epochs epochs) {
+struct writer_state {
+  /// Null when the store has no fold connection: then nothing is folded.
+  folder_actor folder;
+  bool folding = false;
+  static inline const char* name = "persistence_writer";
+};
+
+writer_actor::behavior_type
+writer_impl(writer_actor::stateful_pointer<writer_state> self,
+            std::shared_ptr<stream_store> store, shard_epochs epochs,
+            std::shared_ptr<persistence_counters> counters) {
+  if (store->has_fold_connection())
+    self->state.folder = self->spawn<caf::detached + caf::linked>(folder_impl,
+                                                                  store);
+  // Read the committed state now rather than at the first commit (which
+  // does it if this fails).
+  self->send(self, fold_atom::value);
   return {
-    [store, epochs](commit_atom, const commit_batch& batch) -> caf::result<bool> {
+    [self, store, epochs](commit_atom,
+                          const commit_batch& batch) -> caf::result<bool> {
       auto done = store->commit(*batch.changes, epochs);
-      if (done)
+      if (done) {
+        if (store->fold_due())
+          self->send(self, fold_atom::value);
         return true;
+      }
       if (is(done.error(), persistence_error::unreachable))
         store->connection().reset(); // the next attempt starts afresh
       return std::move(done.error());
@@ -56,6 +106,37 @@ writer_actor::behavior_type writer_impl(writer_actor::pointer,
     [store](probe_atom) {
       return static_cast<bool>(store->connection().exec("SELECT 1"))
              || store->connection().reset();
+    },
+    [self, store, epochs, counters](fold_atom) {
+      auto& st = self->state;
+      if (!store->state_loaded()) {
+        if (auto loaded = store->load_state(epochs); !loaded)
+          counters->errors.fetch_add(1, relaxed);
+        return;
+      }
+      if (!st.folder || st.folding || !store->fold_due())
+        return;
+      auto job = std::make_shared<const fold_job>(
+        store->take_fold_step(epochs));
+      auto state_size = store->state_size();
+      st.folding = true;
+      auto start = steady::now();
+      self->request(st.folder, caf::infinite, fold_atom::value, fold_step{job})
+        .then(
+          [self, counters, start, state_size](std::size_t trimmed) {
+            self->state.folding = false;
+            counters->folds.fetch_add(1, relaxed);
+            counters->journal_rows_trimmed.fetch_add(trimmed, relaxed);
+            counters->fold_ns.fetch_add(
+              static_cast<std::uint64_t>((steady::now() - start).count()),
+              relaxed);
+            counters->state_size.store(state_size, relaxed);
+          },
+          [self, counters](caf::error&) {
+            // Due again after the next commit (its changes stay counted).
+            self->state.folding = false;
+            counters->errors.fetch_add(1, relaxed);
+          });
     },
   };
 }
@@ -344,7 +425,8 @@ persistence_impl(persistence_pointer self, std::shared_ptr<stream_store> store,
   auto& st = self->state;
   st.writer = self->spawn<caf::detached + caf::linked>(writer_impl,
                                                        std::move(store),
-                                                       std::move(epochs));
+                                                       std::move(epochs),
+                                                       counters);
   st.settings = settings;
   st.counters = std::move(counters);
   st.last_contact = steady::now();

@@ -87,6 +87,13 @@ struct persistence_counters {
   std::atomic<std::uint64_t> commit_ns{0};
   /// Size of the last committed batch (gauge).
   std::atomic<std::uint64_t> last_batch{0};
+  /// Fold steps done (snapshots written, journal trimmed), their summed
+  /// duration in nanoseconds, and the journal rows they deleted (counters).
+  std::atomic<std::uint64_t> folds{0};
+  std::atomic<std::uint64_t> fold_ns{0};
+  std::atomic<std::uint64_t> journal_rows_trimmed{0};
+  /// Streams and limits committed, as of the last fold (gauge).
+  std::atomic<std::uint64_t> state_size{0};
   /// False after a commit failed for want of a connection, true again after
   /// the next success.
   std::atomic<bool> reachable{true};

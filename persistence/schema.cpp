@@ -1,7 +1,9 @@
 #include "persistence/schema.hpp"
 
 #include "actors/shard_map.hpp"
+#include "persistence/array_literal.hpp"
 #include "persistence/persistence_error.hpp"
+#include "persistence/stream_store.hpp"
 
 namespace videostreams {
 
@@ -49,10 +51,9 @@ caf::expected<std::vector<int>> applied_versions(pg_connection& db) {
 
 } // namespace
 
-const std::vector<migration>& migrations() {
-  static const std::vector<migration> all{
-    {1, "stream sessions, user limits, shard epochs",
-     R"sql(
+// Version 1's tables: a row per open stream and per limit. Version 2 turns
+// them into views; its rollback brings them back.
+constexpr const char* v1_tables_sql = R"sql(
 CREATE TABLE stream_sessions (
   user_id     bigint      NOT NULL CHECK (user_id >= 0),
   -- The v2 session id, or an internal key for a stream opened by
@@ -75,7 +76,16 @@ CREATE TABLE user_limits (
   shard       integer NOT NULL CHECK (shard >= 0),
   epoch       bigint  NOT NULL
 );
-CREATE INDEX user_limits_by_shard ON user_limits (shard);
+CREATE INDEX user_limits_by_shard ON user_limits (shard);)sql";
+
+// Milliseconds since the epoch as a timestamptz, and back.
+#define VIDEOSTREAMS_MS_TO_TIME(ms)                                            \
+  "('epoch'::timestamptz + (" ms ") * interval '1 millisecond')"
+#define VIDEOSTREAMS_TIME_TO_MS(t)                                             \
+  "(extract(epoch FROM " t ") * 1000)::bigint"
+
+const std::vector<migration>& migrations() {
+  static const std::string v1_up = std::string{v1_tables_sql} + R"sql(
 -- One row per shard: who owns it and under which epoch. The epoch rises
 -- each time a node takes ownership (on one node: at each start).
 CREATE TABLE shard_epochs (
@@ -83,11 +93,185 @@ CREATE TABLE shard_epochs (
   owner            text        NOT NULL,
   epoch            bigint      NOT NULL,
   lease_expires_at timestamptz
-))sql",
+))sql";
+  static const std::string v2_down = std::string{R"sql(
+ALTER VIEW stream_sessions RENAME TO stream_sessions_v2;
+ALTER VIEW user_limits RENAME TO user_limits_v2;
+)sql"} + v1_tables_sql + R"sql(
+INSERT INTO stream_sessions SELECT * FROM stream_sessions_v2;
+INSERT INTO user_limits SELECT * FROM user_limits_v2;
+DROP VIEW stream_sessions_v2, user_limits_v2, stream_state, stream_events,
+          limit_state, limit_events;
+DROP TABLE shard_snapshots;
+DROP TABLE stream_journal)sql";
+  static const std::vector<migration> all{
+    {1, "stream sessions, user limits, shard epochs", v1_up.c_str(),
      R"sql(
 DROP TABLE shard_epochs;
 DROP TABLE user_limits;
 DROP TABLE stream_sessions)sql"},
+    {2, "journal of committed batches, snapshots per shard",
+     R"sql(
+-- Every committed batch, in commit order: one row per commit, however
+-- many changes it holds (a change costs array elements, not a row with
+-- index entries of its own). Within a row each stream and each user's
+-- limit appears at most once (the writer coalesces).
+CREATE TABLE stream_journal (
+  position         bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  written_at       timestamptz NOT NULL DEFAULT now(),
+  -- Streams opened (or their TTL changed); expiry 0 = never.
+  grant_users      bigint[]    NOT NULL,
+  grant_keys       text[]      NOT NULL,
+  grant_has_ids    boolean[]   NOT NULL,
+  grant_started_ms bigint[]    NOT NULL,
+  grant_ttls       integer[]   NOT NULL,
+  grant_expires_ms bigint[]    NOT NULL,
+  grant_shards     integer[]   NOT NULL,
+  grant_epochs     bigint[]    NOT NULL,
+  -- Streams closed.
+  close_users      bigint[]    NOT NULL,
+  close_keys       text[]      NOT NULL,
+  close_shards     integer[]   NOT NULL,
+  -- Users given a limit of their own, and users back to the default.
+  limit_users      bigint[]    NOT NULL,
+  limit_values     integer[]   NOT NULL,
+  limit_shards     integer[]   NOT NULL,
+  limit_epochs     bigint[]    NOT NULL,
+  cleared_users    bigint[]    NOT NULL,
+  cleared_shards   integer[]   NOT NULL,
+  CHECK (0 <= ALL (grant_users) AND 0 <= ALL (close_users)
+         AND 0 <= ALL (limit_users) AND 0 <= ALL (cleared_users)),
+  CHECK (0 <= ALL (grant_ttls)),
+  CHECK (0 <= ALL (limit_values) AND 1000 >= ALL (limit_values)),
+  CHECK (0 <= ALL (grant_shards) AND 0 <= ALL (close_shards)
+         AND 0 <= ALL (limit_shards) AND 0 <= ALL (cleared_shards))
+);
+-- A shard's state as of a journal position (the journal up to there is
+-- folded in; 0 = nothing folded yet): written by its owner from memory
+-- every so often. Journal rows below every shard's position are deleted.
+-- The arrays are stored uncompressed (compressing them costs more CPU
+-- than the space is worth).
+CREATE TABLE shard_snapshots (
+  shard        integer     PRIMARY KEY CHECK (shard >= 0),
+  position     bigint      NOT NULL,
+  epoch        bigint      NOT NULL,
+  taken_at     timestamptz NOT NULL DEFAULT now(),
+  users        bigint[]    NOT NULL,
+  keys         text[]      NOT NULL,
+  has_ids      boolean[]   NOT NULL,
+  started_ms   bigint[]    NOT NULL,
+  ttls         integer[]   NOT NULL,
+  expires_ms   bigint[]    NOT NULL,
+  limit_users  bigint[]    NOT NULL,
+  limit_values integer[]   NOT NULL,
+  CHECK (0 <= ALL (users) AND 0 <= ALL (limit_users) AND 0 <= ALL (ttls)),
+  CHECK (0 <= ALL (limit_values) AND 1000 >= ALL (limit_values))
+);
+ALTER TABLE shard_snapshots
+  ALTER COLUMN users SET STORAGE EXTERNAL,
+  ALTER COLUMN keys SET STORAGE EXTERNAL,
+  ALTER COLUMN has_ids SET STORAGE EXTERNAL,
+  ALTER COLUMN started_ms SET STORAGE EXTERNAL,
+  ALTER COLUMN ttls SET STORAGE EXTERNAL,
+  ALTER COLUMN expires_ms SET STORAGE EXTERNAL,
+  ALTER COLUMN limit_users SET STORAGE EXTERNAL,
+  ALTER COLUMN limit_values SET STORAGE EXTERNAL;
+-- Version 1's rows become the first snapshots.
+INSERT INTO shard_snapshots (shard, position, epoch, users, keys, has_ids,
+                             started_ms, ttls, expires_ms, limit_users,
+                             limit_values)
+SELECT sh.shard, 0, greatest(coalesce(s.epoch, 0), coalesce(l.epoch, 0)),
+       coalesce(s.users, '{}'), coalesce(s.keys, '{}'),
+       coalesce(s.has_ids, '{}'), coalesce(s.started_ms, '{}'),
+       coalesce(s.ttls, '{}'), coalesce(s.expires_ms, '{}'),
+       coalesce(l.users, '{}'), coalesce(l.vals, '{}')
+FROM (SELECT shard FROM stream_sessions UNION SELECT shard FROM user_limits
+      UNION SELECT shard FROM shard_epochs) AS sh
+LEFT JOIN (SELECT shard, max(epoch) AS epoch, array_agg(user_id) AS users,
+                  array_agg(stream_key) AS keys, array_agg(has_id) AS has_ids,
+                  array_agg()sql" VIDEOSTREAMS_TIME_TO_MS("started_at") R"sql()
+                    AS started_ms,
+                  array_agg(ttl_seconds) AS ttls,
+                  array_agg(coalesce()sql" VIDEOSTREAMS_TIME_TO_MS("expires_at")
+       R"sql(, 0))
+                    AS expires_ms
+           FROM stream_sessions GROUP BY shard) AS s ON s.shard = sh.shard
+LEFT JOIN (SELECT shard, max(epoch) AS epoch, array_agg(user_id) AS users,
+                  array_agg(max_streams) AS vals
+           FROM user_limits GROUP BY shard) AS l ON l.shard = sh.shard;
+DROP TABLE stream_sessions;
+DROP TABLE user_limits;
+-- Every stream event not folded into its shard's snapshot yet, and every
+-- stream of the snapshots.
+CREATE VIEW stream_events AS
+SELECT s.shard, s.position, false AS journaled, true AS open, x.user_id,
+       x.stream_key, x.has_id, x.started_ms, x.ttl_seconds, x.expires_ms,
+       s.epoch
+FROM shard_snapshots AS s,
+     unnest(s.users, s.keys, s.has_ids, s.started_ms, s.ttls, s.expires_ms)
+       AS x(user_id, stream_key, has_id, started_ms, ttl_seconds, expires_ms)
+UNION ALL
+SELECT x.shard, j.position, true, true, x.user_id, x.stream_key, x.has_id,
+       x.started_ms, x.ttl_seconds, x.expires_ms, x.epoch
+FROM stream_journal AS j,
+     unnest(j.grant_users, j.grant_keys, j.grant_has_ids, j.grant_started_ms,
+            j.grant_ttls, j.grant_expires_ms, j.grant_shards, j.grant_epochs)
+       AS x(user_id, stream_key, has_id, started_ms, ttl_seconds, expires_ms,
+            shard, epoch)
+UNION ALL
+SELECT x.shard, j.position, true, false, x.user_id, x.stream_key, NULL, NULL,
+       NULL, NULL, NULL
+FROM stream_journal AS j,
+     unnest(j.close_users, j.close_keys, j.close_shards)
+       AS x(user_id, stream_key, shard);
+-- The open streams: per stream, its newest event, if that opened it.
+CREATE VIEW stream_state AS
+SELECT shard, user_id, stream_key, has_id, started_ms, ttl_seconds,
+       expires_ms, epoch
+FROM (SELECT DISTINCT ON (e.shard, e.user_id, e.stream_key) e.*
+      FROM stream_events AS e
+      LEFT JOIN shard_snapshots AS s ON s.shard = e.shard
+      WHERE NOT e.journaled OR e.position > coalesce(s.position, 0)
+      ORDER BY e.shard, e.user_id, e.stream_key, e.position DESC,
+               e.journaled DESC) AS newest
+WHERE open;
+CREATE VIEW limit_events AS
+SELECT s.shard, s.position, false AS journaled, x.user_id, x.max_streams,
+       s.epoch
+FROM shard_snapshots AS s,
+     unnest(s.limit_users, s.limit_values) AS x(user_id, max_streams)
+UNION ALL
+SELECT x.shard, j.position, true, x.user_id, x.max_streams, x.epoch
+FROM stream_journal AS j,
+     unnest(j.limit_users, j.limit_values, j.limit_shards, j.limit_epochs)
+       AS x(user_id, max_streams, shard, epoch)
+UNION ALL
+SELECT x.shard, j.position, true, x.user_id, NULL, NULL
+FROM stream_journal AS j,
+     unnest(j.cleared_users, j.cleared_shards) AS x(user_id, shard);
+CREATE VIEW limit_state AS
+SELECT shard, user_id, max_streams, epoch
+FROM (SELECT DISTINCT ON (e.shard, e.user_id) e.*
+      FROM limit_events AS e
+      LEFT JOIN shard_snapshots AS s ON s.shard = e.shard
+      WHERE NOT e.journaled OR e.position > coalesce(s.position, 0)
+      ORDER BY e.shard, e.user_id, e.position DESC, e.journaled DESC)
+       AS newest
+WHERE max_streams IS NOT NULL;
+-- What operators read, as version 1's tables had it: a row per open
+-- stream, a row per user with a limit of its own.
+CREATE VIEW stream_sessions AS
+SELECT user_id, stream_key, has_id,
+       )sql" VIDEOSTREAMS_MS_TO_TIME("started_ms") R"sql( AS started_at,
+       ttl_seconds,
+       CASE WHEN expires_ms = 0 THEN NULL
+            ELSE )sql" VIDEOSTREAMS_MS_TO_TIME("expires_ms") R"sql( END
+         AS expires_at,
+       shard, epoch
+FROM stream_state;
+CREATE VIEW user_limits AS
+SELECT user_id, max_streams, shard, epoch FROM limit_state)sql",
+     v2_down.c_str()},
   };
   return all;
 }
@@ -197,30 +381,59 @@ caf::expected<void> seed(pg_connection& db) {
     {2, "phone", true, 3600},        {3, "legacy-seed-1", false, 0},
     {3, "legacy-seed-2", false, 0},  {3, "legacy-seed-3", false, 0},
   };
-  auto ok = db.exec("BEGIN");
-  if (!ok)
-    return ok.error();
-  auto fail = [&db](caf::error err) -> caf::expected<void> {
-    db.exec("ROLLBACK");
-    return err;
-  };
+  array_literal users, keys, has_ids, ttls, shards;
   for (auto& r : rows) {
-    auto res = db.exec(
-      "INSERT INTO stream_sessions (user_id, stream_key, has_id, started_at, "
-      "ttl_seconds, expires_at, shard, epoch) VALUES ($1, $2, $3, now(), $4, "
-      "CASE WHEN $4::int = 0 THEN NULL ELSE now() + make_interval(secs => "
-      "$4::int) END, $5, 0) ON CONFLICT DO NOTHING",
-      {std::to_string(r.user), r.key, r.has_id ? "true" : "false",
-       std::to_string(r.ttl), std::to_string(shard_of(r.user, 128))});
-    if (!res)
-      return fail(res.error());
+    users.add(r.user);
+    keys.add(r.key, true);
+    has_ids.add(r.has_id);
+    ttls.add(r.ttl);
+    shards.add(shard_of(r.user, 128));
   }
-  auto limit = db.exec("INSERT INTO user_limits (user_id, max_streams, shard, "
-                       "epoch) VALUES (4, 5, $1, 0) ON CONFLICT DO NOTHING",
-                       {std::to_string(shard_of(4, 128))});
-  if (!limit)
-    return fail(limit.error());
-  if (auto done = db.exec("COMMIT"); !done)
+  // One journal row with whatever of the seed is missing (nothing when it
+  // is all there), under epoch 0; every shard it touches gets an empty
+  // snapshot if it has none, as a shard taken over would.
+  static const std::string sql = R"sql(
+WITH now_ms AS (
+  SELECT )sql" VIDEOSTREAMS_TIME_TO_MS("now()") R"sql( AS ms
+), s AS (
+  SELECT x.* FROM unnest($1::bigint[], $2::text[], $3::boolean[],
+                         $4::integer[], $5::integer[]) AS x(u, k, h, t, sh)
+  WHERE NOT EXISTS (SELECT 1 FROM stream_sessions AS o
+                    WHERE o.user_id = x.u AND o.stream_key = x.k)
+), l AS (
+  SELECT 4::bigint AS u, 5 AS m, $6::integer AS sh
+  WHERE NOT EXISTS (SELECT 1 FROM user_limits WHERE user_id = 4)
+), snapshots AS (
+  INSERT INTO shard_snapshots (shard, position, epoch, users, keys, has_ids,
+                               started_ms, ttls, expires_ms, limit_users,
+                               limit_values)
+  SELECT sh, 0, 0, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}'
+  FROM (SELECT sh FROM s UNION SELECT sh FROM l) AS x
+  ON CONFLICT (shard) DO NOTHING
+)
+INSERT INTO stream_journal )sql" + std::string{stream_store::journal_columns}
+                                  + R"sql(
+SELECT coalesce((SELECT array_agg(u) FROM s), '{}'),
+       coalesce((SELECT array_agg(k) FROM s), '{}'),
+       coalesce((SELECT array_agg(h) FROM s), '{}'),
+       coalesce((SELECT array_agg(ms) FROM s, now_ms), '{}'),
+       coalesce((SELECT array_agg(t) FROM s), '{}'),
+       coalesce((SELECT array_agg(CASE WHEN t = 0 THEN 0
+                                       ELSE ms + t * 1000 END)
+                 FROM s, now_ms), '{}'),
+       coalesce((SELECT array_agg(sh) FROM s), '{}'),
+       coalesce((SELECT array_agg(0::bigint) FROM s), '{}'),
+       '{}', '{}', '{}',
+       coalesce((SELECT array_agg(u) FROM l), '{}'),
+       coalesce((SELECT array_agg(m) FROM l), '{}'),
+       coalesce((SELECT array_agg(sh) FROM l), '{}'),
+       coalesce((SELECT array_agg(0::bigint) FROM l), '{}'),
+       '{}', '{}'
+WHERE EXISTS (SELECT 1 FROM s) OR EXISTS (SELECT 1 FROM l))sql";
+  auto done = db.exec(sql, {users.str(), keys.str(), has_ids.str(),
+                            ttls.str(), shards.str(),
+                            std::to_string(shard_of(4, 128))});
+  if (!done)
     return done.error();
   return caf::unit;
 }

@@ -1,8 +1,11 @@
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "caf/expected.hpp"
@@ -17,10 +20,59 @@ namespace videostreams {
 /// The owner epoch of each shard a writer holds: its fencing tokens.
 using shard_epochs = std::map<std::uint32_t, std::int64_t>;
 
+/// How often the store folds its journal into snapshots.
+struct fold_settings {
+  /// A full round of folds (every shard once) starts after the journal
+  /// took `factor` times as many changes as the state holds, or
+  /// `min_changes`, whichever is more: the snapshots cost about one
+  /// array element per stream and round, so per change written a fold
+  /// costs 1/factor of an element, and recovery replays at most about
+  /// factor + 1 times the state.
+  std::size_t factor = 2;
+  std::size_t min_changes = 20000;
+  /// A round folds its shards in this many steps, so that no step holds
+  /// the writer (and the grants waiting for the next commit) for long.
+  std::size_t steps = 8;
+};
+
+/// A committed stream, as a snapshot records it.
+struct snapshot_stream {
+  std::uint64_t user;
+  std::string key;
+  bool has_id;
+  std::int64_t started_ms;
+  std::int64_t expires_ms;
+  std::uint32_t ttl_seconds;
+};
+
+/// One fold step: the state of some shards as of a journal position.
+struct fold_job {
+  struct shard_state {
+    std::uint32_t shard = 0;
+    std::int64_t epoch = 0;
+    std::vector<snapshot_stream> streams;
+    std::vector<std::pair<std::uint64_t, std::uint32_t>> limits;
+  };
+  std::int64_t position = 0;
+  std::vector<shard_state> shards;
+};
+
 /// Writes batches of changes to PostgreSQL, fenced by shard epochs.
+///
+/// A commit appends one row to `stream_journal` whatever the number of
+/// changes in it; every so often the store writes a shard's state as of
+/// the last commit (`shard_snapshots`, from what it committed, which it
+/// keeps in memory) and deletes the journal rows that every shard's
+/// snapshot covers. The state of a shard is its snapshot plus the journal
+/// rows after it: the views `stream_sessions` and `user_limits` show it.
 class stream_store {
 public:
-  explicit stream_store(pg_connection db) : db_(std::move(db)) {
+  /// Commits through `db`; writes snapshots through `fold_db` if given
+  /// (so that a fold, done from another thread, holds up no commit), else
+  /// through `db` too.
+  explicit stream_store(pg_connection db, fold_settings folds = {},
+                        std::optional<pg_connection> fold_db = std::nullopt)
+    : db_(std::move(db)), fold_db_(std::move(fold_db)), folds_(folds) {
     // Nothing else to do.
   }
 
@@ -31,9 +83,9 @@ public:
     return db_.set_session_setup(writer_session_setup);
   }
 
-  /// The writer's session settings. Its commit is a prepared statement, so
-  /// PostgreSQL plans it once (a generic plan) instead of parsing and
-  /// planning it on every commit, which cost 40% of the server's CPU. A
+  /// The writer's session settings. Its statements are prepared, so
+  /// PostgreSQL plans them once (a generic plan) instead of parsing and
+  /// planning them on every commit, which cost 40% of the server's CPU. A
   /// generic plan is made from the statistics of the moment, and on a
   /// young, empty table that is a sequential scan, kept for good; every
   /// statement of the writer touches rows by primary key, so sequential
@@ -41,20 +93,60 @@ public:
   static constexpr const char* writer_session_setup
     = "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off";
 
+  /// The columns of a journal row, in the order the writer fills them.
+  static constexpr const char* journal_columns
+    = "(grant_users, grant_keys, grant_has_ids, grant_started_ms, "
+      "grant_ttls, grant_expires_ms, grant_shards, grant_epochs, "
+      "close_users, close_keys, close_shards, limit_users, limit_values, "
+      "limit_shards, limit_epochs, cleared_users, cleared_shards)";
+
   /// Takes ownership of `shards` for `node`: each shard's epoch rises by
-  /// one (from 0 for a shard never owned). Returns the new epochs.
+  /// one (from 0 for a shard never owned), and a shard without a snapshot
+  /// gets an empty one. Returns the new epochs.
   caf::expected<shard_epochs> take_shards(const std::string& node,
                                           const std::vector<std::uint32_t>&
                                             shards);
 
-  /// Writes `batch` in one statement (one round trip, one transaction):
-  /// arrays + unnest per kind of change, in data-modifying CTEs. Changes to
-  /// the same stream or limit must already be coalesced. Fails with
-  /// `persistence_error::fenced`, writing nothing, when any shard of the
-  /// batch has an epoch other than the one in `epochs` (another node took it
-  /// over); the shards' epoch rows are locked FOR SHARE meanwhile.
+  /// Appends `batch` to the journal in one statement (one round trip, one
+  /// transaction, one row). Changes to the same stream or limit must
+  /// already be coalesced. Fails with `persistence_error::fenced`, writing
+  /// nothing, when any shard of the batch has an epoch other than the one
+  /// in `epochs` (another node took it over); the shards' epoch rows are
+  /// locked FOR SHARE meanwhile. The first commit reads the state of
+  /// `epochs`' shards (what the snapshots start from).
   caf::expected<void> commit(const std::vector<stream_change>& batch,
                              const shard_epochs& epochs);
+
+  /// True when the journal has grown enough for the next fold step.
+  bool fold_due() const noexcept;
+
+  /// The next fold step (on the committing thread): a copy of the state of
+  /// the next share of `epochs`' shards as of the last commit. Empty
+  /// before the state was loaded.
+  fold_job take_fold_step(const shard_epochs& epochs);
+
+  /// Writes the snapshots of `job` (fenced like a commit) and deletes the
+  /// journal rows that every snapshot covers, in one transaction. Returns
+  /// how many journal rows went. Runs on the fold connection, from one
+  /// thread at a time, concurrently with commits; without a fold
+  /// connection, on the committing thread.
+  caf::expected<std::size_t> write_fold(const fold_job& job);
+
+  /// `take_fold_step` and `write_fold` in one go (without a fold
+  /// connection, or from a thread that does not commit meanwhile).
+  caf::expected<std::size_t> fold(const shard_epochs& epochs) {
+    return write_fold(take_fold_step(epochs));
+  }
+
+  /// True if folds have a connection of their own.
+  bool has_fold_connection() const noexcept {
+    return fold_db_.has_value();
+  }
+
+  /// The connection folds write through.
+  pg_connection& fold_connection() noexcept {
+    return fold_db_ ? *fold_db_ : db_;
+  }
 
   /// Every user with open streams or a limit of its own in `shards`, as
   /// the state its user actor continues from. Every lease gets a fresh TTL
@@ -63,13 +155,66 @@ public:
   load_users(const std::vector<std::uint32_t>& shards,
              const clock_reading& now);
 
+  /// Reads the committed state of `epochs`' shards, which the snapshots
+  /// start from (done by the first commit if not before).
+  caf::expected<void> load_state(const shard_epochs& epochs);
+
+  /// True once `load_state` succeeded.
+  bool state_loaded() const noexcept {
+    return state_loaded_;
+  }
+
+  /// Streams and limits this store knows as committed (0 before the first
+  /// commit).
+  std::size_t state_size() const noexcept {
+    return state_size_;
+  }
+
   /// The underlying connection (for probes and reconnects).
   pg_connection& connection() noexcept {
     return db_;
   }
 
 private:
+  /// A committed stream (its key is the map's).
+  struct stream_row {
+    bool has_id;
+    std::int64_t started_ms;
+    std::int64_t expires_ms;
+    std::uint32_t ttl_seconds;
+  };
+
+  struct stream_id_hash {
+    std::size_t operator()(const std::pair<std::uint64_t, std::string>& x)
+      const noexcept {
+      return std::hash<std::uint64_t>{}(x.first)
+             ^ (std::hash<std::string>{}(x.second) * 31);
+    }
+  };
+
+  /// What one shard holds as of the last commit.
+  struct shard_state {
+    std::unordered_map<std::pair<std::uint64_t, std::string>, stream_row,
+                       stream_id_hash>
+      streams;
+    std::unordered_map<std::uint64_t, std::uint32_t> limits;
+  };
+
+  /// Records a committed batch in `state_`.
+  void apply(const std::vector<stream_change>& batch);
+
   pg_connection db_;
+  std::optional<pg_connection> fold_db_;
+  fold_settings folds_;
+  bool state_loaded_ = false;
+  std::map<std::uint32_t, shard_state> state_;
+  std::size_t state_size_ = 0;
+  /// The journal position of the last commit.
+  std::int64_t position_ = 0;
+  /// Changes committed since the last fold step.
+  std::size_t unfolded_ = 0;
+  /// The first shard of the next fold step.
+  std::uint32_t next_fold_shard_ = 0;
 };
 
 } // namespace videostreams

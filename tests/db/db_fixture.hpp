@@ -68,10 +68,18 @@ struct scratch_database {
     return std::stoi(query(sql));
   }
 
-  bool has_table(const std::string& table) {
-    return count("SELECT count(*) FROM pg_tables WHERE tablename = '" + table
-                 + "'")
-           == 1;
+  /// True if `name` is a table (not a view) of the public schema.
+  bool has_table(const std::string& name) {
+    return query("SELECT relkind FROM pg_class WHERE relname = '" + name
+                 + "' AND relnamespace = 'public'::regnamespace")
+           == "r";
+  }
+
+  /// True if `name` is a view of the public schema.
+  bool has_view(const std::string& name) {
+    return query("SELECT relkind FROM pg_class WHERE relname = '" + name
+                 + "' AND relnamespace = 'public'::regnamespace")
+           == "v";
   }
 
   std::string name;

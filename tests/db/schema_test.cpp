@@ -55,11 +55,13 @@ TEST_CASE("migrate creates the schema once and records it", "[db]") {
   auto db = d.connect();
   auto applied = migrate(db);
   REQUIRE(applied);
-  CHECK(*applied == std::vector<int>{1});
-  CHECK(d.has_table("stream_sessions"));
-  CHECK(d.has_table("user_limits"));
+  CHECK(*applied == std::vector<int>{1, 2});
+  CHECK(d.has_table("stream_journal"));
+  CHECK(d.has_table("shard_snapshots"));
   CHECK(d.has_table("shard_epochs"));
-  CHECK(d.count("SELECT count(*) FROM schema_migrations") == 1);
+  CHECK(d.has_view("stream_sessions"));
+  CHECK(d.has_view("user_limits"));
+  CHECK(d.count("SELECT count(*) FROM schema_migrations") == 2);
   auto again = migrate(db);
   REQUIRE(again);
   CHECK(again->empty());
@@ -75,6 +77,11 @@ TEST_CASE("rollback reverts the newest migration, then nothing", "[db]") {
   REQUIRE(migrate(db));
   auto reverted = rollback(db);
   REQUIRE(reverted);
+  CHECK(*reverted == 2);
+  CHECK(d.has_table("stream_sessions"));
+  CHECK_FALSE(d.has_table("stream_journal"));
+  reverted = rollback(db);
+  REQUIRE(reverted);
   CHECK(*reverted == 1);
   CHECK_FALSE(d.has_table("stream_sessions"));
   CHECK(d.count("SELECT count(*) FROM schema_migrations") == 0);
@@ -86,7 +93,43 @@ TEST_CASE("rollback reverts the newest migration, then nothing", "[db]") {
   CHECK(status->front().applied_at.empty());
   // Up again after down: the migrations are reversible.
   REQUIRE(migrate(db));
+  CHECK(d.has_view("stream_sessions"));
+}
+
+TEST_CASE("migration 2 carries the streams and limits over, and back",
+          "[db]") {
+  scratch_database d;
+  auto db = d.connect();
+  REQUIRE(migrate(db));
+  REQUIRE(rollback(db)); // back to version 1's tables
+  REQUIRE(db.exec(R"sql(
+INSERT INTO stream_sessions VALUES
+  (7, 'tv', true, '2026-01-01 00:00:00.123+00', 60,
+   '2026-01-01 00:01:00.123+00', 3, 4),
+  (7, '~legacy', false, '2026-01-01 00:00:00+00', 0, NULL, 3, 4),
+  (8, 'a "quoted", {key}', true, '2026-01-02 00:00:00+00', 30,
+   '2026-01-02 00:00:30+00', 5, 4);
+INSERT INTO user_limits VALUES (7, 5, 3, 4), (9, 0, 6, 4))sql"));
+  const std::string streams
+    = "SELECT string_agg(concat_ws('|', user_id, stream_key, has_id, "
+      "extract(epoch FROM started_at), ttl_seconds, "
+      "extract(epoch FROM expires_at), shard), ';' ORDER BY user_id, "
+      "stream_key) FROM stream_sessions";
+  const std::string limits = "SELECT string_agg(concat_ws('|', user_id, "
+                             "max_streams, shard), ';' ORDER BY user_id) "
+                             "FROM user_limits";
+  auto v1_streams = d.query(streams);
+  auto v1_limits = d.query(limits);
+  REQUIRE_FALSE(v1_streams.empty());
+  REQUIRE(migrate(db));
+  CHECK(d.has_view("stream_sessions"));
+  CHECK(d.query(streams) == v1_streams);
+  CHECK(d.query(limits) == v1_limits);
+  CHECK(d.count("SELECT count(*) FROM shard_snapshots") == 3);
+  REQUIRE(rollback(db));
   CHECK(d.has_table("stream_sessions"));
+  CHECK(d.query(streams) == v1_streams);
+  CHECK(d.query(limits) == v1_limits);
 }
 
 TEST_CASE("status on an empty database lists every migration as pending",
@@ -119,8 +162,8 @@ TEST_CASE("concurrent migrators apply each migration once", "[db]") {
   for (auto& t : threads)
     t.join();
   CHECK(ok == 4);
-  CHECK(applied == 1);
-  CHECK(d.count("SELECT count(*) FROM schema_migrations") == 1);
+  CHECK(applied == 2);
+  CHECK(d.count("SELECT count(*) FROM schema_migrations") == 2);
 }
 
 TEST_CASE("seed inserts users with open streams, idempotently", "[db]") {
@@ -142,12 +185,25 @@ TEST_CASE("the schema refuses rows that break its rules", "[db]") {
   scratch_database d;
   auto db = d.connect();
   REQUIRE(migrate(db));
-  auto bad_limit = db.exec("INSERT INTO user_limits VALUES (1, 1001, 0, 0)");
+  auto journal = [&db](const std::string& grant_user,
+                       const std::string& limit_value) {
+    return db.exec(
+      "INSERT INTO stream_journal (grant_users, grant_keys, grant_has_ids, "
+      "grant_started_ms, grant_ttls, grant_expires_ms, grant_shards, "
+      "grant_epochs, close_users, close_keys, close_shards, limit_users, "
+      "limit_values, limit_shards, limit_epochs, cleared_users, "
+      "cleared_shards) VALUES ($1, '{a}', '{t}', '{0}', '{60}', '{0}', "
+      "'{0}', '{0}', '{}', '{}', '{}', '{1}', $2, '{0}', '{0}', '{}', '{}')",
+      {grant_user, limit_value});
+  };
+  REQUIRE(journal("{1}", "{5}"));
+  auto bad_limit = journal("{1}", "{1001}");
   REQUIRE_FALSE(bad_limit);
   CHECK(bad_limit.error().code()
         == static_cast<std::uint8_t>(persistence_error::statement));
-  CHECK_FALSE(db.exec("INSERT INTO stream_sessions VALUES (-1, 'a', true, "
-                      "now(), 60, NULL, 0, 0)"));
+  CHECK_FALSE(journal("{-1}", "{5}"));
+  // The operators' views are not for writing.
+  CHECK_FALSE(db.exec("INSERT INTO user_limits VALUES (1, 5, 0, 0)"));
 }
 
 TEST_CASE("seed needs the schema", "[db]") {
@@ -167,6 +223,7 @@ TEST_CASE("videostreams db commands work on the binary", "[db]") {
   auto up = run_binary("db migrate " + url);
   CHECK(up.exit_code == 0);
   CHECK_THAT(up.output, Catch::Contains("applied migration 1"));
+  CHECK_THAT(up.output, Catch::Contains("applied migration 2"));
   CHECK_THAT(run_binary("db migrate " + url).output,
              Catch::Contains("schema up to date"));
   CHECK(run_binary("db seed " + url).exit_code == 0);
@@ -174,7 +231,10 @@ TEST_CASE("videostreams db commands work on the binary", "[db]") {
   CHECK_THAT(run_binary("db status " + url).output, Catch::Contains("applied"));
   auto down = run_binary("db rollback " + url);
   CHECK(down.exit_code == 0);
-  CHECK_THAT(down.output, Catch::Contains("rolled back migration 1"));
+  CHECK_THAT(down.output, Catch::Contains("rolled back migration 2"));
+  CHECK(d.count("SELECT count(*) FROM stream_sessions") == 6); // a table again
+  CHECK_THAT(run_binary("db rollback " + url).output,
+             Catch::Contains("rolled back migration 1"));
   CHECK_FALSE(d.has_table("stream_sessions"));
 }
 
@@ -184,7 +244,7 @@ TEST_CASE("videostreams db reads DATABASE_URL", "[db]") {
                      + std::string{VIDEOSTREAMS_BINARY} + " db migrate");
   CHECK(r.exit_code == 0);
   CHECK_THAT(r.output, Catch::Contains("applied migration 1"));
-  CHECK(d.has_table("stream_sessions"));
+  CHECK(d.has_view("stream_sessions"));
 }
 
 TEST_CASE("videostreams db: bad usage is 2, an unreachable database 1",

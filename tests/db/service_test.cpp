@@ -89,6 +89,40 @@ TEST_CASE("sync: every acknowledged grant survives kill -9", "[db]") {
   CHECK(tv_found);
 }
 
+TEST_CASE("sync: grants survive kill -9 after the journal was folded",
+          "[db]") {
+  migrated_database d;
+  {
+    node a{d.dsn, {"--fold-min-changes=20"}};
+    for (std::uint64_t user = 100; user < 160; ++user) {
+      CHECK(a.open(user, "tv") == 201);
+      if (user % 2 == 0)
+        CHECK(get(*a.client, "/api/startstream/" + std::to_string(user)).body
+              == granted_body(2));
+      if (user % 3 == 0)
+        CHECK(send(*a.client, "DELETE",
+                   "/api/v2/users/" + std::to_string(user) + "/streams/tv")
+                .status
+              == 200);
+    }
+    // Folds run after the commits that made them due.
+    CHECK(eventually([&] {
+      return d.count("SELECT count(*) FROM shard_snapshots "
+                     "WHERE position > 0")
+             > 0;
+    }));
+    CHECK_THAT(get(*a.client, "/metrics").body,
+               !Catch::Contains("videostreams_persistence_folds_total 0\n"));
+    a.process.send_signal(SIGKILL);
+    CHECK_FALSE(a.process.stop().clean());
+  }
+  node b{d.dsn};
+  for (std::uint64_t user = 100; user < 160; ++user) {
+    auto expected = (user % 3 == 0 ? 0 : 1) + (user % 2 == 0 ? 1 : 0);
+    CHECK(b.list(user).at("streamCount") == expected);
+  }
+}
+
 TEST_CASE("closes are restored after a graceful stop flushed them", "[db]") {
   migrated_database d;
   {

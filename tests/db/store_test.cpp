@@ -4,7 +4,10 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <map>
 #include <memory>
+#include <random>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -16,6 +19,7 @@
 #include "db_fixture.hpp"
 
 #include "persistence/persistence_actor.hpp"
+#include "persistence/persistence_error.hpp"
 #include "persistence/schema.hpp"
 #include "persistence/stream_store.hpp"
 
@@ -59,7 +63,8 @@ struct store_fixture {
   store_fixture() {
     auto db = d.connect();
     REQUIRE(migrate(db));
-    store = std::make_shared<stream_store>(d.connect());
+    store = std::make_shared<stream_store>(d.connect(), fold_settings{},
+                                           d.connect());
     REQUIRE(store->prepare_for_commits());
     auto taken = store->take_shards("node-a", {0, 1, 2, 3});
     REQUIRE(taken);
@@ -216,20 +221,26 @@ TEST_CASE("the persistence actor coalesces and group-commits", "[db]") {
   CHECK(f.d.count("SELECT count(*) FROM stream_sessions") == users);
   CHECK(p.counters->commits < static_cast<std::uint64_t>(users) / 4);
   CHECK(p.counters->queue_depth == 0);
-  // A grant and its close in one batch coalesce into the close.
+  // A grant and its close in one batch coalesce into the close. They
+  // gather while a commit waits for a lock on the shard.
   auto before = p.counters->changes_written.load();
+  shard_lock lock{f.d, 0};
+  p.self->send(p.actor, commit_atom::value, grant(4999, "x", 0));
+  CHECK(soon([&] { return p.counters->queue_depth == 1; }));
   p.self->send(p.actor, commit_atom::value, grant(5000, "t", 0));
   p.self->send(p.actor, commit_atom::value, close(5000, "t", 0));
   p.self->send(p.actor, commit_atom::value, limit(5001, 2, 0));
   p.self->send(p.actor, commit_atom::value, limit(5001, 4, 0));
-  for (int i = 0; i < 4; ++i)
+  CHECK(soon([&] { return p.counters->queue_depth == 3; }));
+  lock.release();
+  for (int i = 0; i < 5; ++i)
     CHECK(answer_of(p.self) == "committed");
   CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 5000")
         == 0);
   CHECK(f.d.count("SELECT max_streams FROM user_limits WHERE user_id = 5001")
         == 4);
-  CHECK(p.counters->changes_received == users + 4);
-  CHECK(p.counters->changes_written - before <= 2);
+  CHECK(p.counters->changes_received == users + 5);
+  CHECK(p.counters->changes_written - before == 3);
 }
 
 TEST_CASE("a fenced batch is answered with the error and dropped", "[db]") {
@@ -367,8 +378,8 @@ TEST_CASE("a failed batch is retried under the changes that came after it",
   store_fixture f;
   // A statement error for this grant only: its TTL breaks a constraint.
   auto admin = f.d.connect();
-  REQUIRE(admin.exec("ALTER TABLE stream_sessions ADD CONSTRAINT short_ttl "
-                     "CHECK (ttl_seconds < 1000)"));
+  REQUIRE(admin.exec("ALTER TABLE stream_journal ADD CONSTRAINT short_ttl "
+                     "CHECK (1000 > ALL (grant_ttls))"));
   persistence_settings settings;
   settings.retry_after = std::chrono::milliseconds{300};
   settings.commit_timeout = std::chrono::milliseconds{20000};
@@ -384,7 +395,7 @@ TEST_CASE("a failed batch is retried under the changes that came after it",
   CHECK(soon([&] { return p.counters->queue_depth == 2; }));
   lock.release();
   CHECK_THAT(answer_of(p.self), Catch::Contains("statement failed"));
-  REQUIRE(admin.exec("ALTER TABLE stream_sessions DROP CONSTRAINT short_ttl"));
+  REQUIRE(admin.exec("ALTER TABLE stream_journal DROP CONSTRAINT short_ttl"));
   CHECK(soon([&] { return p.counters->queue_depth == 0; }));
   CHECK(p.counters->errors >= 1);
   CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 1")
@@ -402,4 +413,209 @@ TEST_CASE("when the persistence actor stops, nobody is left waiting", "[db]") {
   caf::anon_send_exit(p.actor, caf::exit_reason::user_shutdown);
   CHECK_THAT(answer_of(p.self), Catch::Contains("stopped"));
   lock.release(); // lets the writer's thread end
+}
+
+namespace {
+
+/// What the database should hold: every open stream and every own limit.
+struct state_model {
+  std::map<std::pair<std::uint64_t, std::string>, std::int64_t> streams;
+  std::map<std::uint64_t, std::uint32_t> limits;
+
+  void apply(const stream_change& c) {
+    switch (c.kind) {
+      case change_kind::grant:
+        streams[{c.user, c.key}] = c.started_at_ms;
+        break;
+      case change_kind::close:
+        streams.erase({c.user, c.key});
+        break;
+      case change_kind::set_limit:
+        limits[c.user] = c.max_streams;
+        break;
+      case change_kind::clear_limit:
+        limits.erase(c.user);
+        break;
+    }
+  }
+
+  std::string streams_text() const {
+    std::string out;
+    for (auto& [id, started] : streams)
+      out += std::to_string(id.first) + "|" + id.second + "|"
+             + std::to_string(started) + ";";
+    return out;
+  }
+
+  std::string limits_text() const {
+    std::string out;
+    for (auto& [user, max] : limits)
+      out += std::to_string(user) + "|" + std::to_string(max) + ";";
+    return out;
+  }
+};
+
+/// The database's state in `state_model`'s text form, through the views.
+std::pair<std::string, std::string> stored_state(scratch_database& d) {
+  auto streams = d.query(
+    "SELECT coalesce(string_agg(concat(user_id, '|', stream_key, '|', "
+    "(extract(epoch FROM started_at) * 1000)::bigint, ';'), '' ORDER BY "
+    "user_id, stream_key COLLATE \"C\"), '') FROM stream_sessions");
+  auto limits = d.query(
+    "SELECT coalesce(string_agg(concat(user_id, '|', max_streams, ';'), '' "
+    "ORDER BY user_id), '') FROM user_limits");
+  return {streams, limits};
+}
+
+/// A random batch of changes for users 0-19 (shard = user % 4), each
+/// stream or limit at most once, as the persistence actor coalesces.
+std::vector<stream_change> random_batch(std::mt19937& rng,
+                                        std::int64_t started_ms) {
+  std::vector<stream_change> batch;
+  std::set<std::pair<std::uint64_t, std::string>> used;
+  auto n = std::uniform_int_distribution<int>{1, 12}(rng);
+  for (int i = 0; i < n; ++i) {
+    auto user = std::uniform_int_distribution<std::uint64_t>{0, 19}(rng);
+    auto shard = static_cast<std::uint32_t>(user % 4);
+    auto op = std::uniform_int_distribution<int>{0, 9}(rng);
+    // Few keys, with characters that need quoting, so streams come back.
+    std::string key = "k\"," + std::to_string(std::uniform_int_distribution<
+                                              int>{0, 3}(rng));
+    stream_change c;
+    if (op < 5) {
+      c = grant(user, key, shard);
+      c.started_at_ms = started_ms + i;
+    } else if (op < 8) {
+      c = close(user, key, shard);
+    } else if (op < 9) {
+      c = limit(user, std::uniform_int_distribution<std::uint32_t>{0, 9}(rng),
+                shard);
+      key.clear();
+    } else {
+      c = limit(user, 0, shard);
+      c.kind = change_kind::clear_limit;
+      key.clear();
+    }
+    if (used.emplace(user, key).second)
+      batch.push_back(std::move(c));
+  }
+  return batch;
+}
+
+} // namespace
+
+TEST_CASE("the journal folds into snapshots; the state reads the same",
+          "[db]") {
+  store_fixture f;
+  fold_settings folds;
+  folds.factor = 2;
+  folds.min_changes = 16;
+  folds.steps = 2;
+  auto store = std::make_shared<stream_store>(f.d.connect(), folds);
+  REQUIRE(store->prepare_for_commits());
+  auto epochs = store->take_shards("node-a", {0, 1, 2, 3});
+  REQUIRE(epochs);
+  std::mt19937 rng{42};
+  state_model model;
+  int commits = 0;
+  int fold_steps = 0;
+  std::int64_t started = 1'767'225'600'000;
+  auto check_state = [&] {
+    auto [streams, limits] = stored_state(f.d);
+    CHECK(streams == model.streams_text());
+    CHECK(limits == model.limits_text());
+  };
+  for (int round = 0; round < 80; ++round) {
+    auto batch = random_batch(rng, started += 1000);
+    REQUIRE(store->commit(batch, *epochs));
+    ++commits;
+    for (auto& c : batch)
+      model.apply(c);
+    if (store->fold_due()) {
+      REQUIRE(store->fold(*epochs));
+      ++fold_steps;
+    }
+    if (round % 10 == 0)
+      check_state();
+  }
+  check_state();
+  CHECK(store->state_size() == model.streams.size() + model.limits.size());
+  CHECK(fold_steps >= 4);
+  // Folded rows went: the journal holds less than what was committed.
+  CHECK(f.d.count("SELECT count(*) FROM stream_journal") < commits);
+  CHECK(f.d.count("SELECT count(*) FROM shard_snapshots WHERE position > 0")
+        == 4);
+  // What a restarting node loads is the same state.
+  auto loaded = store->load_users({0, 1, 2, 3}, clock_reading{});
+  REQUIRE(loaded);
+  std::size_t loaded_streams = 0;
+  for (auto& [user, streams] : *loaded)
+    loaded_streams += streams.sessions().size();
+  CHECK(loaded_streams == model.streams.size());
+  // A new writer (a restart: new epochs) starts from that state, and its
+  // folds keep it.
+  auto next = std::make_shared<stream_store>(f.d.connect(), folds);
+  REQUIRE(next->prepare_for_commits());
+  auto next_epochs = next->take_shards("node-a", {0, 1, 2, 3});
+  REQUIRE(next_epochs);
+  for (int round = 0; round < 20; ++round) {
+    auto batch = random_batch(rng, started += 1000);
+    REQUIRE(next->commit(batch, *next_epochs));
+    for (auto& c : batch)
+      model.apply(c);
+    REQUIRE(next->fold(*next_epochs)); // every step, due or not
+  }
+  check_state();
+  CHECK(next->state_size() == model.streams.size() + model.limits.size());
+  CHECK(f.d.count("SELECT count(*) FROM stream_journal") <= 2);
+}
+
+TEST_CASE("a fold is fenced like a commit", "[db]") {
+  store_fixture f;
+  fold_settings folds;
+  folds.steps = 1; // every shard in one step
+  auto store = std::make_shared<stream_store>(f.d.connect(), folds);
+  REQUIRE(store->prepare_for_commits());
+  auto epochs = store->take_shards("node-a", {0, 1, 2, 3});
+  REQUIRE(epochs);
+  REQUIRE(store->commit({grant(5, "a", 1), grant(6, "b", 2)}, *epochs));
+  // Another node takes shard 2 over: this writer may fold neither it nor
+  // (in the same step) any other shard.
+  REQUIRE(f.d.connect().exec(
+    "UPDATE shard_epochs SET epoch = epoch + 1 WHERE shard = 2"));
+  auto folded = store->fold(*epochs);
+  REQUIRE_FALSE(folded);
+  CHECK(is(folded.error(), persistence_error::fenced));
+  CHECK(f.d.count("SELECT count(*) FROM shard_snapshots WHERE position > 0")
+        == 0);
+  CHECK(f.d.count("SELECT count(*) FROM stream_journal") == 1);
+  CHECK(f.d.count("SELECT count(*) FROM stream_sessions") == 2);
+}
+
+TEST_CASE("the persistence actor folds the journal as it grows", "[db]") {
+  store_fixture f;
+  fold_settings folds;
+  folds.factor = 1;
+  folds.min_changes = 40;
+  folds.steps = 2;
+  f.store = std::make_shared<stream_store>(f.d.connect(), folds,
+                                          f.d.connect());
+  REQUIRE(f.store->prepare_for_commits());
+  auto epochs = f.store->take_shards("node-a", {0, 1, 2, 3});
+  REQUIRE(epochs);
+  f.epochs = *epochs;
+  running_persistence p{f};
+  state_model model;
+  for (std::uint64_t user = 0; user < 400; ++user) {
+    auto c = user % 3 == 2 ? close(user - 1, "s", (user - 1) % 4)
+                           : grant(user, "s", user % 4);
+    model.apply(c);
+    p.self->send(p.actor, commit_atom::value, c);
+    CHECK(answer_of(p.self) == "committed");
+  }
+  CHECK(soon([&] { return p.counters->journal_rows_trimmed > 0; }));
+  CHECK(p.counters->folds >= 2);
+  CHECK(p.counters->state_size > 0);
+  CHECK(f.d.count("SELECT count(*) FROM stream_journal") < 400);
+  CHECK(stored_state(f.d).first == model.streams_text());
 }
