@@ -155,6 +155,9 @@ struct service::impl {
     if (auto ready = store->prepare_for_commits(); !ready)
       throw std::runtime_error("cannot set up the writer's session: "
                                + describe(ready.error()));
+    if (auto ready = store->prepare_for_folds(); !ready)
+      throw std::runtime_error("cannot set up the folder's session: "
+                               + describe(ready.error()));
     cancel_commit = store->connection().canceller();
     cancel_fold = store->fold_connection().canceller();
     auto epochs = store->take_shards(
@@ -208,17 +211,24 @@ struct service::impl {
     for (int i = 0; i < 1000 && persistence->queue_depth.load() > 0; ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds{10});
     auto left = persistence->queue_depth.load();
-    if (left == 0)
-      return;
-    std::fprintf(stderr, "videostreams: %lld changes not written at exit\n",
-                 static_cast<long long>(left));
-    // The writer may be blocked in a commit that does not return (a lock,
-    // a server that stopped answering): stop the persistence actor, so
-    // nothing is retried, and cancel the statement, so the writer's thread
-    // ends and the process can exit.
-    caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
-    cancel_commit->cancel();
-    cancel_fold->cancel();
+    if (left > 0) {
+      std::fprintf(stderr,
+                   "videostreams: %lld changes not written at exit\n",
+                   static_cast<long long>(left));
+      // The writer may be blocked in a commit that does not return (a
+      // lock, a server that stopped answering): stop the persistence
+      // actor, so nothing is retried, and cancel the statement, so the
+      // writer's thread ends and the process can exit.
+      caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
+      cancel_commit->cancel();
+    }
+    // A fold is background work, and the process waits for its thread:
+    // cancel a running one rather than wait for it (between two of its
+    // statements a cancel misses, hence the repeats).
+    for (int i = 0; i < 100 && persistence->fold_running.load(); ++i) {
+      cancel_fold->cancel();
+      std::this_thread::sleep_for(std::chrono::milliseconds{10});
+    }
   }
 
   ~impl() {

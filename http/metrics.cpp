@@ -180,6 +180,11 @@ std::string http_metrics::render(const stream_counters& counters,
   append_gauge(out, "videostreams_persistence_state_size", "gauge",
                "Streams and limits committed, as of the last fold.",
                persistence->state_size);
+  append_gauge(out, "videostreams_persistence_journal_lag", "gauge",
+               "Journal positions between the last fold and the oldest "
+               "snapshot: what a restart replays; it grows without bound if "
+               "a shard's snapshot never moves.",
+               persistence->journal_lag);
   append_header(out, "videostreams_database_up", "gauge",
                 "1 while the database answers commits, 0 after a failure.");
   append_format(out, "videostreams_database_up %d\n",

@@ -48,19 +48,25 @@ using fold_atom = caf::atom_constant<caf::atom("fold")>;
 
 /// Writes fold steps through the store's fold connection, so that commits
 /// go on meanwhile.
-using folder_actor
-  = caf::typed_actor<caf::replies_to<fold_atom, fold_step>::with<std::size_t>>;
+/// Answers a fold step with the journal rows it deleted and the journal
+/// lag it left (see `fold_result`).
+using folder_actor = caf::typed_actor<caf::replies_to<
+  fold_atom, fold_step>::with<std::uint64_t, std::int64_t>>;
 
-folder_actor::behavior_type folder_impl(folder_actor::pointer,
-                                        std::shared_ptr<stream_store> store) {
+folder_actor::behavior_type
+folder_impl(folder_actor::pointer, std::shared_ptr<stream_store> store,
+            std::shared_ptr<persistence_counters> counters) {
   return {
-    [store](fold_atom, const fold_step& step) -> caf::result<std::size_t> {
-      auto trimmed = store->write_fold(*step.job);
-      if (trimmed)
-        return *trimmed;
-      if (is(trimmed.error(), persistence_error::unreachable))
+    [store, counters](fold_atom, const fold_step& step)
+      -> caf::result<std::uint64_t, std::int64_t> {
+      counters->fold_running.store(true);
+      auto done = store->write_fold(*step.job);
+      counters->fold_running.store(false);
+      if (done)
+        return {static_cast<std::uint64_t>(done->trimmed), done->lag};
+      if (is(done.error(), persistence_error::unreachable))
         store->fold_connection().reset(); // the next step starts afresh
-      return std::move(trimmed.error());
+      return std::move(done.error());
     },
   };
 }
@@ -86,7 +92,8 @@ writer_impl(writer_actor::stateful_pointer<writer_state> self,
             std::shared_ptr<persistence_counters> counters) {
   if (store->has_fold_connection())
     self->state.folder = self->spawn<caf::detached + caf::linked>(folder_impl,
-                                                                  store);
+                                                                  store,
+                                                                  counters);
   // Read the committed state now rather than at the first commit (which
   // does it if this fails).
   self->send(self, fold_atom::value);
@@ -123,7 +130,8 @@ writer_impl(writer_actor::stateful_pointer<writer_state> self,
       auto start = steady::now();
       self->request(st.folder, caf::infinite, fold_atom::value, fold_step{job})
         .then(
-          [self, counters, start, state_size](std::size_t trimmed) {
+          [self, counters, start, state_size](std::uint64_t trimmed,
+                                              std::int64_t lag) {
             self->state.folding = false;
             counters->folds.fetch_add(1, relaxed);
             counters->journal_rows_trimmed.fetch_add(trimmed, relaxed);
@@ -131,10 +139,12 @@ writer_impl(writer_actor::stateful_pointer<writer_state> self,
               static_cast<std::uint64_t>((steady::now() - start).count()),
               relaxed);
             counters->state_size.store(state_size, relaxed);
+            counters->journal_lag.store(lag, relaxed);
           },
-          [self, counters](caf::error&) {
-            // Due again after the next commit (its changes stay counted).
+          [self, store, counters, job](caf::error&) {
+            // The same shards again, after the next commit.
             self->state.folding = false;
+            store->retry_fold_step(*job);
             counters->errors.fetch_add(1, relaxed);
           });
     },

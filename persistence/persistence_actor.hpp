@@ -94,6 +94,11 @@ struct persistence_counters {
   std::atomic<std::uint64_t> journal_rows_trimmed{0};
   /// Streams and limits committed, as of the last fold (gauge).
   std::atomic<std::uint64_t> state_size{0};
+  /// Journal positions between the last fold step and the oldest snapshot:
+  /// what a restart would replay (gauge).
+  std::atomic<std::int64_t> journal_lag{0};
+  /// True while a fold step runs (to cancel it at exit).
+  std::atomic<bool> fold_running{false};
   /// False after a commit failed for want of a connection, true again after
   /// the next success.
   std::atomic<bool> reachable{true};

@@ -95,6 +95,7 @@ CREATE TABLE shard_epochs (
   lease_expires_at timestamptz
 ))sql";
   static const std::string v2_down = std::string{R"sql(
+LOCK TABLE stream_journal, shard_snapshots IN EXCLUSIVE MODE;
 ALTER VIEW stream_sessions RENAME TO stream_sessions_v2;
 ALTER VIEW user_limits RENAME TO user_limits_v2;
 )sql"} + v1_tables_sql + R"sql(
@@ -112,6 +113,9 @@ DROP TABLE user_limits;
 DROP TABLE stream_sessions)sql"},
     {2, "journal of committed batches, snapshots per shard",
      R"sql(
+-- No writer may commit between the copy below and the drop (stop the
+-- nodes first; this makes a running one wait, then fail).
+LOCK TABLE stream_sessions, user_limits IN EXCLUSIVE MODE;
 -- Every committed batch, in commit order: one row per commit, however
 -- many changes it holds (a change costs array elements, not a row with
 -- index entries of its own). Within a row each stream and each user's

@@ -53,14 +53,19 @@ SET position = EXCLUDED.position, epoch = EXCLUDED.epoch, taken_at = now(),
     users = EXCLUDED.users, keys = EXCLUDED.keys, has_ids = EXCLUDED.has_ids,
     started_ms = EXCLUDED.started_ms, ttls = EXCLUDED.ttls,
     expires_ms = EXCLUDED.expires_ms, limit_users = EXCLUDED.limit_users,
-    limit_values = EXCLUDED.limit_values)sql";
+    limit_values = EXCLUDED.limit_values
+WHERE shard_snapshots.position <= EXCLUDED.position)sql";
 
 // Every shard written to has a snapshot row (take_shards makes one), so
 // a journal row at or below every snapshot's position is folded into all
-// the shards it touches.
+// the shards it touches. Answers the oldest snapshot's position.
 constexpr const char* trim_sql = R"sql(
-DELETE FROM stream_journal
-WHERE position <= (SELECT min(position) FROM shard_snapshots))sql";
+WITH oldest AS (SELECT min(position) AS position FROM shard_snapshots),
+trimmed AS (
+  DELETE FROM stream_journal WHERE position <= (SELECT position FROM oldest)
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM trimmed), (SELECT position FROM oldest))sql";
 
 std::string shard_list(const std::vector<std::uint32_t>& shards) {
   array_literal ids;
@@ -154,8 +159,11 @@ caf::expected<void> stream_store::load_state(const shard_epochs& epochs) {
                          {ids});
   if (!limits)
     return limits.error();
+  // Where the journal stands: after a trim that left it empty, the
+  // snapshots say.
   auto position = db_.exec(
-    "SELECT coalesce(max(position), 0) FROM stream_journal");
+    "SELECT greatest((SELECT max(position) FROM stream_journal), "
+    "(SELECT max(position) FROM shard_snapshots), 0)");
   if (!position)
     return position.error();
   state_.clear();
@@ -280,11 +288,22 @@ caf::expected<void> stream_store::commit(const std::vector<stream_change>& batch
   return caf::unit;
 }
 
-bool stream_store::fold_due() const noexcept {
-  if (!state_loaded_ || state_.empty())
-    return false;
+std::size_t stream_store::changes_per_fold_step() const noexcept {
   auto round = std::max(folds_.min_changes, folds_.factor * state_size_);
-  return unfolded_ >= round / std::max<std::size_t>(folds_.steps, 1);
+  return std::max<std::size_t>(1, round / std::max<std::size_t>(folds_.steps,
+                                                                 1));
+}
+
+bool stream_store::fold_due() const noexcept {
+  return state_loaded_ && !state_.empty() && unfolded_ > 0
+         && unfolded_ >= changes_per_fold_step();
+}
+
+void stream_store::retry_fold_step(const fold_job& job) {
+  if (job.shards.empty())
+    return;
+  next_fold_shard_ = job.shards.front().shard;
+  unfolded_ = std::max(unfolded_, changes_per_fold_step());
 }
 
 fold_job stream_store::take_fold_step(const shard_epochs& epochs) {
@@ -317,16 +336,16 @@ fold_job stream_store::take_fold_step(const shard_epochs& epochs) {
   return job;
 }
 
-caf::expected<std::size_t> stream_store::write_fold(const fold_job& job) {
+caf::expected<fold_result> stream_store::write_fold(const fold_job& job) {
   if (job.shards.empty())
-    return std::size_t{0};
+    return fold_result{};
   auto& db = fold_connection();
   array_literal fence_shards, fence_epochs;
   for (auto& shard : job.shards) {
     fence_shards.add(shard.shard);
     fence_epochs.add(shard.epoch);
   }
-  auto fail = [&db](caf::error err) -> caf::expected<std::size_t> {
+  auto fail = [&db](caf::error err) -> caf::expected<fold_result> {
     db.exec("ROLLBACK");
     return err;
   };
@@ -369,7 +388,8 @@ caf::expected<std::size_t> stream_store::write_fold(const fold_job& job) {
     return fail(trimmed.error());
   if (auto committed = db.exec("COMMIT"); !committed)
     return committed.error();
-  return static_cast<std::size_t>(trimmed->affected());
+  return fold_result{std::stoul(trimmed->at(0, 0)),
+                     job.position - std::stoll(trimmed->at(0, 1))};
 }
 
 } // namespace videostreams

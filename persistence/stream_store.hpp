@@ -57,6 +57,16 @@ struct fold_job {
   std::vector<shard_state> shards;
 };
 
+/// What a fold step did.
+struct fold_result {
+  /// Journal rows deleted.
+  std::size_t trimmed = 0;
+  /// Journal positions between the step's and the oldest snapshot's: how
+  /// much a restart would replay. It keeps growing if a shard's snapshot
+  /// never moves (a shard nobody folds, e.g. left from a larger --shards).
+  std::int64_t lag = 0;
+};
+
 /// Writes batches of changes to PostgreSQL, fenced by shard epochs.
 ///
 /// A commit appends one row to `stream_journal` whatever the number of
@@ -125,16 +135,20 @@ public:
   /// before the state was loaded.
   fold_job take_fold_step(const shard_epochs& epochs);
 
-  /// Writes the snapshots of `job` (fenced like a commit) and deletes the
-  /// journal rows that every snapshot covers, in one transaction. Returns
-  /// how many journal rows went. Runs on the fold connection, from one
-  /// thread at a time, concurrently with commits; without a fold
-  /// connection, on the committing thread.
-  caf::expected<std::size_t> write_fold(const fold_job& job);
+  /// Writes the snapshots of `job` (fenced like a commit; a snapshot never
+  /// goes back to an older position) and deletes the journal rows that
+  /// every snapshot covers, in one transaction. Runs on the fold
+  /// connection, from one thread at a time, concurrently with commits;
+  /// without a fold connection, on the committing thread.
+  caf::expected<fold_result> write_fold(const fold_job& job);
+
+  /// After `write_fold(job)` failed (on the committing thread): the next
+  /// step takes `job`'s shards again, after the next commit.
+  void retry_fold_step(const fold_job& job);
 
   /// `take_fold_step` and `write_fold` in one go (without a fold
   /// connection, or from a thread that does not commit meanwhile).
-  caf::expected<std::size_t> fold(const shard_epochs& epochs) {
+  caf::expected<fold_result> fold(const shard_epochs& epochs) {
     return write_fold(take_fold_step(epochs));
   }
 
@@ -146,6 +160,18 @@ public:
   /// The connection folds write through.
   pg_connection& fold_connection() noexcept {
     return fold_db_ ? *fold_db_ : db_;
+  }
+
+  /// The fold connection's session settings: a fold is background work,
+  /// so it gives up rather than wait long for a lock or a slow statement
+  /// (it is tried again later), and the process never waits long for one
+  /// at exit.
+  static constexpr const char* fold_session_setup
+    = "SET lock_timeout = '5s'; SET statement_timeout = '60s'";
+
+  /// Sets up the fold connection's session (see `fold_session_setup`).
+  caf::expected<void> prepare_for_folds() {
+    return fold_connection().set_session_setup(fold_session_setup);
   }
 
   /// Every user with open streams or a limit of its own in `shards`, as
@@ -199,6 +225,9 @@ private:
       streams;
     std::unordered_map<std::uint64_t, std::uint32_t> limits;
   };
+
+  /// Changes committed between two fold steps.
+  std::size_t changes_per_fold_step() const noexcept;
 
   /// Records a committed batch in `state_`.
   void apply(const std::vector<stream_change>& batch);

@@ -619,3 +619,87 @@ TEST_CASE("the persistence actor folds the journal as it grows", "[db]") {
   CHECK(f.d.count("SELECT count(*) FROM stream_journal") < 400);
   CHECK(stored_state(f.d).first == model.streams_text());
 }
+
+TEST_CASE("commits between taking a fold step and writing it stay",
+          "[db]") {
+  store_fixture f;
+  fold_settings folds;
+  folds.steps = 1;
+  auto store = std::make_shared<stream_store>(f.d.connect(), folds,
+                                              f.d.connect());
+  REQUIRE(store->prepare_for_commits());
+  auto epochs = store->take_shards("node-a", {0, 1, 2, 3});
+  REQUIRE(epochs);
+  state_model model;
+  std::vector<stream_change> first{grant(1, "a", 1), grant(2, "b", 2),
+                                   limit(3, 7, 3)};
+  REQUIRE(store->commit(first, *epochs));
+  for (auto& c : first)
+    model.apply(c);
+  // The folder copies the state as of this commit ...
+  auto job = store->take_fold_step(*epochs);
+  REQUIRE(job.shards.size() == 4);
+  // ... while the writer commits changes to the same streams and limits.
+  std::vector<stream_change> second{close(1, "a", 1), grant(2, "c", 2),
+                                    limit(3, 0, 3)};
+  second.back().kind = change_kind::clear_limit;
+  REQUIRE(store->commit(second, *epochs));
+  for (auto& c : second)
+    model.apply(c);
+  auto folded = store->write_fold(job);
+  REQUIRE(folded);
+  CHECK(folded->trimmed == 1); // the first commit's row only
+  CHECK(folded->lag == 0);
+  CHECK(f.d.count("SELECT count(*) FROM stream_journal") == 1);
+  auto [streams, limits] = stored_state(f.d);
+  CHECK(streams == model.streams_text());
+  CHECK(limits == model.limits_text());
+  // A stale step (an older position) never overwrites a newer snapshot.
+  auto newer = store->take_fold_step(*epochs);
+  REQUIRE(store->write_fold(newer));
+  CHECK(f.d.count("SELECT count(*) FROM stream_journal") == 0);
+  REQUIRE(store->write_fold(job));
+  CHECK(stored_state(f.d) == std::make_pair(model.streams_text(),
+                                            model.limits_text()));
+  // A restarting writer reads the same state back, and continues from
+  // the snapshots' position although the journal is empty.
+  auto next = std::make_shared<stream_store>(f.d.connect(), folds);
+  REQUIRE(next->prepare_for_commits());
+  auto next_epochs = next->take_shards("node-a", {0, 1, 2, 3});
+  REQUIRE(next_epochs);
+  REQUIRE(next->load_state(*next_epochs));
+  CHECK(next->state_size() == model.streams.size() + model.limits.size());
+  REQUIRE(next->commit({grant(4, "d", 0)}, *next_epochs));
+  model.apply(grant(4, "d", 0));
+  REQUIRE(next->fold(*next_epochs));
+  CHECK(stored_state(f.d) == std::make_pair(model.streams_text(),
+                                            model.limits_text()));
+  CHECK(f.d.count("SELECT count(*) FROM stream_journal") == 0);
+}
+
+TEST_CASE("a failed fold step is taken again after the next commit", "[db]") {
+  store_fixture f;
+  fold_settings folds;
+  folds.min_changes = 1000;
+  folds.steps = 2;
+  stream_store store{f.d.connect(), folds};
+  REQUIRE(store.prepare_for_commits());
+  auto epochs = store.take_shards("node-a", {0, 1, 2, 3});
+  REQUIRE(epochs);
+  REQUIRE(store.commit({grant(1, "a", 1)}, *epochs));
+  auto first = store.take_fold_step(*epochs);
+  REQUIRE(first.shards.size() == 2);
+  CHECK(first.shards.front().shard == 0);
+  CHECK_FALSE(store.fold_due()); // 1 change of the 500 a step waits for
+  store.retry_fold_step(first);  // as if writing it failed
+  REQUIRE(store.commit({grant(2, "b", 2)}, *epochs));
+  CHECK(store.fold_due());
+  auto again = store.take_fold_step(*epochs);
+  REQUIRE(again.shards.size() == 2);
+  CHECK(again.shards.front().shard == 0);
+  CHECK(again.position > first.position);
+  // Then the rest of the round.
+  auto rest = store.take_fold_step(*epochs);
+  REQUIRE(rest.shards.size() == 2);
+  CHECK(rest.shards.front().shard == 2);
+}
