@@ -201,3 +201,30 @@ TEST_CASE("the service refuses an unmigrated or unreachable database",
   CHECK(unreachable.status.code == 1);
   CHECK_THAT(unreachable.err, Catch::Contains("database unreachable"));
 }
+
+TEST_CASE("SIGTERM while a fold waits for a lock: the fold is cancelled",
+          "[db]") {
+  migrated_database d;
+  node a{d.dsn, {"--fold-min-changes=1"}};
+  // Another session holds every snapshot row: a fold step waits for it
+  // (up to the folder's lock timeout of 5 s), while commits go on.
+  auto locker = d.connect();
+  REQUIRE(locker.exec("BEGIN"));
+  REQUIRE(locker.exec("SELECT * FROM shard_snapshots FOR UPDATE"));
+  for (std::uint64_t user = 1; user <= 20; ++user)
+    CHECK(a.open(user, "tv") == 201);
+  REQUIRE(eventually([&] {
+    return d.count("SELECT count(*) FROM pg_stat_activity "
+                   "WHERE wait_event_type = 'Lock' "
+                   "AND query LIKE '%INSERT INTO shard_snapshots%'")
+           == 1;
+  }));
+  a.client.reset();
+  auto asked = std::chrono::steady_clock::now();
+  CHECK(a.process.stop(std::chrono::seconds{30}).clean());
+  // Cancelled, not waited out: well under the lock timeout.
+  CHECK(std::chrono::steady_clock::now() - asked < std::chrono::seconds{4});
+  REQUIRE(locker.exec("ROLLBACK"));
+  // Every grant was committed all the same.
+  CHECK(d.count("SELECT count(*) FROM stream_sessions") == 20);
+}
