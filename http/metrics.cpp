@@ -37,6 +37,14 @@ void append_gauge(std::string& out, const char* name, const char* type,
                 static_cast<long long>(value.load(relaxed)));
 }
 
+/// A counter of nanoseconds, shown in seconds.
+void append_seconds(std::string& out, const char* name, const char* help,
+                    const std::atomic<std::uint64_t>& ns) {
+  append_header(out, name, "counter", help);
+  append_format(out, "%s %.6f\n", name,
+                static_cast<double>(ns.load(relaxed)) / 1e9);
+}
+
 } // namespace
 
 std::size_t http_metrics::status_slot(int status) noexcept {
@@ -162,18 +170,14 @@ std::string http_metrics::render(const stream_counters& counters,
                "Sync grants answered 503 because their commit was not "
                "confirmed within the commit timeout.",
                persistence->commit_timeouts);
-  append_header(out, "videostreams_persistence_commit_seconds_total", "counter",
-                "Time spent committing.");
-  append_format(out, "videostreams_persistence_commit_seconds_total %.6f\n",
-                static_cast<double>(persistence->commit_ns.load(relaxed)) / 1e9);
+  append_seconds(out, "videostreams_persistence_commit_seconds_total",
+                 "Time spent committing.", persistence->commit_ns);
   append_gauge(out, "videostreams_persistence_folds_total", "counter",
                "Fold steps: snapshots of a share of the shards written, "
                "journal rows they cover deleted.",
                persistence->folds);
-  append_header(out, "videostreams_persistence_fold_seconds_total", "counter",
-                "Time spent folding.");
-  append_format(out, "videostreams_persistence_fold_seconds_total %.6f\n",
-                static_cast<double>(persistence->fold_ns.load(relaxed)) / 1e9);
+  append_seconds(out, "videostreams_persistence_fold_seconds_total",
+                 "Time spent folding.", persistence->fold_ns);
   append_gauge(out, "videostreams_persistence_journal_rows_trimmed_total",
                "counter", "Journal rows deleted by folds.",
                persistence->journal_rows_trimmed);

@@ -1,6 +1,5 @@
 #include "persistence/pg_connection.hpp"
 
-#include <cstdlib>
 #include <string_view>
 
 #include <libpq-fe.h>
@@ -62,13 +61,6 @@ std::string pg_rows::at(int row, int col) const {
 
 bool pg_rows::is_null(int row, int col) const noexcept {
   return PQgetisnull(res_, row, col) != 0;
-}
-
-long pg_rows::affected() const noexcept {
-  if (res_ == nullptr)
-    return 0;
-  const char* n = PQcmdTuples(res_);
-  return n == nullptr || *n == '\0' ? 0 : std::strtol(n, nullptr, 10);
 }
 
 pg_canceller::~pg_canceller() {

@@ -31,9 +31,6 @@ public:
 
   bool is_null(int row, int col) const noexcept;
 
-  /// Rows an INSERT, UPDATE or DELETE touched.
-  long affected() const noexcept;
-
 private:
   pg_result* res_;
 };

@@ -11,20 +11,23 @@ namespace videostreams {
 
 namespace {
 
-// One statement, so one round trip and one implicit transaction. The fence
-// locks the batch's shard rows (FOR SHARE: a node taking a shard over waits)
-// and the batch is appended only if all of them still carry the writer's
-// epochs; the statement answers whether they did, and where the batch went.
-const std::string commit_sql = std::string{R"sql(
-WITH fence AS (
+// The shards of $1 that still carry the epochs of $2, their epoch rows
+// locked FOR SHARE (a node taking a shard over waits for the lock).
+constexpr const char* fence_sql = R"sql(
   SELECT s.shard FROM shard_epochs AS s
   JOIN unnest($1::int[], $2::bigint[]) AS f(shard, epoch)
     ON s.shard = f.shard AND s.epoch = f.epoch
-  FOR SHARE OF s
+  FOR SHARE OF s)sql";
+
+// One statement, so one round trip and one implicit transaction: the batch
+// is appended only if all its shards passed the fence; the statement
+// answers whether they did, and where the batch went.
+const std::string commit_sql = std::string{"WITH fence AS ("} + fence_sql
+                               + R"sql(
 ), ok AS (
   SELECT count(*) = cardinality($1::int[]) AS fine FROM fence
 ), appended AS (
-  INSERT INTO stream_journal )sql"} + stream_store::journal_columns + R"sql(
+  INSERT INTO stream_journal )sql" + stream_store::journal_columns + R"sql(
   SELECT $3::bigint[], $4::text[], $5::boolean[], $6::bigint[],
          $7::integer[], $8::bigint[], $9::integer[], $10::bigint[],
          $11::bigint[], $12::text[], $13::integer[], $14::bigint[],
@@ -36,12 +39,9 @@ WITH fence AS (
 SELECT (SELECT fine FROM ok), (SELECT position FROM appended))sql";
 
 // The fence of a fold step, at the start of its transaction.
-constexpr const char* fold_fence_sql = R"sql(
-SELECT count(*) = cardinality($1::int[]) FROM (
-  SELECT s.shard FROM shard_epochs AS s
-  JOIN unnest($1::int[], $2::bigint[]) AS f(shard, epoch)
-    ON s.shard = f.shard AND s.epoch = f.epoch
-  FOR SHARE OF s) AS fence)sql";
+const std::string fold_fence_sql
+  = std::string{"SELECT count(*) = cardinality($1::int[]) FROM ("}
+    + fence_sql + ") AS fence";
 
 constexpr const char* snapshot_sql = R"sql(
 INSERT INTO shard_snapshots (shard, position, epoch, users, keys, has_ids,

@@ -58,6 +58,12 @@ stream_change limit(std::uint64_t user, std::uint32_t max,
   return c;
 }
 
+/// Open streams of `user` in the database.
+int streams_of(scratch_database& d, std::uint64_t user) {
+  return d.count("SELECT count(*) FROM stream_sessions WHERE user_id = "
+                 + std::to_string(user));
+}
+
 /// A migrated scratch database and a store that owns shards 0..3.
 struct store_fixture {
   store_fixture() {
@@ -235,8 +241,7 @@ TEST_CASE("the persistence actor coalesces and group-commits", "[db]") {
   lock.release();
   for (int i = 0; i < 5; ++i)
     CHECK(answer_of(p.self) == "committed");
-  CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 5000")
-        == 0);
+  CHECK(streams_of(f.d, 5000) == 0);
   CHECK(f.d.count("SELECT max_streams FROM user_limits WHERE user_id = 5001")
         == 4);
   CHECK(p.counters->changes_received == users + 5);
@@ -279,10 +284,8 @@ TEST_CASE("a commit that hangs: sync changes are answered with a timeout, "
   lock.release();
   CHECK(soon([&] { return p.counters->queue_depth == 0; }));
   CHECK(p.counters->reachable);
-  CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 1")
-        == 1);
-  CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 2")
-        == 0);
+  CHECK(streams_of(f.d, 1) == 1);
+  CHECK(streams_of(f.d, 2) == 0);
 }
 
 TEST_CASE("the flush interval spaces commits under load only", "[db]") {
@@ -302,14 +305,12 @@ TEST_CASE("the flush interval spaces commits under load only", "[db]") {
   std::this_thread::sleep_for(std::chrono::milliseconds{300});
   CHECK(p.counters->commits == 1);
   CHECK(p.counters->queue_depth == 1);
-  CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 2")
-        == 0);
+  CHECK(streams_of(f.d, 2) == 0);
   // ... unless told to flush (as the service does when it stops).
   p.self->send(p.actor, flush_atom::value);
   CHECK(answer_of(p.self) == "committed");
   CHECK(p.counters->commits == 2);
-  CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 2")
-        == 1);
+  CHECK(streams_of(f.d, 2) == 1);
 }
 
 TEST_CASE("a sync change refused for a full backlog is answered so", "[db]") {
@@ -344,10 +345,8 @@ TEST_CASE("the close undoing a timed-out grant is taken even with the "
   CHECK(p.counters->refused == 0);
   lock.release();
   CHECK(soon([&] { return p.counters->queue_depth == 0; }));
-  CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 1")
-        == 0);
-  CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 2")
-        == 1);
+  CHECK(streams_of(f.d, 1) == 0);
+  CHECK(streams_of(f.d, 2) == 1);
 }
 
 TEST_CASE("after a fenced batch, what gathered behind it is committed",
@@ -367,10 +366,8 @@ TEST_CASE("after a fenced batch, what gathered behind it is committed",
   REQUIRE(taker.db.exec("COMMIT"));
   CHECK(answer_of(p.self) == "committed");
   CHECK(soon([&] { return p.counters->queue_depth == 0; }));
-  CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 10")
-        == 0);
-  CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 11")
-        == 1);
+  CHECK(streams_of(f.d, 10) == 0);
+  CHECK(streams_of(f.d, 11) == 1);
 }
 
 TEST_CASE("a failed batch is retried under the changes that came after it",
@@ -398,8 +395,7 @@ TEST_CASE("a failed batch is retried under the changes that came after it",
   REQUIRE(admin.exec("ALTER TABLE stream_journal DROP CONSTRAINT short_ttl"));
   CHECK(soon([&] { return p.counters->queue_depth == 0; }));
   CHECK(p.counters->errors >= 1);
-  CHECK(f.d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 1")
-        == 0);
+  CHECK(streams_of(f.d, 1) == 0);
 }
 
 TEST_CASE("when the persistence actor stops, nobody is left waiting", "[db]") {
