@@ -1,6 +1,7 @@
 #include "actors/shard_actor.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <functional>
 #include <queue>
 #include <memory>
@@ -18,6 +19,7 @@
 #include "caf/send.hpp"
 #include "caf/stateful_actor.hpp"
 #include "caf/typed_event_based_actor.hpp"
+#include "caf/sec.hpp"
 
 namespace videostreams {
 
@@ -74,43 +76,73 @@ public:
     return records_.size();
   }
 
-  bool contains(std::uint64_t user) const {
-    return records_.count(user) > 0;
+  /// Open streams in all records (expired ones not swept yet included).
+  std::int64_t open_streams() const noexcept {
+    return open_streams_;
   }
 
-  /// Stores `record` for `user` (replacing any).
-  void put(caf::actor_system& sys, std::uint64_t user, user_streams& record) {
+  /// Stores `record` for `user` (replacing any). Packing these plain types
+  /// into a growing buffer does not fail; the error is passed on all the
+  /// same rather than thrown inside the actor.
+  caf::error put(caf::actor_system& sys, std::uint64_t user,
+                 user_streams& record) {
     std::vector<char> buf;
     caf::binary_serializer sink{sys, buf};
     if (auto err = sink(record))
-      throw std::runtime_error("cannot pack a user record: "
-                               + sys.render(err));
-    records_.insert_or_assign(user,
-                              std::pmr::string{buf.data(), buf.size(), &pool_});
+      return err;
+    auto [i, added] = records_.try_emplace(user);
+    if (!added)
+      open_streams_ -= counts_[user];
+    i->second.assign(buf.data(), buf.size());
+    counts_[user] = record.count();
+    open_streams_ += record.count();
+    return caf::none;
   }
 
-  /// Removes and returns the record of `user`, if any.
-  std::optional<user_streams> take(caf::actor_system& sys,
-                                   std::uint64_t user) {
+  /// Removes and returns the record of `user` (empty if it has none or it
+  /// cannot be read back, which `err` then says).
+  user_streams take(caf::actor_system& sys, std::uint64_t user,
+                    caf::error& err) {
+    user_streams record;
     auto i = records_.find(user);
     if (i == records_.end())
-      return std::nullopt;
-    user_streams record;
+      return record;
     caf::binary_deserializer source{sys, i->second.data(), i->second.size()};
-    if (auto err = source(record))
-      throw std::runtime_error("cannot unpack a user record: "
-                               + sys.render(err));
+    err = source(record);
+    if (err)
+      record = user_streams{};
     records_.erase(i);
+    auto c = counts_.find(user);
+    open_streams_ -= c->second;
+    counts_.erase(c);
     return record;
+  }
+
+  bool contains(std::uint64_t user) const {
+    return records_.count(user) > 0;
   }
 
 private:
   std::pmr::unsynchronized_pool_resource pool_;
   std::pmr::unordered_map<std::uint64_t, std::pmr::string> records_{&pool_};
+  std::pmr::unordered_map<std::uint64_t, std::uint32_t> counts_{&pool_};
+  std::int64_t open_streams_ = 0;
+};
+
+/// What a shard's records add to the node's gauges, for the shard's last
+/// moment: a terminating shard takes them out again (see `spawn`).
+struct shard_tally {
+  std::atomic<std::int64_t> records{0};
+  std::atomic<std::int64_t> open_streams{0};
 };
 
 struct shard_state {
   shard_settings settings;
+  std::shared_ptr<shard_tally> tally = std::make_shared<shard_tally>();
+  /// Set by a hand-off: every command goes there instead of being decided.
+  user_endpoint redirect;
+  /// Answered once a hand-off has passivated every live user.
+  std::vector<caf::typed_response_promise<std::uint64_t>> drained;
   std::chrono::milliseconds tick_interval{1};
   std::uint32_t idle_ticks = 4;
   std::uint32_t tick = 0;
@@ -136,6 +168,51 @@ void report_freed(shard_pointer self, std::size_t n) {
     self->state.settings.trimmer->note_freed(n);
 }
 
+/// Brings the node's record gauge and the shard's tally in line with the
+/// record store after it changed by `records` records.
+void count_records(shard_pointer self, std::int64_t records) {
+  auto& st = self->state;
+  counters_of(self).passive_records.fetch_add(records,
+                                              std::memory_order_relaxed);
+  st.tally->records.store(static_cast<std::int64_t>(st.passive->size()),
+                          std::memory_order_relaxed);
+  st.tally->open_streams.store(st.passive->open_streams(),
+                               std::memory_order_relaxed);
+}
+
+/// Keeps `record` as `user`'s compact record (nothing for an empty one).
+void keep_record(shard_pointer self, std::uint64_t user,
+                 user_streams& record) {
+  auto& st = self->state;
+  if (record.empty())
+    return;
+  bool had = st.passive->contains(user);
+  if (auto err = st.passive->put(self->system(), user, record)) {
+    // Cannot happen for these plain types; if it did, the user's streams
+    // would be forgotten, so leave a trace.
+    aout(self) << "shard " << st.settings.index << ": cannot keep the record "
+               << "of user " << user << ": " << self->system().render(err)
+               << std::endl;
+    return;
+  }
+  count_records(self, had ? 0 : 1);
+}
+
+/// Removes and returns `user`'s compact record (empty when it has none).
+user_streams take_record(shard_pointer self, std::uint64_t user) {
+  auto& st = self->state;
+  if (!st.passive->contains(user))
+    return {};
+  caf::error err;
+  auto record = st.passive->take(self->system(), user, err);
+  if (err)
+    aout(self) << "shard " << st.settings.index << ": cannot read the record "
+               << "of user " << user << ": " << self->system().render(err)
+               << std::endl;
+  count_records(self, -1);
+  return record;
+}
+
 /// Returns the running actor entry of `user`, starting the actor (from the
 /// user's compact record, if it has one) when there is none.
 live_user& activate(shard_pointer self, std::uint64_t user) {
@@ -143,11 +220,7 @@ live_user& activate(shard_pointer self, std::uint64_t user) {
   auto i = st.live.find(user);
   if (i != st.live.end())
     return i->second;
-  user_streams record;
-  if (auto packed = st.passive->take(self->system(), user)) {
-    record = std::move(*packed);
-    counters_of(self).passive_records.fetch_sub(1, std::memory_order_relaxed);
-  }
+  auto record = take_record(self, user);
   auto& entry = st.live[user];
   entry.actor = spawn_user_actor(self->system(), user, std::move(record),
                                  st.settings.users);
@@ -160,6 +233,26 @@ void forward(shard_pointer self, live_user& entry, held_command&& x) {
     self->send(entry.actor, local_call{x.cmd, std::move(x.slot)});
   else
     x.promise.delegate(entry.actor, x.cmd);
+}
+
+/// Sends a command to where a hand-off redirects them.
+void redirect(shard_pointer self, held_command&& x) {
+  auto& to = self->state.redirect;
+  if (x.slot)
+    self->send(to, local_call{x.cmd, std::move(x.slot)});
+  else
+    x.promise.delegate(to, x.cmd);
+}
+
+/// Answers a hand-off once no user actor is left.
+void check_drained(shard_pointer self) {
+  auto& st = self->state;
+  if (st.drained.empty() || !st.live.empty())
+    return;
+  auto waiting = std::move(st.drained);
+  st.drained.clear();
+  for (auto& rp : waiting)
+    rp.deliver(static_cast<std::uint64_t>(st.passive->size()));
 }
 
 void on_passivated(shard_pointer self, std::uint64_t user,
@@ -182,8 +275,14 @@ void on_passivated(shard_pointer self, std::uint64_t user,
     if (auto next = record.next_expiry();
         next != 0 && (queued == 0 || queued > next))
       st.deadlines.push({next, user});
-    st.passive->put(self->system(), user, record);
-    counters_of(self).passive_records.fetch_add(1, std::memory_order_relaxed);
+    keep_record(self, user, record);
+  }
+  if (st.redirect) {
+    // Handing off: what waited for this user goes where all commands go.
+    for (auto& x : held)
+      redirect(self, std::move(x));
+    check_drained(self);
+    return;
   }
   if (held.empty())
     return;
@@ -212,20 +311,17 @@ void expire_due_leases(shard_pointer self) {
         self->send(i->second.actor, expire_atom::value);
       continue;
     }
-    auto packed = st.passive->take(self->system(), user);
-    if (!packed)
+    if (!st.passive->contains(user))
       continue; // nothing left of this user
-    auto& record = *packed;
+    auto record = take_record(self, user);
     with_persistence(record, user, *st.settings.users, now, [&] {
       expire_leases(record, *st.settings.users, now);
     });
     if (record.empty()) {
-      counters_of(self).passive_records.fetch_sub(1,
-                                                  std::memory_order_relaxed);
       ++freed;
       continue;
     }
-    st.passive->put(self->system(), user, record);
+    keep_record(self, user, record);
     if (auto next = record.next_expiry(); next > now.mono_ns)
       due.push({next, user});
   }
@@ -241,27 +337,29 @@ void expire_due_leases(shard_pointer self) {
   }
 }
 
+/// Asks the actor of `user` to stop and hand its state back.
+void passivate(shard_pointer self, std::uint64_t user, live_user& entry) {
+  entry.stopping = true;
+  self->request(entry.actor, caf::infinite, passivate_atom::value)
+    .then(
+      [self, user](user_streams& record) {
+        on_passivated(self, user, std::move(record));
+      },
+      [self, user](caf::error& err) {
+        // A user actor only stops when asked to; if it died anyway, its
+        // streams are gone with it. Say so, and keep serving the user.
+        aout(self) << "user actor of " << user
+                   << " failed during passivation: "
+                   << self->system().render(err) << std::endl;
+        on_passivated(self, user, user_streams{});
+      });
+}
+
 void passivate_idle_users(shard_pointer self) {
   auto& st = self->state;
-  for (auto& [user, entry] : st.live) {
-    if (entry.stopping || st.tick - entry.last_tick <= st.idle_ticks)
-      continue;
-    entry.stopping = true;
-    auto id = user;
-    self->request(entry.actor, caf::infinite, passivate_atom::value)
-      .then(
-        [self, id](user_streams& record) {
-          on_passivated(self, id, std::move(record));
-        },
-        [self, id](caf::error& err) {
-          // A user actor only stops when asked to; if it died anyway, its
-          // streams are gone with it. Say so, and keep serving the user.
-          aout(self) << "user actor of " << id
-                     << " failed during passivation: "
-                     << self->system().render(err) << std::endl;
-          on_passivated(self, id, user_streams{});
-        });
-  }
+  for (auto& [user, entry] : st.live)
+    if (!entry.stopping && st.tick - entry.last_tick > st.idle_ticks)
+      passivate(self, user, entry);
 }
 
 shard_actor::behavior_type shard_impl(shard_pointer self,
@@ -277,6 +375,15 @@ shard_actor::behavior_type shard_impl(shard_pointer self,
     (st.settings.passivate_after + st.tick_interval
      - std::chrono::milliseconds{1})
     / st.tick_interval);
+  // However the shard ends, what its records held leaves the node's gauges
+  // (state is gone by the time attached functors run; the tally is not).
+  auto* counters = st.settings.users->counters;
+  self->attach_functor([counters, tally = st.tally] {
+    counters->passive_records.fetch_sub(tally->records.load(),
+                                        std::memory_order_relaxed);
+    counters->open_streams.fetch_sub(tally->open_streams.load(),
+                                     std::memory_order_relaxed);
+  });
   self->delayed_send(self, st.tick_interval, tick_atom::value);
   // User actors are not linked to their shard (a million links would cost
   // more than the actors); a shard told to exit stops them first. (Not in an
@@ -287,6 +394,10 @@ shard_actor::behavior_type shard_impl(shard_pointer self,
     self->quit(std::move(msg.reason));
   });
   auto dispatch = [self](held_command&& x) {
+    if (self->state.redirect) {
+      redirect(self, std::move(x));
+      return;
+    }
     auto& entry = activate(self, x.cmd.user);
     if (entry.stopping)
       entry.held.push_back(std::move(x));
@@ -315,23 +426,45 @@ shard_actor::behavior_type shard_impl(shard_pointer self,
       auto& st = self->state;
       if (st.live.count(user) > 0 || record.empty())
         return; // recovery runs before any request; nothing to add
-      auto& counters = counters_of(self);
-      counters.open_streams.fetch_add(record.count(), std::memory_order_relaxed);
-      counters.passive_records.fetch_add(1, std::memory_order_relaxed);
+      counters_of(self).open_streams.fetch_add(record.count(),
+                                               std::memory_order_relaxed);
       if (auto next = record.next_expiry(); next != 0)
         st.deadlines.push({next, user});
-      st.passive->put(self->system(), user, record);
+      keep_record(self, user, record);
     },
     [self](restore_atom) -> std::uint64_t {
       return self->state.passive->size();
     },
+    [self](handoff_atom, user_endpoint& to) -> caf::result<std::uint64_t> {
+      auto& st = self->state;
+      st.redirect = std::move(to);
+      for (auto& [user, entry] : st.live)
+        if (!entry.stopping)
+          passivate(self, user, entry);
+      auto rp = self->make_response_promise<std::uint64_t>();
+      st.drained.push_back(rp);
+      check_drained(self);
+      return rp;
+    },
+    [self](resume_atom) {
+      auto& st = self->state;
+      st.redirect = nullptr;
+      for (auto& rp : st.drained)
+        rp.deliver(caf::make_error(caf::sec::request_receiver_down));
+      st.drained.clear();
+    },
     [self](tick_atom) {
-      ++self->state.tick;
-      expire_due_leases(self);
-      passivate_idle_users(self);
-      if (auto trimmer = self->state.settings.trimmer)
+      auto& st = self->state;
+      ++st.tick;
+      // A shard being handed off decides nothing: its users are passivated
+      // and their leases go to the next owner as they are.
+      if (!st.redirect) {
+        expire_due_leases(self);
+        passivate_idle_users(self);
+      }
+      if (auto trimmer = st.settings.trimmer)
         trimmer->maybe_trim();
-      self->delayed_send(self, self->state.tick_interval, tick_atom::value);
+      self->delayed_send(self, st.tick_interval, tick_atom::value);
     },
   };
 }

@@ -5,6 +5,8 @@
 
 #include "caf/atom.hpp"
 #include "caf/meta/type_name.hpp"
+#include "caf/replies_to.hpp"
+#include "caf/typed_actor.hpp"
 
 namespace videostreams {
 
@@ -48,6 +50,14 @@ typename Inspector::result_type inspect(Inspector& f, stream_change& x) {
            x.has_id, x.started_at_ms, x.expires_at_ms, x.ttl_seconds,
            x.max_streams, x.shard);
 }
+
+/// Where user actors send what changed, to be written behind: the
+/// persistence actor implements it (a stand-in does in the unit tests). A
+/// change sent alone is written behind, unanswered; with `commit_atom` it
+/// is answered `true` once durable, or with an error in bounded time.
+using change_sink
+  = caf::typed_actor<caf::reacts_to<stream_change>,
+                     caf::replies_to<commit_atom, stream_change>::with<bool>>;
 
 } // namespace videostreams
 

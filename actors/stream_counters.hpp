@@ -27,6 +27,9 @@ struct stream_counters {
   std::atomic<std::uint64_t> passivations{0};
   /// User actors started, for a new user or from a compact record (counter).
   std::atomic<std::uint64_t> activations{0};
+  /// Commands refused because this node's lease of the user's shard had
+  /// run out (counter): answered 503, nothing decided.
+  std::atomic<std::uint64_t> lease_refusals{0};
 };
 
 } // namespace videostreams

@@ -96,6 +96,18 @@ void run(user_pointer self, const user_command& cmd, Answer answer) {
   auto& st = self->state;
   auto& settings = *st.settings;
   auto now = settings.clock->now();
+  if (settings.deadlines
+      && !settings.deadlines->may_decide(settings.shard, now.mono_ns)) {
+    // This node's lease of the shard ran out (or the shard is being given
+    // up): another node may own the user by now, so nothing is decided.
+    settings.counters->lease_refusals.fetch_add(1, relaxed);
+    user_reply refused;
+    refused.outcome = stream_outcome::unavailable;
+    refused.stream_count = st.streams.count();
+    refused.max_streams = st.streams.limit(settings.default_limit);
+    answer(refused);
+    return;
+  }
   if (!settings.change_sink) {
     auto reply = decide(st.streams, cmd, settings, now);
     register_deadline(self);
@@ -127,8 +139,8 @@ void run(user_pointer self, const user_command& cmd, Answer answer) {
   auto close = *new_stream;
   close.kind = change_kind::close;
   self
-    ->request(caf::actor_cast<caf::actor>(settings.change_sink), caf::infinite,
-              commit_atom::value, *new_stream)
+    ->request(settings.change_sink, caf::infinite, commit_atom::value,
+              *new_stream)
     .then(
       [self, reply, answer](bool) mutable {
         answer(reply);

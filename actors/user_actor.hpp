@@ -10,6 +10,7 @@
 #include "caf/send.hpp"
 
 #include "actors/clock.hpp"
+#include "actors/shard_deadlines.hpp"
 #include "actors/stream_change.hpp"
 #include "actors/stream_counters.hpp"
 #include "actors/user_protocol.hpp"
@@ -40,7 +41,11 @@ struct user_settings {
   /// Where every change to be persisted goes (`stream_change` messages,
   /// written behind; a sync grant as `(commit_atom, stream_change)`, which
   /// the sink answers in bounded time); null in memory-only mode.
-  caf::actor change_sink;
+  videostreams::change_sink change_sink;
+  /// Until when this node may decide for each shard; null = always. Past
+  /// its shard's deadline a user actor answers every command
+  /// `unavailable` and changes nothing (its lease may be another node's).
+  std::shared_ptr<const shard_deadlines> deadlines;
   /// The shard of the users these settings serve (written with changes).
   std::uint32_t shard = 0;
   /// Durability `sync`: a new stream is answered only once the persistence

@@ -181,6 +181,15 @@ using user_actor = caf::typed_actor<
   caf::replies_to<passivate_atom>::with<user_streams>,
   caf::reacts_to<expire_atom>>;
 
+/// Whatever the router hands a command to: a local shard actor, a link to
+/// the node that owns the shard, or this node's cluster gate, which holds a
+/// command while its shard changes hands. It answers a `user_command`
+/// request with the user's reply, or a `local_call` through its slot (with
+/// `stream_outcome::unavailable` when no owner could decide in time).
+using user_endpoint
+  = caf::typed_actor<caf::replies_to<user_command>::with<user_reply>,
+                     caf::reacts_to<local_call>>;
+
 } // namespace videostreams
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(videostreams::local_call)

@@ -1,6 +1,8 @@
 #include "app/db_command.hpp"
 
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 
 #include "persistence/persistence_error.hpp"
 #include "persistence/pg_connection.hpp"
@@ -13,11 +15,16 @@ namespace {
 constexpr const char* usage
   = "usage: videostreams db migrate|rollback|seed|status "
     "[--database-url=URL]\n"
+    "       videostreams db reshard --shards=N [--database-url=URL]\n"
     "  migrate   apply every pending migration\n"
     "  rollback  revert the newest applied migration\n"
     "  seed      insert test data: users 1-3 with open streams, user 4 with "
     "a limit of 5\n"
     "  status    list the migrations and whether each is applied\n"
+    "  reshard   change the cluster's shard count to N (1-65536), moving "
+    "every\n"
+    "            stream and limit to its new shard; refused while any node "
+    "is alive\n"
     "The database is --database-url or DATABASE_URL (a libpq URI or "
     "connection string).\n";
 
@@ -32,11 +39,14 @@ int run_db_command(const std::vector<std::string>& args,
                    const std::function<const char*(const char*)>& getenv) {
   std::string verb;
   std::string url;
+  std::string shards_text;
   if (auto env = getenv("DATABASE_URL"))
     url = env;
   for (auto& arg : args) {
     if (arg.rfind("--database-url=", 0) == 0) {
       url = arg.substr(15);
+    } else if (arg.rfind("--shards=", 0) == 0) {
+      shards_text = arg.substr(9);
     } else if (arg == "--help" || arg == "-h") {
       std::fputs(usage, stdout);
       return 0;
@@ -49,10 +59,27 @@ int run_db_command(const std::vector<std::string>& args,
     }
   }
   if (verb != "migrate" && verb != "rollback" && verb != "seed"
-      && verb != "status") {
+      && verb != "status" && verb != "reshard") {
     std::fprintf(stderr, "videostreams db: %s\n%s",
                  verb.empty() ? "which command?"
                               : ("unknown command '" + verb + "'").c_str(),
+                 usage);
+    return 2;
+  }
+  std::uint32_t shards = 0;
+  if (verb == "reshard") {
+    char* end = nullptr;
+    auto n = shards_text.empty() ? 0 : std::strtoul(shards_text.c_str(), &end,
+                                                    10);
+    if (shards_text.empty() || *end != '\0' || n < 1 || n > 65536) {
+      std::fprintf(stderr, "videostreams db: reshard needs --shards=N, N "
+                           "from 1 to 65536\n%s",
+                   usage);
+      return 2;
+    }
+    shards = static_cast<std::uint32_t>(n);
+  } else if (!shards_text.empty()) {
+    std::fprintf(stderr, "videostreams db: --shards is for reshard only\n%s",
                  usage);
     return 2;
   }
@@ -84,6 +111,14 @@ int run_db_command(const std::vector<std::string>& args,
     if (auto ok = seed(*db); !ok)
       return failed(ok.error());
     std::printf("seeded users 1-4\n");
+  } else if (verb == "reshard") {
+    auto done = reshard(*db, shards);
+    if (!done)
+      return failed(done.error());
+    std::printf("resharded from %u to %u shards: %zu open streams and %zu "
+                "limits moved\n",
+                done->shards_before, done->shards_after, done->streams,
+                done->limits);
   } else {
     auto status = schema_status(*db);
     if (!status)

@@ -6,7 +6,8 @@
 
 namespace videostreams {
 
-/// `videostreams db migrate|rollback|seed|status [--database-url=URL]`:
+/// `videostreams db migrate|rollback|seed|status|reshard [--shards=N]
+/// [--database-url=URL]`:
 /// manages the schema of the database named by `--database-url` or
 /// `DATABASE_URL`. `args` are the words after "db". Prints what it did on
 /// stdout, errors on stderr; returns the process exit code (0 done, 1 the

@@ -59,6 +59,9 @@ int main(int argc, char** argv) {
                          : std::string{"persistent (PostgreSQL, durability "}
                              + (cfg.values.sync_durability ? "sync" : "async")
                              + ")";
+    auto cluster = node.cluster_address();
+    if (!cluster.empty())
+      mode += ", cluster node " + cluster;
     std::fprintf(stderr, "videostreams: listening on %s:%d, mode %s, "
                          "options:%s\n",
                  cfg.values.bind.c_str(), port, mode.c_str(),
@@ -86,6 +89,9 @@ int main(int argc, char** argv) {
     }
     std::fprintf(stderr, "videostreams: stopped\n");
     return 0;
+  } catch (const startup_refused& e) {
+    std::fprintf(stderr, "videostreams: %s\n", e.what());
+    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "videostreams: %s\n", e.what());
     return 1;

@@ -199,13 +199,40 @@ const std::vector<option_spec>& option_table() {
       "least (a fold round also waits for twice as many changes as the "
       "state holds)",
       &options::fold_min_changes, 1, 1000000000),
-    {"node-id", "this node's name as shard owner (default: the host name)",
+    {"node-id",
+     "this node's name in the cluster and as shard owner, 1-63 characters "
+     "of A-Z a-z 0-9 . _ - (default: the host name); a process started "
+     "under a running node's id takes over from it",
      false,
      [](const std::string& text, options& opts) -> std::string {
+       if (!text.empty() && !valid_node_id(text))
+         return "must be 1 to 63 characters of A-Z a-z 0-9 . _ -";
        opts.node_id = text;
        return {};
      },
      [](const options& opts) { return opts.node_id; }},
+    {"advertise-host",
+     "the address other nodes reach this one at (default: the --bind "
+     "address when it is a specific one, else the host name's address)",
+     false,
+     [](const std::string& text, options& opts) -> std::string {
+       if (text.find_first_of(" \t/") != std::string::npos)
+         return "must be a host name or an IP address";
+       opts.advertise_host = text;
+       return {};
+     },
+     [](const options& opts) { return opts.advertise_host; }},
+    integer_option<int>("cluster-port",
+                        "TCP port (on --bind) where other nodes forward "
+                        "commands to this one, through CAF's middleman (0 "
+                        "picks a free one); with a database only",
+                        &options::cluster_port, 0, 65535),
+    duration_option("lease-ttl",
+                    "how long a shard lease runs without renewal (renewed "
+                    "every third of it); a dead node's shards are served "
+                    "elsewhere within about this long",
+                    &options::lease_ttl, milliseconds{2000},
+                    milliseconds{60000}),
   };
   return table;
 }
@@ -225,6 +252,16 @@ const option_spec* find_option(const std::string& name) {
 }
 
 } // namespace
+
+bool valid_node_id(const std::string& x) {
+  if (x.empty() || x.size() > 63)
+    return false;
+  for (char c : x)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_'
+        && c != '-')
+      return false;
+  return true;
+}
 
 std::variant<parsed_options, std::string>
 parse_options(const std::vector<std::string>& args,

@@ -39,8 +39,17 @@ struct options {
   std::uint32_t write_backlog = 100000;
   /// Changes committed before a round of folds, at least.
   std::uint32_t fold_min_changes = 20000;
-  /// This node's name as shard owner; empty = the host name.
+  /// This node's name in the cluster; empty = the host name.
   std::string node_id;
+  /// The address other nodes reach this one at; empty = the `bind`
+  /// address when that is a specific one, else the host name's address.
+  std::string advertise_host;
+  /// The port of CAF's middleman, where other nodes forward commands to
+  /// this one (0 picks a free one).
+  int cluster_port = 4370;
+  /// How long a shard lease runs without renewal; a node whose renewals
+  /// fail stops deciding for its shards shortly before that.
+  std::chrono::milliseconds lease_ttl{5000};
 };
 
 /// The result of reading the command line and environment.
@@ -61,6 +70,10 @@ struct parsed_options {
 std::variant<parsed_options, std::string>
 parse_options(const std::vector<std::string>& args,
               const std::function<const char*(const char*)>& getenv);
+
+/// True for a node id the cluster accepts: 1-63 characters of
+/// [A-Za-z0-9._-] (a Kubernetes pod name is one).
+bool valid_node_id(const std::string& x);
 
 /// The `--help` text: every option, its variable, its default and meaning.
 std::string help_text();

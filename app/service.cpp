@@ -2,22 +2,30 @@
 
 #include <chrono>
 #include <cstdio>
-#include <exception>
+#include <random>
 #include <stdexcept>
 #include <thread>
 
+#include <netdb.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "caf/actor_system.hpp"
 #include "caf/actor_system_config.hpp"
 #include "caf/atom.hpp"
+#include "caf/io/middleman.hpp"
 #include "caf/scoped_actor.hpp"
 #include "caf/send.hpp"
 
 #include "actors/message_types.hpp"
 #include "actors/router.hpp"
 #include "actors/shard_actor.hpp"
+#include "actors/shard_deadlines.hpp"
 #include "actors/stream_counters.hpp"
+#include "cluster/cluster_node.hpp"
+#include "cluster/cluster_protocol.hpp"
+#include "cluster/lease_keeper.hpp"
+#include "cluster/lease_store.hpp"
 #include "persistence/persistence_actor.hpp"
 #include "persistence/persistence_error.hpp"
 #include "persistence/schema.hpp"
@@ -34,6 +42,7 @@ class actor_config : public caf::actor_system_config {
 public:
   explicit actor_config(const options& opts) {
     register_message_types(*this);
+    register_cluster_message_types(*this);
     set("scheduler.max-threads", static_cast<size_t>(opts.actor_threads));
     set("logger.verbosity", caf::atom("quiet"));
     // Scheduler polling, measured with bench/run on 2 cores: a worker that
@@ -43,35 +52,19 @@ public:
     // variable that an enqueue signals.
     set("work-stealing.aggressive-poll-attempts", size_t{20});
     set("work-stealing.moderate-poll-attempts", size_t{0});
+    if (!opts.database_url.empty()) {
+      // Nodes talk through the middleman. Heartbeats on every connection
+      // let it drop a peer that stopped answering (a paused or cut-off
+      // process) rather than wait for TCP, which may take minutes.
+      load<caf::io::middleman>();
+      set("middleman.heartbeat-interval",
+          caf::timespan{std::chrono::milliseconds{500}});
+      set("middleman.connection-timeout",
+          caf::timespan{std::max(opts.lease_ttl,
+                                 std::chrono::milliseconds{3000})});
+    }
   }
 };
-
-std::vector<shard_actor> spawn_shards(caf::actor_system& sys,
-                                      const options& opts,
-                                      stream_counters& counters,
-                                      heap_trimmer& trimmer,
-                                      const persistence_actor& writer) {
-  auto users = std::make_shared<user_settings>();
-  if (writer) {
-    users->change_sink = caf::actor_cast<caf::actor>(writer);
-    users->sync_grants = opts.sync_durability;
-  }
-  users->default_limit = opts.max_streams;
-  users->default_ttl_seconds = opts.default_ttl_seconds;
-  users->legacy_ttl_seconds = opts.legacy_stream_ttl_seconds;
-  users->counters = &counters;
-  shard_settings settings;
-  settings.users = users;
-  settings.passivate_after = opts.passivate_after;
-  settings.trimmer = &trimmer;
-  std::vector<shard_actor> shards;
-  shards.reserve(opts.shards);
-  for (std::uint32_t i = 0; i < opts.shards; ++i) {
-    settings.index = i;
-    shards.push_back(spawn_shard_actor(sys, settings));
-  }
-  return shards;
-}
 
 api_settings api_options(const options& opts) {
   api_settings result;
@@ -92,19 +85,35 @@ http_server_settings http_settings(const options& opts) {
   return result;
 }
 
-
-std::vector<std::uint32_t> all_shards(std::uint32_t count) {
-  std::vector<std::uint32_t> result(count);
-  for (std::uint32_t i = 0; i < count; ++i)
-    result[i] = i;
-  return result;
-}
-
 std::string host_name() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0')
     return "videostreams";
   return buf;
+}
+
+/// The address other nodes reach this one at, unless configured: the bind
+/// address when it names one, else the first address the host name
+/// resolves to (on Kubernetes, the pod's IP), else the host name itself.
+std::string default_advertise_host(const options& opts) {
+  if (opts.bind != "0.0.0.0" && opts.bind != "::" && !opts.bind.empty())
+    return opts.bind;
+  auto name = host_name();
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  std::string result = name;
+  if (::getaddrinfo(name.c_str(), nullptr, &hints, &found) == 0
+      && found != nullptr) {
+    char text[NI_MAXHOST];
+    if (::getnameinfo(found->ai_addr, found->ai_addrlen, text, sizeof(text),
+                      nullptr, 0, NI_NUMERICHOST)
+        == 0)
+      result = text;
+    ::freeaddrinfo(found);
+  }
+  return result;
 }
 
 pg_connection connect_or_throw(const std::string& url) {
@@ -114,14 +123,32 @@ pg_connection connect_or_throw(const std::string& url) {
   return std::move(*db);
 }
 
+std::uint64_t new_incarnation() {
+  std::random_device rd;
+  auto x = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+  return x & 0x7fffffffffffffffULL; // a positive bigint
+}
+
 } // namespace
 
+startup_refused::startup_refused(const std::string& what)
+  : std::runtime_error(what) {
+  // Nothing else to do.
+}
+
 struct service::impl {
-  explicit impl(const options& opts) : opts(opts), cfg(opts), sys(cfg) {
+  explicit impl(const options& opts)
+    : opts(opts),
+      node_id(opts.node_id.empty() ? host_name() : opts.node_id),
+      cfg(opts),
+      sys(cfg) {
+    if (!valid_node_id(node_id))
+      throw startup_refused("the host name '" + node_id
+                            + "' is no valid node id: set --node-id (1 to 63 "
+                              "characters of A-Z a-z 0-9 . _ -)");
+    routes = std::make_shared<router>(opts.shards);
     if (!opts.database_url.empty())
       start_persistence();
-    users = std::make_unique<router>(
-      spawn_shards(sys, opts, counters, trimmer, writer));
     auto settings = api_options(opts);
     if (writer) {
       auto state = persistence;
@@ -129,14 +156,17 @@ struct service::impl {
         return state->reachable.load() ? "ok" : "unreachable";
       };
     }
-    rest = std::make_unique<api>(*users, settings, metrics, counters,
+    settings.cluster = cluster_view;
+    settings.cluster_figures = cluster;
+    rest = std::make_unique<api>(*routes, settings, metrics, counters,
                                  persistence.get());
     http = std::make_unique<http_server>(*rest, http_settings(opts));
+    start_node();
   }
 
-  /// Connects, checks the schema, takes every shard (one node: the epochs
-  /// rise at each start, fencing out any older process) and starts the
-  /// persistence actor.
+  /// Connects, checks the schema and the shard count, and starts the
+  /// persistence actor, the lease keeper and the shard loader (each with a
+  /// connection of its own). Shards come later, as the node takes them.
   void start_persistence() {
     auto db = connect_or_throw(opts.database_url);
     auto schema = schema_status(db);
@@ -146,6 +176,16 @@ struct service::impl {
       if (m.applied_at.empty())
         throw std::runtime_error("the database schema is not migrated: run "
                                  "`videostreams db migrate`");
+    auto stored = stored_shard_count(db, opts.shards);
+    if (!stored)
+      throw std::runtime_error(describe(stored.error()));
+    if (*stored != opts.shards)
+      throw startup_refused(
+        "--shards=" + std::to_string(opts.shards) + " differs from the "
+        + std::to_string(*stored) + " shards this database's cluster has; "
+        "start with --shards=" + std::to_string(*stored) + ", or change the "
+        "count with `videostreams db reshard --shards="
+        + std::to_string(opts.shards) + "` while every node is stopped");
     fold_settings folds;
     folds.min_changes = opts.fold_min_changes;
     // Folds write through a connection of their own, so that commits go on
@@ -160,11 +200,6 @@ struct service::impl {
                                + describe(ready.error()));
     cancel_commit = store->connection().canceller();
     cancel_fold = store->fold_connection().canceller();
-    auto epochs = store->take_shards(
-      opts.node_id.empty() ? host_name() : opts.node_id,
-      all_shards(opts.shards));
-    if (!epochs)
-      throw std::runtime_error(describe(epochs.error()));
     persistence = std::make_shared<persistence_counters>();
     persistence_settings settings;
     settings.flush_interval = opts.flush_interval;
@@ -172,35 +207,116 @@ struct service::impl {
     // Shorter than the HTTP wait, so that a slow commit is undone and
     // answered 503 by the user actor before the request gives up on it.
     settings.commit_timeout = opts.request_timeout * 3 / 4;
-    writer = spawn_persistence_actor(sys, store, *epochs, settings,
-                                     persistence);
+    writer = spawn_persistence_actor(sys, store, settings, persistence);
+    // A lease statement that hangs must not hold the keeper past a lease.
+    auto lease_db = connect_or_throw(opts.database_url);
+    cancel_lease = lease_db.canceller();
+    auto timeout = "SET statement_timeout = "
+                   + std::to_string(opts.lease_ttl.count());
+    if (auto ready = lease_db.set_session_setup(timeout); !ready)
+      throw std::runtime_error("cannot set up the lease keeper's session: "
+                               + describe(ready.error()));
+    keeper = spawn_lease_keeper(
+      sys, std::shared_ptr<lease_store>{make_pg_lease_store(std::move(lease_db))},
+      clock);
+    auto load_db = connect_or_throw(opts.database_url);
+    cancel_load = load_db.canceller();
+    loader = spawn_shard_loader(sys, std::move(load_db));
   }
 
-  /// Loads every open stream and limit into the shards, as passivated
-  /// records, before the node answers for users.
-  void recover() {
+  /// Starts the cluster node; with a database it is published on the
+  /// cluster port and joins the cluster.
+  void start_node() {
+    auto users = std::make_shared<user_settings>();
+    if (writer) {
+      users->change_sink = writer;
+      users->sync_grants = opts.sync_durability;
+    }
+    users->default_limit = opts.max_streams;
+    users->default_ttl_seconds = opts.default_ttl_seconds;
+    users->legacy_ttl_seconds = opts.legacy_stream_ttl_seconds;
+    users->counters = &counters;
+    users->clock = clock;
+    users->deadlines = deadlines;
+    cluster_node_settings settings;
+    settings.self.node_id = node_id;
+    settings.self.incarnation = new_incarnation();
+    settings.self.advertise_host = opts.advertise_host.empty()
+                                     ? default_advertise_host(opts)
+                                     : opts.advertise_host;
+    settings.self.http_port = opts.port;
+    settings.self.cluster_port = writer ? opts.cluster_port : 0;
+    settings.self.lease_ttl = opts.lease_ttl;
+    settings.shard_count = opts.shards;
+    settings.request_timeout = opts.request_timeout;
+    settings.clock = clock;
+    auto passivate_after = opts.passivate_after;
+    auto* trim = &trimmer;
+    auto* system = &sys;
+    settings.spawn_shard = [system, users, passivate_after,
+                            trim](std::uint32_t shard) {
+      shard_settings ss;
+      ss.users = users;
+      ss.passivate_after = passivate_after;
+      ss.trimmer = trim;
+      ss.index = shard;
+      return spawn_shard_actor(*system, ss);
+    };
+    settings.routes = routes;
+    settings.deadlines = deadlines;
+    settings.persistence = writer;
+    settings.keeper = keeper;
+    settings.loader = loader;
+    if (writer)
+      settings.middleman = sys.middleman().actor_handle();
+    settings.counters = cluster;
+    settings.view = cluster_view;
+    auto* api_ptr = rest.get();
+    settings.on_up = [api_ptr] { api_ptr->set_readiness(readiness::ready); };
+    settings.on_superseded = [api_ptr] {
+      api_ptr->set_readiness(readiness::stopping);
+    };
+    settings.log = [id = node_id](const std::string& line) {
+      std::fprintf(stderr, "videostreams: node %s: %s\n", id.c_str(),
+                   line.c_str());
+    };
+    advertised = settings.self.advertise_host;
+    node = spawn_cluster_node(sys, std::move(settings));
     if (!writer)
       return;
-    stream_store loader{connect_or_throw(opts.database_url)};
-    auto loaded = loader.load_users(all_shards(opts.shards),
-                                    system_time_source{}.now());
-    if (!loaded)
-      throw std::runtime_error(describe(loaded.error()));
+    caf::anon_send(writer, listen_atom::value, fence_listener{node});
+    auto port = sys.middleman().publish(
+      node, static_cast<std::uint16_t>(opts.cluster_port), opts.bind.c_str(),
+      true);
+    if (!port)
+      throw std::runtime_error("cannot listen for other nodes on " + opts.bind
+                               + ":" + std::to_string(opts.cluster_port)
+                               + ": " + sys.render(port.error()));
+    cluster_port = *port;
+  }
+
+  /// Joins the cluster (with a database), naming the HTTP port actually
+  /// bound (--port=0 picks one).
+  void join() {
+    if (!writer)
+      return;
+    caf::anon_send(node, join_atom::value,
+                   static_cast<std::uint16_t>(cluster_port),
+                   static_cast<std::uint16_t>(http_port));
+  }
+
+  /// Hands every shard off to the other nodes (bounded), with a database.
+  void leave() {
+    if (!writer)
+      return;
     caf::scoped_actor self{sys};
-    for (auto& [user, record] : *loaded)
-      self->send(users->shard_for(user), restore_atom::value, user,
-                 std::move(record));
-    // Messages from one sender arrive in order: once every shard answered
-    // this, every restore was taken in.
-    for (auto& shard : users->shards())
-      self->request(shard, caf::infinite, restore_atom::value)
-        .receive([](std::uint64_t) {},
-                 [](caf::error& err) {
-                   throw std::runtime_error(to_string(err));
-                 });
-    std::fprintf(stderr, "videostreams: recovered %zu users from the "
-                         "database\n",
-                 loaded->size());
+    self->request(node, leave_timeout, leave_atom::value)
+      .receive([](bool) {},
+               [](caf::error&) {
+                 std::fprintf(stderr, "videostreams: not every shard was "
+                                      "handed off in time; the others take "
+                                      "them when their leases expire\n");
+               });
   }
 
   /// Commits whatever the persistence actor still holds (bounded).
@@ -232,26 +348,54 @@ struct service::impl {
   }
 
   ~impl() {
-    // Shards stop their user actors as they exit, so the actor system's
-    // destructor finds every actor done.
-    for (auto& shard : users->shards())
-      caf::anon_send_exit(shard, caf::exit_reason::user_shutdown);
-    if (writer)
-      caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
+    // The node stops its shard actors (and they their user actors) and its
+    // links, so the actor system's destructor finds every actor done.
+    caf::anon_send_exit(node, caf::exit_reason::user_shutdown);
+    if (!writer)
+      return;
+    caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(keeper, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(loader, caf::exit_reason::user_shutdown);
+    // Their threads may wait in a statement that does not return (a lock,
+    // a server that stopped answering); the process waits for them.
+    cancel_lease->cancel();
+    cancel_load->cancel();
   }
 
+  /// How long a graceful stop waits for the hand-off of every shard: with
+  /// the final flush (10 s at most) a stop ends within 30 s.
+  static constexpr std::chrono::seconds leave_timeout{15};
+
   options opts;
+  std::string node_id;
+  std::string advertised;
+  int cluster_port = 0;
+  int http_port = 0;
   stream_counters counters;
   heap_trimmer trimmer;
   http_metrics metrics;
+  std::shared_ptr<const time_source> clock
+    = std::make_shared<system_time_source>();
+  std::shared_ptr<shard_deadlines> deadlines
+    = std::make_shared<shard_deadlines>(opts.shards);
+  std::shared_ptr<cluster_counters> cluster
+    = std::make_shared<cluster_counters>();
+  std::shared_ptr<cluster_view_box> cluster_view
+    = std::make_shared<cluster_view_box>();
   std::shared_ptr<persistence_counters> persistence;
   /// Cancel the writer's and the folder's running statements (at exit).
   std::shared_ptr<pg_canceller> cancel_commit;
   std::shared_ptr<pg_canceller> cancel_fold;
+  /// Cancel the lease keeper's and the shard loader's statements (at exit).
+  std::shared_ptr<pg_canceller> cancel_lease;
+  std::shared_ptr<pg_canceller> cancel_load;
   actor_config cfg;
   caf::actor_system sys;
+  std::shared_ptr<router> routes;
   persistence_actor writer;
-  std::unique_ptr<router> users;
+  lease_keeper_actor keeper;
+  shard_loader_actor loader;
+  cluster_node_actor node;
   std::unique_ptr<api> rest;
   std::unique_ptr<http_server> http;
 };
@@ -263,36 +407,28 @@ service::service(const options& opts) : impl_(std::make_unique<impl>(opts)) {
 service::~service() = default;
 
 int service::bind() {
-  return impl_->http->bind();
+  impl_->http_port = impl_->http->bind();
+  return impl_->http_port;
+}
+
+std::string service::cluster_address() const {
+  if (!impl_->writer)
+    return {};
+  return impl_->node_id + " at " + impl_->advertised + ":"
+         + std::to_string(impl_->cluster_port);
 }
 
 void service::run() {
-  if (!impl_->writer) {
-    impl_->rest->set_readiness(readiness::ready); // nothing to load
-    impl_->http->run();
-    return;
-  }
-  // Serve /healthz and /readyz ("starting") while the state loads; user
-  // requests get 503 until then.
-  std::exception_ptr failure;
-  std::thread loader{[this, &failure] {
-    try {
-      impl_->recover();
-      impl_->rest->set_readiness(readiness::ready);
-    } catch (...) {
-      failure = std::current_exception();
-      impl_->http->stop();
-    }
-  }};
+  // Serve /healthz and /readyz ("starting") while the node takes and loads
+  // its shards; user requests are held or answered 503 until then.
+  impl_->join();
   impl_->http->run();
-  loader.join();
   impl_->flush();
-  if (failure)
-    std::rethrow_exception(failure);
 }
 
 void service::stop() {
   impl_->rest->set_readiness(readiness::stopping);
+  impl_->leave();
   impl_->http->stop();
 }
 

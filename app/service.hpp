@@ -1,14 +1,26 @@
 #pragma once
 
 #include <memory>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "app/options.hpp"
 
 namespace videostreams {
 
+/// The service refuses to start with these options on this database (the
+/// process exits 2, like for a bad option): e.g. `--shards` differs from
+/// the cluster's stored shard count.
+class startup_refused : public std::runtime_error {
+public:
+  explicit startup_refused(const std::string& what);
+};
+
 /// One node of videostreams, assembled from its options: the actor system,
-/// the shards, the router, the API and the HTTP listener.
+/// the cluster node and its shards, the router, the API and the HTTP
+/// listener; with a database, the persistence actor and the cluster's
+/// lease keeper, shard loader and middleman too.
 class service {
 public:
   explicit service(const options& opts);
@@ -20,11 +32,16 @@ public:
   /// Binds the HTTP port; returns it, or -1 when it cannot be bound.
   int bind();
 
+  /// With a database: "NODE at HOST:PORT", how other nodes reach this one;
+  /// "" in memory.
+  std::string cluster_address() const;
+
   /// Serves HTTP until `stop`; returns once in-flight requests are answered.
   void run();
 
-  /// Begins a graceful stop: `/readyz` turns 503, the listener stops
-  /// accepting. Thread-safe; call once.
+  /// A graceful stop: `/readyz` turns 503, every shard is handed off to
+  /// the other nodes (bounded), then the listener stops accepting. Blocks
+  /// until the hand-off is done. Thread-safe; call once.
   void stop();
 
 private:

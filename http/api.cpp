@@ -107,9 +107,12 @@ api_response unavailable(int retry_after_seconds) {
   return res;
 }
 
-/// The one mapping from a failed call into the actors to HTTP.
+/// The one mapping from a failed call into the actors to HTTP: no answer
+/// in time, or a cluster that could not reach a deciding owner (it passes
+/// once the cluster settles), is a 503; anything else is a fault.
 api_response call_failed(const caf::error& err, int retry_after_seconds) {
-  if (err == caf::sec::request_timeout)
+  if (err == caf::sec::request_timeout
+      || err.category() == caf::atom("cluster"))
     return unavailable(retry_after_seconds);
   return error_response(500);
 }
@@ -162,6 +165,33 @@ bool allows(route r, std::string_view method) {
     default:
       return method == "GET" || method == "HEAD";
   }
+}
+
+json::object cluster_json(const cluster_view& v) {
+  json::array members;
+  for (auto& m : v.members)
+    members.emplace_back(json::object{{"nodeId", m.node_id},
+                                      {"advertiseHost", m.advertise_host},
+                                      {"httpPort", m.http_port},
+                                      {"clusterPort", m.cluster_port},
+                                      {"status", m.status},
+                                      {"shards", m.shards},
+                                      {"lastHeartbeat", m.last_heartbeat}});
+  json::array shards;
+  shards.reserve(v.shards.size());
+  for (auto& s : v.shards) {
+    json::value owner = nullptr;
+    if (!s.owner.empty())
+      owner = json::string{s.owner};
+    shards.emplace_back(json::object{{"shard", s.shard},
+                                     {"owner", std::move(owner)},
+                                     {"epoch", s.epoch},
+                                     {"state", s.state}});
+  }
+  return json::object{{"nodeId", v.node_id},
+                      {"shardCount", v.shard_count},
+                      {"members", std::move(members)},
+                      {"shards", std::move(shards)}};
 }
 
 } // namespace
@@ -268,9 +298,14 @@ api_response api::dispatch(const api_request& req, const route_match& m) {
       return json_response(200, json::object{{"status", "ok"}});
     case route::readyz:
       return readyz();
+    case route::cluster:
+      if (auto refused = refuse_operator(req.authorization, false))
+        return std::move(*refused);
+      return cluster();
     case route::metrics: {
       api_response res;
-      res.body = metrics_.render(counters_, persistence_);
+      res.body = metrics_.render(counters_, persistence_,
+                                 settings_.cluster_figures.get());
       res.content_type = "text/plain; version=0.0.4; charset=utf-8";
       return res;
     }
@@ -306,27 +341,8 @@ api_response api::session_command(const api_request& req,
   if (m.which == route::v2_limit) {
     // Operator access is checked before anything about the request is
     // revealed or validated.
-    if (settings_.admin_token.empty())
-      return json_response(403, json::object{
-                                  {"msg", "Forbidden"},
-                                  {"detail", "no admin token is configured"}});
-    // RFC 9110: the scheme name is case-insensitive.
-    constexpr std::string_view bearer = "bearer ";
-    auto scheme = req.authorization.substr(0, bearer.size());
-    bool is_bearer = scheme.size() == bearer.size()
-                     && std::equal(scheme.begin(), scheme.end(),
-                                   bearer.begin(), [](char a, char b) {
-                                     return std::tolower(
-                                              static_cast<unsigned char>(a))
-                                            == b;
-                                   });
-    auto given = is_bearer ? req.authorization.substr(bearer.size())
-                           : std::string_view{};
-    if (!constant_time_equal(given, settings_.admin_token)) {
-      auto res = json_response(401, json::object{{"msg", "Unauthorized"}});
-      res.headers.emplace_back("WWW-Authenticate", "Bearer");
-      return res;
-    }
+    if (auto refused = refuse_operator(req.authorization, true))
+      return std::move(*refused);
   }
   auto user = parse_user_id(m.user_id);
   if (!user)
@@ -435,6 +451,42 @@ api_response api::session_command(const api_request& req,
       break;
   }
   return error_response(500); // an outcome no v2 command produces
+}
+
+std::optional<api_response>
+api::refuse_operator(std::string_view authorization,
+                     bool token_required) const {
+  if (settings_.admin_token.empty()) {
+    if (!token_required)
+      return std::nullopt;
+    return json_response(403, json::object{
+                                {"msg", "Forbidden"},
+                                {"detail", "no admin token is configured"}});
+  }
+  // RFC 9110: the scheme name is case-insensitive.
+  constexpr std::string_view bearer = "bearer ";
+  auto scheme = authorization.substr(0, bearer.size());
+  bool is_bearer = scheme.size() == bearer.size()
+                   && std::equal(scheme.begin(), scheme.end(), bearer.begin(),
+                                 [](char a, char b) {
+                                   return std::tolower(
+                                            static_cast<unsigned char>(a))
+                                          == b;
+                                 });
+  auto given = is_bearer ? authorization.substr(bearer.size())
+                         : std::string_view{};
+  if (constant_time_equal(given, settings_.admin_token))
+    return std::nullopt;
+  auto res = json_response(401, json::object{{"msg", "Unauthorized"}});
+  res.headers.emplace_back("WWW-Authenticate", "Bearer");
+  return res;
+}
+
+api_response api::cluster() const {
+  auto view = settings_.cluster ? settings_.cluster->get() : nullptr;
+  if (!view)
+    return unavailable(settings_.retry_after_seconds);
+  return json_response(200, cluster_json(*view));
 }
 
 api_response api::readyz() const {

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -11,6 +13,7 @@
 
 #include "actors/router.hpp"
 #include "actors/stream_counters.hpp"
+#include "cluster/cluster_view.hpp"
 #include "http/metrics.hpp"
 #include "persistence/persistence_actor.hpp"
 #include "http/routes.hpp"
@@ -53,6 +56,10 @@ struct api_settings {
   std::string admin_token;
   /// What `/readyz` says of the database: "none", "ok" or "unreachable".
   std::function<const char*()> database_status = [] { return "none"; };
+  /// What `GET /api/cluster` shows (the cluster node publishes it), and the
+  /// cluster node's figures for `/metrics`; either may be null.
+  std::shared_ptr<const cluster_view_box> cluster;
+  std::shared_ptr<const cluster_counters> cluster_figures;
 };
 
 /// The HTTP API of DESIGN §2: maps a request to a command for the user's
@@ -81,6 +88,13 @@ private:
   api_response legacy_command(route r, std::string_view user_id_text);
   api_response session_command(const api_request& req, const route_match& m);
   api_response readyz() const;
+  api_response cluster() const;
+
+  /// Nothing when `authorization` carries the admin token; else the answer
+  /// that refuses the request (403 without a configured token when
+  /// `token_required`, else 401).
+  std::optional<api_response> refuse_operator(std::string_view authorization,
+                                              bool token_required) const;
 
   const router& users_;
   api_settings settings_;

@@ -73,8 +73,98 @@ std::uint64_t http_metrics::requests(route r, int status) const noexcept {
     .load(relaxed);
 }
 
+namespace {
+
+/// The cluster node's figures, and the forwarding to each peer.
+void render_cluster(std::string& out, const cluster_counters& c) {
+  append_gauge(out, "videostreams_cluster_members", "gauge",
+               "Live members of the cluster, this node included.",
+               c.members);
+  append_gauge(out, "videostreams_cluster_shards_owned", "gauge",
+               "Shards this node serves.", c.shards_owned);
+  append_gauge(out, "videostreams_cluster_takeovers_total", "counter",
+               "Shards this node took and loaded.", c.takeovers);
+  append_gauge(out, "videostreams_cluster_handoffs_total", "counter",
+               "Shards this node handed off to another node.", c.handoffs);
+  append_gauge(out, "videostreams_cluster_shards_lost_total", "counter",
+               "Shards this node dropped because another node owned them by "
+               "then (its lease lapsed, or its writes were fenced).",
+               c.shards_lost);
+  append_gauge(out, "videostreams_cluster_lease_renewal_failures_total",
+               "counter", "Lease renewals that failed.", c.renewal_failures);
+  append_gauge(out, "videostreams_cluster_held_requests_total", "counter",
+               "Requests held while their shard changed hands.", c.held);
+  append_gauge(out, "videostreams_cluster_held_timeouts_total", "counter",
+               "Held requests answered 503 because no owner could decide "
+               "within the request timeout.",
+               c.held_timeouts);
+  auto peers = c.peers();
+  append_header(out, "videostreams_cluster_peer_connected", "gauge",
+                "1 while this node is connected to the peer.");
+  for (auto& [id, p] : peers)
+    append_format(out, "videostreams_cluster_peer_connected{peer=\"%s\"} %d\n",
+                  id.c_str(), p->connected.load(relaxed));
+  struct per_peer {
+    const char* name;
+    const char* help;
+    std::atomic<std::uint64_t> peer_counters::*field;
+  };
+  const per_peer counts[] = {
+    {"videostreams_cluster_forwarded_requests_total",
+     "Requests forwarded to the peer that owns them.",
+     &peer_counters::forwarded},
+    {"videostreams_cluster_forward_failures_total",
+     "Requests for the peer answered 503: unreachable, too late, or no "
+     "decision.",
+     &peer_counters::failed},
+    {"videostreams_cluster_forward_not_owner_total",
+     "Requests the peer sent back as not its own (tried once more at the "
+     "owner it named).",
+     &peer_counters::not_owner},
+  };
+  for (auto& x : counts) {
+    append_header(out, x.name, "counter", x.help);
+    for (auto& [id, p] : peers)
+      append_format(out, "%s{peer=\"%s\"} %llu\n", x.name, id.c_str(),
+                    static_cast<unsigned long long>(
+                      ((*p).*(x.field)).load(relaxed)));
+  }
+  append_header(out, "videostreams_cluster_forward_duration_seconds",
+                "histogram",
+                "Time from forwarding a request to the peer's answer.");
+  for (auto& [id, p] : peers) {
+    std::uint64_t cumulative = 0;
+    auto& bounds = peer_counters::latency_buckets;
+    for (std::size_t b = 0; b <= bounds.size(); ++b) {
+      cumulative += p->buckets[b].load(relaxed);
+      char le[32];
+      if (b < bounds.size())
+        std::snprintf(le, sizeof(le), "%g", bounds[b]);
+      else
+        std::snprintf(le, sizeof(le), "+Inf");
+      append_format(out,
+                    "videostreams_cluster_forward_duration_seconds_bucket{"
+                    "peer=\"%s\",le=\"%s\"} %llu\n",
+                    id.c_str(), le,
+                    static_cast<unsigned long long>(cumulative));
+    }
+    append_format(out,
+                  "videostreams_cluster_forward_duration_seconds_sum{peer="
+                  "\"%s\"} %.9f\n",
+                  id.c_str(),
+                  static_cast<double>(p->latency_sum_ns.load(relaxed)) / 1e9);
+    append_format(out,
+                  "videostreams_cluster_forward_duration_seconds_count{peer="
+                  "\"%s\"} %llu\n",
+                  id.c_str(), static_cast<unsigned long long>(cumulative));
+  }
+}
+
+} // namespace
+
 std::string http_metrics::render(const stream_counters& counters,
-                                 const persistence_counters* persistence) const {
+                                 const persistence_counters* persistence,
+                                 const cluster_counters* cluster) const {
   std::string out;
   out.reserve(16 * 1024);
   append_header(out, "videostreams_http_requests_total", "counter",
@@ -148,6 +238,12 @@ std::string http_metrics::render(const stream_counters& counters,
   append_gauge(out, "videostreams_stream_grant_failures_total", "counter",
                "Grants undone because their commit failed or timed out.",
                counters.failed_grants);
+  append_gauge(out, "videostreams_stream_lease_refusals_total", "counter",
+               "Requests answered 503 because this node's lease of their "
+               "shard had run out.",
+               counters.lease_refusals);
+  if (cluster != nullptr)
+    render_cluster(out, *cluster);
   if (persistence == nullptr)
     return out;
   append_gauge(out, "videostreams_persistence_queue_depth", "gauge",
@@ -165,6 +261,10 @@ std::string http_metrics::render(const stream_counters& counters,
   append_gauge(out, "videostreams_persistence_refused_total", "counter",
                "Changes refused because the write backlog was full.",
                persistence->refused);
+  append_gauge(out, "videostreams_persistence_fenced_total", "counter",
+               "Changes dropped because another node owned their shard by "
+               "the time they were committed.",
+               persistence->fenced);
   append_gauge(out, "videostreams_persistence_commit_timeouts_total",
                "counter",
                "Sync grants answered 503 because their commit was not "

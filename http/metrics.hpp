@@ -7,6 +7,7 @@
 #include <string>
 
 #include "actors/stream_counters.hpp"
+#include "cluster/cluster_view.hpp"
 #include "persistence/persistence_actor.hpp"
 #include "http/routes.hpp"
 
@@ -32,9 +33,11 @@ public:
   std::uint64_t requests(route r, int status) const noexcept;
 
   /// The Prometheus text exposition (format 0.0.4) of these metrics, of
-  /// the actors' `counters` and, with a database, of the persistence actor.
+  /// the actors' `counters`, of the cluster node's (if given) and, with a
+  /// database, of the persistence actor.
   std::string render(const stream_counters& counters,
-                     const persistence_counters* persistence = nullptr) const;
+                     const persistence_counters* persistence = nullptr,
+                     const cluster_counters* cluster = nullptr) const;
 
 private:
   static constexpr std::size_t status_slots = status_codes.size() + 1;

@@ -36,6 +36,8 @@ route_match match_route(std::string_view path) noexcept {
       return {route::metrics, {}, {}};
     return {};
   }
+  if (n == 2 && seg[0] == "api" && seg[1] == "cluster")
+    return {route::cluster, {}, {}};
   if (n == 3 && seg[0] == "api") {
     if (seg[1] == "startstream")
       return {route::startstream, seg[2], {}};
@@ -74,6 +76,8 @@ std::string_view route_template(route r) noexcept {
       return "/api/v2/users/:user_id/streams/:session_id";
     case route::v2_limit:
       return "/api/v2/users/:user_id/limit";
+    case route::cluster:
+      return "/api/cluster";
     case route::unmatched:
       break;
   }

@@ -16,6 +16,7 @@ enum class route : unsigned char {
   v2_streams,  ///< GET, POST /api/v2/users/:user_id/streams
   v2_stream,   ///< PUT, DELETE /api/v2/users/:user_id/streams/:session_id
   v2_limit,    ///< PUT, DELETE /api/v2/users/:user_id/limit
+  cluster,     ///< GET /api/cluster
   unmatched,   ///< any other path
 };
 

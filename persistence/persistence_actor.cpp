@@ -74,10 +74,13 @@ folder_impl(folder_actor::pointer, std::shared_ptr<stream_store> store,
 /// Does the blocking PostgreSQL calls, one at a time, for the persistence
 /// actor: commits a batch, or checks the database. After a commit that
 /// made a fold step due, hands the step to its folder (one at a time).
-using writer_actor
-  = caf::typed_actor<caf::replies_to<commit_atom, commit_batch>::with<bool>,
-                     caf::replies_to<probe_atom>::with<bool>,
-                     caf::reacts_to<fold_atom>>;
+/// A commit is answered with the shards it found fenced (their changes
+/// were dropped; the others' committed).
+using writer_actor = caf::typed_actor<
+  caf::replies_to<commit_atom, commit_batch>::with<std::vector<std::uint32_t>>,
+  caf::replies_to<probe_atom>::with<bool>, caf::reacts_to<fold_atom>,
+  caf::replies_to<adopt_atom, adopted_shard>::with<bool>,
+  caf::replies_to<disown_atom, std::vector<std::uint32_t>>::with<bool>>;
 
 struct writer_state {
   /// Null when the store has no fold connection: then nothing is folded.
@@ -88,23 +91,20 @@ struct writer_state {
 
 writer_actor::behavior_type
 writer_impl(writer_actor::stateful_pointer<writer_state> self,
-            std::shared_ptr<stream_store> store, shard_epochs epochs,
+            std::shared_ptr<stream_store> store,
             std::shared_ptr<persistence_counters> counters) {
   if (store->has_fold_connection())
     self->state.folder = self->spawn<caf::detached + caf::linked>(folder_impl,
                                                                   store,
                                                                   counters);
-  // Read the committed state now rather than at the first commit (which
-  // does it if this fails).
-  self->send(self, fold_atom::value);
   return {
-    [self, store, epochs](commit_atom,
-                          const commit_batch& batch) -> caf::result<bool> {
-      auto done = store->commit(*batch.changes, epochs);
+    [self, store](commit_atom, const commit_batch& batch)
+      -> caf::result<std::vector<std::uint32_t>> {
+      auto done = store->commit(*batch.changes);
       if (done) {
         if (store->fold_due())
           self->send(self, fold_atom::value);
-        return true;
+        return std::move(*done);
       }
       if (is(done.error(), persistence_error::unreachable))
         store->connection().reset(); // the next attempt starts afresh
@@ -114,17 +114,20 @@ writer_impl(writer_actor::stateful_pointer<writer_state> self,
       return static_cast<bool>(store->connection().exec("SELECT 1"))
              || store->connection().reset();
     },
-    [self, store, epochs, counters](fold_atom) {
+    [store](adopt_atom, adopted_shard& x) {
+      store->adopt(x.shard, x.epoch, std::move(*x.state), x.position);
+      return true;
+    },
+    [store](disown_atom, const std::vector<std::uint32_t>& shards) {
+      for (auto shard : shards)
+        store->disown(shard);
+      return true;
+    },
+    [self, store, counters](fold_atom) {
       auto& st = self->state;
-      if (!store->state_loaded()) {
-        if (auto loaded = store->load_state(epochs); !loaded)
-          counters->errors.fetch_add(1, relaxed);
-        return;
-      }
       if (!st.folder || st.folding || !store->fold_due())
         return;
-      auto job = std::make_shared<const fold_job>(
-        store->take_fold_step(epochs));
+      auto job = std::make_shared<const fold_job>(store->take_fold_step());
       auto state_size = store->state_size();
       st.folding = true;
       auto start = steady::now();
@@ -160,10 +163,13 @@ change_target target_of(const stream_change& c) {
   return {is_limit, c.user, is_limit ? std::string{} : c.key};
 }
 
-/// A caller waiting for a change to be durable.
+/// A caller waiting for a change to be durable (or, with `any_shard`, for
+/// everything received before it).
 struct waiter {
+  static constexpr std::uint32_t any_shard = UINT32_MAX;
   caf::typed_response_promise<bool> promise;
   steady::time_point deadline;
+  std::uint32_t shard = any_shard;
 };
 
 /// Waiters in arrival order, which is also deadline order (every deadline
@@ -211,6 +217,8 @@ private:
 
 struct persistence_state {
   writer_actor writer;
+  /// Told which shards a commit found fenced; may be null.
+  fence_listener on_fenced;
   persistence_settings settings;
   std::shared_ptr<persistence_counters> counters;
   /// The batch gathering, and who waits for it.
@@ -258,6 +266,20 @@ void answer_all(waiter_queue& waiters, const caf::error& err) {
   waiters.clear();
 }
 
+/// Answers the waiters of a commit that found `fenced` shards fenced.
+void answer_committed(waiter_queue& waiters,
+                      const std::vector<std::uint32_t>& fenced) {
+  for (auto& w : waiters) {
+    if (std::find(fenced.begin(), fenced.end(), w.shard) != fenced.end())
+      w.promise.deliver(make_error(persistence_error::fenced,
+                                   "shard " + std::to_string(w.shard)
+                                     + " is owned by another node now"));
+    else
+      w.promise.deliver(true);
+  }
+  waiters.clear();
+}
+
 /// Answers the waiters whose deadline passed.
 void expire(persistence_pointer self, waiter_queue& waiters,
             steady::time_point now) {
@@ -289,7 +311,8 @@ void schedule_commit(persistence_pointer self) {
     self->delayed_send(self, due - now, flush_atom::value);
 }
 
-void committed(persistence_pointer self);
+void committed(persistence_pointer self,
+               const std::vector<std::uint32_t>& fenced);
 void commit_failed(persistence_pointer self, caf::error& err);
 
 /// Hands the gathered batch to the writer, unless a commit runs.
@@ -305,25 +328,38 @@ void dispatch(persistence_pointer self) {
   self
     ->request(st.writer, caf::infinite, commit_atom::value,
               commit_batch{st.in_flight})
-    .then([self](bool) { committed(self); },
-          [self](caf::error& err) { commit_failed(self, err); });
+    .then(
+      [self](std::vector<std::uint32_t>& fenced) { committed(self, fenced); },
+      [self](caf::error& err) { commit_failed(self, err); });
 }
 
-void committed(persistence_pointer self) {
+void committed(persistence_pointer self,
+               const std::vector<std::uint32_t>& fenced) {
   auto& st = self->state;
   auto now = steady::now();
   auto& c = *st.counters;
+  auto dropped = std::count_if(st.in_flight->begin(), st.in_flight->end(),
+                               [&fenced](const stream_change& x) {
+                                 return std::find(fenced.begin(), fenced.end(),
+                                                  x.shard)
+                                        != fenced.end();
+                               });
+  auto written = st.in_flight->size() - static_cast<std::size_t>(dropped);
   c.commit_ns.fetch_add(
     static_cast<std::uint64_t>((now - st.last_dispatch).count()), relaxed);
   c.commits.fetch_add(1, relaxed);
-  c.last_batch.store(st.in_flight->size(), relaxed);
-  c.changes_written.fetch_add(st.in_flight->size(), relaxed);
+  c.last_batch.store(written, relaxed);
+  c.changes_written.fetch_add(written, relaxed);
+  c.fenced.fetch_add(static_cast<std::uint64_t>(dropped), relaxed);
   c.reachable.store(true, relaxed);
   st.last_contact = now;
   st.retry_after = std::chrono::milliseconds{0};
   st.in_flight.reset();
   st.update_depth();
-  answer_all(st.in_flight_waiters, caf::error{});
+  answer_committed(st.in_flight_waiters, fenced);
+  // Another node owns these shards now; whoever runs them must stop.
+  if (!fenced.empty() && st.on_fenced)
+    self->send(st.on_fenced, fenced_atom::value, fenced);
   if (st.gathering.size() >= st.settings.max_batch)
     dispatch(self);
   else
@@ -339,16 +375,6 @@ void commit_failed(persistence_pointer self, caf::error& err) {
   auto failed = std::move(st.in_flight);
   auto waiters = std::move(st.in_flight_waiters);
   st.in_flight_waiters.clear();
-  if (is(err, persistence_error::fenced)) {
-    // Another node owns a shard of this batch: its state is newer than
-    // anything here, so nothing of this batch may ever be written. What
-    // gathered meanwhile goes on (changes of a lost shard are fenced in
-    // turn).
-    st.update_depth();
-    answer_all(waiters, err);
-    schedule_commit(self);
-    return;
-  }
   // Keep the batch until a commit is confirmed, under the changes that
   // came since (they are newer); try again after a back-off. A retried
   // batch is safe: upserts and deletes are idempotent.
@@ -376,6 +402,7 @@ void commit_failed(persistence_pointer self, caf::error& err) {
 bool take(persistence_pointer self, stream_change& change,
           caf::typed_response_promise<bool>* waiting = nullptr) {
   auto& st = self->state;
+  auto shard = change.shard;
   st.counters->changes_received.fetch_add(1, relaxed);
   bool adds_state = change.kind == change_kind::grant
                     || change.kind == change_kind::set_limit;
@@ -390,7 +417,7 @@ bool take(persistence_pointer self, stream_change& change,
   }
   if (waiting != nullptr)
     st.gathering_waiters.push_back(
-      waiter{*waiting, steady::now() + st.settings.commit_timeout});
+      waiter{*waiting, steady::now() + st.settings.commit_timeout, shard});
   st.update_depth();
   if (st.gathering.size() >= st.settings.max_batch
       && st.retry_after.count() == 0)
@@ -430,12 +457,11 @@ void watch(persistence_pointer self) {
 
 persistence_actor::behavior_type
 persistence_impl(persistence_pointer self, std::shared_ptr<stream_store> store,
-                 shard_epochs epochs, persistence_settings settings,
+                 persistence_settings settings,
                  std::shared_ptr<persistence_counters> counters) {
   auto& st = self->state;
   st.writer = self->spawn<caf::detached + caf::linked>(writer_impl,
                                                        std::move(store),
-                                                       std::move(epochs),
                                                        counters);
   st.settings = settings;
   st.counters = std::move(counters);
@@ -474,6 +500,30 @@ persistence_impl(persistence_pointer self, std::shared_ptr<stream_store> store,
       else
         dispatch(self);
     },
+    [self](sync_atom) -> caf::result<bool> {
+      auto& st = self->state;
+      auto rp = self->make_response_promise<bool>();
+      waiter w{rp, steady::now() + st.settings.commit_timeout};
+      if (!st.gathering.empty()) {
+        st.gathering_waiters.push_back(std::move(w));
+        schedule_commit(self);
+      } else if (st.in_flight) {
+        st.in_flight_waiters.push_back(std::move(w));
+      } else {
+        rp.deliver(true);
+      }
+      return rp;
+    },
+    [self](adopt_atom a, adopted_shard& x) -> caf::result<bool> {
+      return self->delegate(self->state.writer, a, std::move(x));
+    },
+    [self](disown_atom a, std::vector<std::uint32_t>& shards)
+      -> caf::result<bool> {
+      return self->delegate(self->state.writer, a, std::move(shards));
+    },
+    [self](listen_atom, fence_listener& x) {
+      self->state.on_fenced = std::move(x);
+    },
     [self, watch_every](watch_atom, std::uint64_t round) {
       auto& st = self->state;
       if (round != st.watch_round)
@@ -490,10 +540,10 @@ persistence_impl(persistence_pointer self, std::shared_ptr<stream_store> store,
 persistence_actor
 spawn_persistence_actor(caf::actor_system& sys,
                         std::shared_ptr<stream_store> store,
-                        shard_epochs epochs, persistence_settings settings,
+                        persistence_settings settings,
                         std::shared_ptr<persistence_counters> counters) {
-  return sys.spawn(persistence_impl, std::move(store), std::move(epochs),
-                   settings, std::move(counters));
+  return sys.spawn(persistence_impl, std::move(store), std::move(settings),
+                   std::move(counters));
 }
 
 } // namespace videostreams

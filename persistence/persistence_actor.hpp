@@ -5,7 +5,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
+#include "caf/allowed_unsafe_message_type.hpp"
 #include "caf/atom.hpp"
 #include "caf/fwd.hpp"
 #include "caf/replies_to.hpp"
@@ -18,6 +20,33 @@ namespace videostreams {
 
 /// Makes the persistence actor commit what it has gathered now.
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
+
+/// Asks for an answer once every change received so far is committed.
+using sync_atom = caf::atom_constant<caf::atom("sync")>;
+
+/// Starts writing for a shard (with its epoch and committed state).
+using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
+
+/// Stops writing for shards.
+using disown_atom = caf::atom_constant<caf::atom("disown")>;
+
+/// Tells the fence listener which shards were fenced.
+using fenced_atom = caf::atom_constant<caf::atom("fenced")>;
+
+/// With a fence listener: tell it from now on which shards were fenced.
+using listen_atom = caf::atom_constant<caf::atom("listen")>;
+
+/// A shard to write for from now on: its lease epoch (the fencing token)
+/// and the state it holds as committed, read at journal `position`. Never
+/// leaves the node (the state is shared, not copied).
+struct adopted_shard {
+  std::uint32_t shard = 0;
+  std::int64_t epoch = 0;
+  std::shared_ptr<committed_shard> state;
+  std::int64_t position = 0;
+};
+
+
 
 /// Asks the writer to check the database (internal).
 using probe_atom = caf::atom_constant<caf::atom("probe")>;
@@ -39,13 +68,29 @@ using watch_atom = caf::atom_constant<caf::atom("watch")>;
 /// answered `true` once the batch holding it committed, or with an error:
 /// the commit failed, or was not confirmed within `commit_timeout` of the
 /// change's arrival (`persistence_error::commit_timeout`; the change may
-/// still land later). Callers therefore need no timeout of their own (a
-/// CAF request timeout costs two wake-ups of CAF's clock thread per call).
-using persistence_actor
-  = caf::typed_actor<caf::reacts_to<stream_change>,
-                     caf::replies_to<commit_atom, stream_change>::with<bool>,
-                     caf::reacts_to<flush_atom>,
-                     caf::reacts_to<watch_atom, std::uint64_t>>;
+/// still land later), or its shard was fenced (`persistence_error::fenced`).
+/// Callers therefore need no timeout of their own (a CAF request timeout
+/// costs two wake-ups of CAF's clock thread per call). `sync` is answered
+/// the same way once everything received before it is committed (changes
+/// of fenced shards count as done: they are never written).
+///
+/// It writes for the shards it adopted; a change of any other shard is
+/// fenced. Adopting and disowning go to the writer in order with the
+/// commits, and are answered once the writer took them in. A fence
+/// listener, once named (`listen_atom`), is told of every fenced shard:
+/// another node owns it now, its changes were dropped, and nothing more
+/// is written for it.
+using fence_listener = caf::typed_actor<
+  caf::reacts_to<fenced_atom, std::vector<std::uint32_t>>>;
+
+using persistence_actor = caf::typed_actor<
+  caf::reacts_to<stream_change>,
+  caf::replies_to<commit_atom, stream_change>::with<bool>,
+  caf::reacts_to<flush_atom>, caf::reacts_to<watch_atom, std::uint64_t>,
+  caf::replies_to<sync_atom>::with<bool>,
+  caf::replies_to<adopt_atom, adopted_shard>::with<bool>,
+  caf::replies_to<disown_atom, std::vector<std::uint32_t>>::with<bool>,
+  caf::reacts_to<listen_atom, fence_listener>>;
 
 /// How the persistence actor batches.
 struct persistence_settings {
@@ -83,6 +128,9 @@ struct persistence_counters {
   std::atomic<std::uint64_t> commit_timeouts{0};
   /// Changes refused because the backlog was full (counter).
   std::atomic<std::uint64_t> refused{0};
+  /// Changes dropped because their shard was fenced: another node owns it
+  /// now (counter).
+  std::atomic<std::uint64_t> fenced{0};
   /// Sum of commit durations in nanoseconds (counter).
   std::atomic<std::uint64_t> commit_ns{0};
   /// Size of the last committed batch (gauge).
@@ -105,11 +153,14 @@ struct persistence_counters {
 };
 
 /// Starts the persistence actor and its detached writer, which writes
-/// through `store` under `epochs`.
+/// through `store` for the shards the store has adopted (and those adopted
+/// later through the actor).
 persistence_actor
 spawn_persistence_actor(caf::actor_system& sys,
                         std::shared_ptr<stream_store> store,
-                        shard_epochs epochs, persistence_settings settings,
+                        persistence_settings settings,
                         std::shared_ptr<persistence_counters> counters);
 
 } // namespace videostreams
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(videostreams::adopted_shard)

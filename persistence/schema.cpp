@@ -276,6 +276,48 @@ FROM stream_state;
 CREATE VIEW user_limits AS
 SELECT user_id, max_streams, shard, epoch FROM limit_state)sql",
      v2_down.c_str()},
+    {3, "cluster: members, shard leases, the shard count", R"sql(
+-- Who owns each shard, under which epoch (the fencing token of every
+-- write), until when: a lease. Taking one raises its epoch; a released
+-- lease has no owner (and keeps its epoch, which fences its old owner).
+ALTER TABLE shard_epochs RENAME TO shard_leases;
+ALTER TABLE shard_leases RENAME COLUMN lease_expires_at TO expires_at;
+ALTER TABLE shard_leases ALTER COLUMN owner DROP NOT NULL;
+ALTER TABLE shard_leases
+  ADD COLUMN state text NOT NULL DEFAULT 'unowned'
+  CHECK (state IN ('loading', 'serving', 'handing-off', 'unowned'));
+-- The nodes of the cluster. A member whose heartbeat is older than its
+-- lease TTL is dead. `incarnation` tells a restarted process from the one
+-- before it under the same node id.
+CREATE TABLE cluster_members (
+  node_id        text        PRIMARY KEY,
+  incarnation    bigint      NOT NULL,
+  advertise_host text        NOT NULL,
+  http_port      integer     NOT NULL CHECK (http_port BETWEEN 0 AND 65535),
+  cluster_port   integer     NOT NULL CHECK (cluster_port BETWEEN 0 AND 65535),
+  status         text        NOT NULL
+                 CHECK (status IN ('joining', 'up', 'leaving')),
+  lease_ttl_ms   integer     NOT NULL CHECK (lease_ttl_ms > 0),
+  started_at     timestamptz NOT NULL,
+  heartbeat_at   timestamptz NOT NULL
+);
+-- The number of shards users are spread over (mix64(user) % shard_count):
+-- set by the first node, changed only by `videostreams db reshard`.
+CREATE TABLE cluster_settings (
+  singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+  shard_count integer NOT NULL CHECK (shard_count BETWEEN 1 AND 65536)
+);
+-- A database a single node ran on: that node took every shard.
+INSERT INTO cluster_settings (shard_count)
+SELECT count(*) FROM shard_leases HAVING count(*) > 0)sql",
+     R"sql(
+DROP TABLE cluster_settings;
+DROP TABLE cluster_members;
+ALTER TABLE shard_leases DROP COLUMN state;
+UPDATE shard_leases SET owner = '' WHERE owner IS NULL;
+ALTER TABLE shard_leases ALTER COLUMN owner SET NOT NULL;
+ALTER TABLE shard_leases RENAME COLUMN expires_at TO lease_expires_at;
+ALTER TABLE shard_leases RENAME TO shard_epochs)sql"},
   };
   return all;
 }
@@ -371,9 +413,176 @@ schema_status(pg_connection& db) {
   return result;
 }
 
+caf::expected<std::uint32_t> stored_shard_count(pg_connection& db,
+                                               std::uint32_t wanted) {
+  static constexpr const char* sql = R"sql(
+WITH claimed AS (
+  INSERT INTO cluster_settings (shard_count) VALUES ($1)
+  ON CONFLICT (singleton) DO NOTHING
+  RETURNING shard_count
+)
+SELECT shard_count FROM claimed
+UNION ALL SELECT shard_count FROM cluster_settings)sql";
+  // Two tries: a node starting at the same moment as another may find the
+  // row neither inserted by itself nor visible to its statement yet.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto rows = db.exec(sql, {std::to_string(wanted)});
+    if (!rows)
+      return rows.error();
+    if (rows->size() > 0)
+      return static_cast<std::uint32_t>(std::stoul(rows->at(0, 0)));
+  }
+  return make_error(persistence_error::statement,
+                    "cluster_settings holds no shard count");
+}
+
+caf::expected<reshard_result> reshard(pg_connection& db,
+                                      std::uint32_t shards) {
+  if (shards < 1 || shards > 65536)
+    return make_error(persistence_error::statement,
+                      "the shard count must lie within 1 and 65536");
+  if (auto begun = db.exec("BEGIN"); !begun)
+    return begun.error();
+  auto fail = [&db](caf::error err) -> caf::expected<reshard_result> {
+    db.exec("ROLLBACK");
+    return err;
+  };
+  // No node may write while the state moves, and none may start meanwhile
+  // (a starting node reads cluster_settings and joins cluster_members).
+  auto locked = db.exec("LOCK TABLE cluster_settings, cluster_members, "
+                        "shard_leases, shard_snapshots, stream_journal "
+                        "IN EXCLUSIVE MODE");
+  if (!locked)
+    return fail(locked.error());
+  auto alive = db.exec(
+    "SELECT count(*), coalesce(string_agg(node_id, ', ' ORDER BY node_id), "
+    "'') FROM cluster_members "
+    "WHERE heartbeat_at + lease_ttl_ms * interval '1 millisecond' > now()");
+  if (!alive)
+    return fail(alive.error());
+  if (alive->at(0, 0) != "0")
+    return fail(make_error(persistence_error::statement,
+                           "refused: " + alive->at(0, 0)
+                             + " cluster member(s) alive (" + alive->at(0, 1)
+                             + "); stop every node first"));
+  auto before = db.exec("SELECT shard_count FROM cluster_settings");
+  if (!before)
+    return fail(before.error());
+  reshard_result result;
+  result.shards_before = before->size() == 0
+                           ? 0
+                           : static_cast<std::uint32_t>(
+                             std::stoul(before->at(0, 0)));
+  result.shards_after = shards;
+  auto streams = db.exec("SELECT user_id, stream_key, has_id, started_ms, "
+                         "ttl_seconds, expires_ms FROM stream_state");
+  if (!streams)
+    return fail(streams.error());
+  auto limits = db.exec("SELECT user_id, max_streams FROM limit_state");
+  if (!limits)
+    return fail(limits.error());
+  // Every stream and limit to its shard under the new count, as arrays.
+  array_literal s_shards, s_users, s_keys, s_has_ids, s_started, s_ttls,
+    s_expires, l_shards, l_users, l_values;
+  for (int i = 0; i < streams->size(); ++i) {
+    auto user = std::stoull(streams->at(i, 0));
+    s_shards.add(shard_of(user, shards));
+    s_users.add(user);
+    s_keys.add(streams->at(i, 1), true);
+    s_has_ids.add(streams->at(i, 2) == "t");
+    s_started.add(std::stoll(streams->at(i, 3)));
+    s_ttls.add(std::stoul(streams->at(i, 4)));
+    s_expires.add(std::stoll(streams->at(i, 5)));
+  }
+  for (int i = 0; i < limits->size(); ++i) {
+    auto user = std::stoull(limits->at(i, 0));
+    l_shards.add(shard_of(user, shards));
+    l_users.add(user);
+    l_values.add(std::stoul(limits->at(i, 1)));
+  }
+  result.streams = static_cast<std::size_t>(streams->size());
+  result.limits = static_cast<std::size_t>(limits->size());
+  // The snapshots take everything at the newest position, so the journal
+  // is empty afterwards; every lease gets an epoch above any before, so a
+  // writer of the old layout could never pass a fence again.
+  const std::vector<std::string> steps{
+    R"sql(
+CREATE TEMPORARY TABLE reshard_position ON COMMIT DROP AS
+SELECT greatest((SELECT max(position) FROM stream_journal),
+                (SELECT max(position) FROM shard_snapshots), 0) AS position,
+       coalesce((SELECT max(epoch) FROM shard_leases), 0) + 1 AS epoch)sql",
+    "DELETE FROM stream_journal",
+    "DELETE FROM shard_snapshots",
+  };
+  for (auto& sql : steps)
+    if (auto done = db.exec(sql); !done)
+      return fail(done.error());
+  auto written = db.exec(R"sql(
+WITH s AS (
+  SELECT * FROM unnest($1::int[], $2::bigint[], $3::text[], $4::boolean[],
+                       $5::bigint[], $6::integer[], $7::bigint[])
+    AS x(sh, u, k, h, st, t, e)
+), l AS (
+  SELECT * FROM unnest($8::int[], $9::bigint[], $10::integer[]) AS y(sh, u, m)
+), streams AS (
+  SELECT sh, array_agg(u ORDER BY u, k) AS users,
+         array_agg(k ORDER BY u, k) AS keys,
+         array_agg(h ORDER BY u, k) AS has_ids,
+         array_agg(st ORDER BY u, k) AS started,
+         array_agg(t ORDER BY u, k) AS ttls,
+         array_agg(e ORDER BY u, k) AS expires
+  FROM s GROUP BY sh
+), lims AS (
+  SELECT sh, array_agg(u ORDER BY u) AS users, array_agg(m ORDER BY u) AS vals
+  FROM l GROUP BY sh
+)
+INSERT INTO shard_snapshots (shard, position, epoch, users, keys, has_ids,
+                             started_ms, ttls, expires_ms, limit_users,
+                             limit_values)
+SELECT g.sh, p.position, p.epoch, coalesce(a.users, '{}'),
+       coalesce(a.keys, '{}'), coalesce(a.has_ids, '{}'),
+       coalesce(a.started, '{}'), coalesce(a.ttls, '{}'),
+       coalesce(a.expires, '{}'), coalesce(b.users, '{}'),
+       coalesce(b.vals, '{}')
+FROM generate_series(0, $11::int - 1) AS g(sh)
+CROSS JOIN reshard_position AS p
+LEFT JOIN streams AS a ON a.sh = g.sh
+LEFT JOIN lims AS b ON b.sh = g.sh)sql",
+                         {s_shards.str(), s_users.str(), s_keys.str(),
+                          s_has_ids.str(), s_started.str(), s_ttls.str(),
+                          s_expires.str(), l_shards.str(), l_users.str(),
+                          l_values.str(), std::to_string(shards)});
+  if (!written)
+    return fail(written.error());
+  const std::vector<std::string> leases{
+    R"sql(
+UPDATE shard_leases SET owner = NULL, expires_at = NULL, state = 'unowned',
+       epoch = (SELECT epoch FROM reshard_position))sql",
+    R"sql(
+INSERT INTO shard_leases (shard, owner, epoch, expires_at, state)
+SELECT g, NULL, (SELECT epoch FROM reshard_position), NULL, 'unowned'
+FROM generate_series(0, )sql" + std::to_string(shards - 1) + R"sql() AS g
+ON CONFLICT (shard) DO NOTHING)sql",
+    R"sql(
+INSERT INTO cluster_settings (shard_count) VALUES ()sql"
+      + std::to_string(shards) + R"sql()
+ON CONFLICT (singleton) DO UPDATE SET shard_count = EXCLUDED.shard_count)sql",
+  };
+  for (auto& sql : leases)
+    if (auto done = db.exec(sql); !done)
+      return fail(done.error());
+  if (auto committed = db.exec("COMMIT"); !committed)
+    return committed.error();
+  return result;
+}
+
 caf::expected<void> seed(pg_connection& db) {
   // Users 1-3 with open streams (user 3 at the default limit of 3), user 4
-  // with a limit of its own. Shards for the default of 128 shards.
+  // with a limit of its own, on the stored shard count (the default of 128
+  // becomes the stored one on a database no node used yet).
+  auto shard_count = stored_shard_count(db, 128);
+  if (!shard_count)
+    return shard_count.error();
   struct row {
     std::uint64_t user;
     const char* key;
@@ -391,7 +600,7 @@ caf::expected<void> seed(pg_connection& db) {
     keys.add(r.key, true);
     has_ids.add(r.has_id);
     ttls.add(r.ttl);
-    shards.add(shard_of(r.user, 128));
+    shards.add(shard_of(r.user, *shard_count));
   }
   // One journal row with whatever of the seed is missing (nothing when it
   // is all there), under epoch 0; every shard it touches gets an empty
@@ -436,7 +645,7 @@ SELECT coalesce((SELECT array_agg(u) FROM s), '{}'),
 WHERE EXISTS (SELECT 1 FROM s) OR EXISTS (SELECT 1 FROM l))sql";
   auto done = db.exec(sql, {users.str(), keys.str(), has_ids.str(),
                             ttls.str(), shards.str(),
-                            std::to_string(shard_of(4, 128))});
+                            std::to_string(shard_of(4, *shard_count))});
   if (!done)
     return done.error();
   return caf::unit;

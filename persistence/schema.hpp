@@ -1,5 +1,7 @@
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -41,8 +43,32 @@ caf::expected<int> rollback(pg_connection& db);
 caf::expected<std::vector<migration_status>> schema_status(pg_connection& db);
 
 /// Inserts a few users with open streams and one with a limit of its own
-/// (test data, like the original project's seed). Idempotent. Needs the
-/// schema migrated.
+/// (test data, like the original project's seed), on the stored shard
+/// count (storing the default of 128 on a database no node used yet).
+/// Idempotent. Needs the schema migrated.
 caf::expected<void> seed(pg_connection& db);
+
+/// The cluster's shard count as stored in the database; stores `wanted`
+/// first when none is (the first node of a cluster does).
+caf::expected<std::uint32_t> stored_shard_count(pg_connection& db,
+                                               std::uint32_t wanted);
+
+/// What `reshard` did.
+struct reshard_result {
+  /// The stored shard count before (0 when none was stored) and after.
+  std::uint32_t shards_before = 0;
+  std::uint32_t shards_after = 0;
+  /// Open streams and own limits moved.
+  std::size_t streams = 0;
+  std::size_t limits = 0;
+};
+
+/// Changes the cluster's shard count to `shards` (1 to 65536), offline: in
+/// one transaction, refused while any cluster member is alive, every open
+/// stream and limit moves to its shard under the new count (a snapshot per
+/// shard, the journal emptied), and every lease is freed under an epoch
+/// above all before, so no writer of the old layout can pass a fence.
+caf::expected<reshard_result> reshard(pg_connection& db,
+                                      std::uint32_t shards);
 
 } // namespace videostreams

@@ -11,17 +11,18 @@ namespace videostreams {
 
 namespace {
 
-// The shards of $1 that still carry the epochs of $2, their epoch rows
-// locked FOR SHARE (a node taking a shard over waits for the lock).
+// The shards of $1 whose lease still carries the epochs of $2 and has an
+// owner (a released lease keeps its epoch), their lease rows locked FOR
+// SHARE (a node taking a shard over waits for the lock).
 constexpr const char* fence_sql = R"sql(
-  SELECT s.shard FROM shard_epochs AS s
+  SELECT s.shard FROM shard_leases AS s
   JOIN unnest($1::int[], $2::bigint[]) AS f(shard, epoch)
-    ON s.shard = f.shard AND s.epoch = f.epoch
+    ON s.shard = f.shard AND s.epoch = f.epoch AND s.owner IS NOT NULL
   FOR SHARE OF s)sql";
 
 // One statement, so one round trip and one implicit transaction: the batch
 // is appended only if all its shards passed the fence; the statement
-// answers whether they did, and where the batch went.
+// answers whether they did, where the batch went, and which shards failed.
 const std::string commit_sql = std::string{"WITH fence AS ("} + fence_sql
                                + R"sql(
 ), ok AS (
@@ -36,12 +37,20 @@ const std::string commit_sql = std::string{"WITH fence AS ("} + fence_sql
   WHERE (SELECT fine FROM ok)
   RETURNING position
 )
-SELECT (SELECT fine FROM ok), (SELECT position FROM appended))sql";
+SELECT (SELECT fine FROM ok), (SELECT position FROM appended),
+       ARRAY(SELECT unnest($1::int[]) EXCEPT SELECT shard FROM fence))sql";
 
-// The fence of a fold step, at the start of its transaction.
-const std::string fold_fence_sql
-  = std::string{"SELECT count(*) = cardinality($1::int[]) FROM ("}
-    + fence_sql + ") AS fence";
+// Whether a fold step's shards are still this writer's, at the start of
+// its transaction. A check, not a lock: a fold may run for seconds, and
+// row locks on the lease table would hold up every lease renewal (and a
+// take-over) that long. None is needed: a snapshot at position P holds the
+// shard's exact state as of P (nobody else wrote the shard up to P), so
+// even one written after the shard changed hands is true, and a snapshot
+// never replaces a newer one.
+constexpr const char* fold_fence_sql = R"sql(
+SELECT count(*) = cardinality($1::int[]) FROM shard_leases AS s
+JOIN unnest($1::int[], $2::bigint[]) AS f(shard, epoch)
+  ON s.shard = f.shard AND s.epoch = f.epoch AND s.owner IS NOT NULL)sql";
 
 constexpr const char* snapshot_sql = R"sql(
 INSERT INTO shard_snapshots (shard, position, epoch, users, keys, has_ids,
@@ -74,115 +83,158 @@ std::string shard_list(const std::vector<std::uint32_t>& shards) {
   return ids.str();
 }
 
-std::vector<std::uint32_t> keys_of(const shard_epochs& epochs) {
+/// Parses PostgreSQL's text form of an int[] ("{1,2,3}").
+std::vector<std::uint32_t> parse_shard_array(const std::string& text) {
   std::vector<std::uint32_t> result;
-  for (auto& [shard, epoch] : epochs)
-    result.push_back(shard);
+  std::uint32_t value = 0;
+  bool digits = false;
+  for (char c : text) {
+    if (c >= '0' && c <= '9') {
+      value = value * 10 + static_cast<std::uint32_t>(c - '0');
+      digits = true;
+    } else if (digits) {
+      result.push_back(value);
+      value = 0;
+      digits = false;
+    }
+  }
   return result;
 }
 
 } // namespace
 
-caf::expected<shard_epochs>
-stream_store::take_shards(const std::string& node,
-                          const std::vector<std::uint32_t>& shards) {
-  auto ids = shard_list(shards);
-  auto rows = db_.exec(R"sql(
-WITH taken AS (
-  INSERT INTO shard_epochs (shard, owner, epoch)
-  SELECT s, $2, 1 FROM unnest($1::int[]) AS x(s)
-  ON CONFLICT (shard) DO UPDATE
-  SET owner = EXCLUDED.owner, epoch = shard_epochs.epoch + 1
-  RETURNING shard, epoch
-), snapshots AS (
-  INSERT INTO shard_snapshots (shard, position, epoch, users, keys, has_ids,
-                               started_ms, ttls, expires_ms, limit_users,
-                               limit_values)
-  SELECT shard, 0, epoch, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}'
-  FROM taken
-  ON CONFLICT (shard) DO NOTHING
+caf::expected<committed_state>
+read_committed_state(pg_connection& db,
+                     const std::vector<std::uint32_t>& shards) {
+  // One statement, so one snapshot of the database: each shard's snapshot,
+  // then the journal rows after it that touch the shard, in journal order
+  // (within a row a stream or limit appears at most once). `kind`: 0 a
+  // snapshot stream, 1 a snapshot limit, 2 a grant, 3 a close, 4 a limit
+  // set, 5 a limit cleared; a last row (kind 9) says where the journal
+  // stood.
+  static const std::string sql = R"sql(
+WITH wanted AS (
+  SELECT shard, position FROM shard_snapshots WHERE shard = ANY($1::int[])
+), since AS (
+  SELECT coalesce(min(position), 0) AS position FROM wanted
 )
-SELECT shard, epoch FROM taken)sql",
-                       {ids, node});
+SELECT 0 AS kind, s.position, s.shard, x.u, x.k, x.h, x.st, x.t, x.e, NULL::int
+FROM shard_snapshots AS s,
+     unnest(s.users, s.keys, s.has_ids, s.started_ms, s.ttls, s.expires_ms)
+       AS x(u, k, h, st, t, e)
+WHERE s.shard = ANY($1::int[])
+UNION ALL
+SELECT 1, s.position, s.shard, x.u, NULL, NULL, NULL, NULL, NULL, x.m
+FROM shard_snapshots AS s, unnest(s.limit_users, s.limit_values) AS x(u, m)
+WHERE s.shard = ANY($1::int[])
+UNION ALL
+SELECT 2, j.position, x.sh, x.u, x.k, x.h, x.st, x.t, x.e, NULL
+FROM stream_journal AS j,
+     unnest(j.grant_users, j.grant_keys, j.grant_has_ids, j.grant_started_ms,
+            j.grant_ttls, j.grant_expires_ms, j.grant_shards)
+       AS x(u, k, h, st, t, e, sh)
+     JOIN wanted AS w ON w.shard = x.sh
+WHERE j.position > (SELECT position FROM since) AND j.position > w.position
+UNION ALL
+SELECT 3, j.position, x.sh, x.u, x.k, NULL, NULL, NULL, NULL, NULL
+FROM stream_journal AS j,
+     unnest(j.close_users, j.close_keys, j.close_shards) AS x(u, k, sh)
+     JOIN wanted AS w ON w.shard = x.sh
+WHERE j.position > (SELECT position FROM since) AND j.position > w.position
+UNION ALL
+SELECT 4, j.position, x.sh, x.u, NULL, NULL, NULL, NULL, NULL, x.m
+FROM stream_journal AS j,
+     unnest(j.limit_users, j.limit_values, j.limit_shards) AS x(u, m, sh)
+     JOIN wanted AS w ON w.shard = x.sh
+WHERE j.position > (SELECT position FROM since) AND j.position > w.position
+UNION ALL
+SELECT 5, j.position, x.sh, x.u, NULL, NULL, NULL, NULL, NULL, NULL
+FROM stream_journal AS j,
+     unnest(j.cleared_users, j.cleared_shards) AS x(u, sh)
+     JOIN wanted AS w ON w.shard = x.sh
+WHERE j.position > (SELECT position FROM since) AND j.position > w.position
+UNION ALL
+SELECT 9, greatest((SELECT max(position) FROM stream_journal),
+                   (SELECT max(position) FROM shard_snapshots), 0),
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+ORDER BY 2, 1)sql";
+  auto rows = db.exec(sql, {shard_list(shards)});
   if (!rows)
     return rows.error();
-  shard_epochs result;
-  for (int i = 0; i < rows->size(); ++i)
-    result[static_cast<std::uint32_t>(std::stoul(rows->at(i, 0)))]
-      = std::stoll(rows->at(i, 1));
+  committed_state result;
+  for (auto s : shards)
+    result.shards[s];
+  for (int i = 0; i < rows->size(); ++i) {
+    auto kind = std::stoi(rows->at(i, 0));
+    if (kind == 9) {
+      result.position = std::stoll(rows->at(i, 1));
+      continue;
+    }
+    auto& shard = result.shards[static_cast<std::uint32_t>(
+      std::stoul(rows->at(i, 2)))];
+    auto user = std::stoull(rows->at(i, 3));
+    switch (kind) {
+      case 0:
+      case 2:
+        shard.streams[{user, rows->at(i, 4)}] = committed_stream{
+          rows->at(i, 5) == "t", std::stoll(rows->at(i, 6)),
+          std::stoll(rows->at(i, 8)),
+          static_cast<std::uint32_t>(std::stoul(rows->at(i, 7)))};
+        break;
+      case 3:
+        shard.streams.erase({user, rows->at(i, 4)});
+        break;
+      case 1:
+      case 4:
+        shard.limits[user]
+          = static_cast<std::uint32_t>(std::stoul(rows->at(i, 9)));
+        break;
+      case 5:
+        shard.limits.erase(user);
+        break;
+    }
+  }
   return result;
 }
 
-caf::expected<std::map<std::uint64_t, user_streams>>
-stream_store::load_users(const std::vector<std::uint32_t>& shards,
-                         const clock_reading& now) {
-  auto ids = shard_list(shards);
+std::map<std::uint64_t, user_streams>
+user_records(const committed_shard& shard, const clock_reading& now) {
   std::map<std::uint64_t, user_streams> result;
-  auto rows = db_.exec("SELECT user_id, stream_key, started_ms, ttl_seconds "
-                       "FROM stream_state WHERE shard = ANY($1::int[])",
-                       {ids});
-  if (!rows)
-    return rows.error();
-  for (int i = 0; i < rows->size(); ++i) {
+  for (auto& [id, row] : shard.streams) {
     stream_session s;
-    s.id = rows->at(i, 1);
-    s.started_at_ms = std::stoll(rows->at(i, 2));
-    s.ttl_seconds = static_cast<std::uint32_t>(std::stoul(rows->at(i, 3)));
-    s.expires_at_ns = s.ttl_seconds == 0
+    s.id = id.second;
+    s.started_at_ms = row.started_ms;
+    s.ttl_seconds = row.ttl_seconds;
+    s.expires_at_ns = row.ttl_seconds == 0
                         ? 0
                         : now.mono_ns
-                            + static_cast<std::int64_t>(s.ttl_seconds)
+                            + static_cast<std::int64_t>(row.ttl_seconds)
                                 * 1'000'000'000;
-    result[std::stoull(rows->at(i, 0))].restore(std::move(s));
+    result[id.first].restore(std::move(s));
   }
-  auto limits = db_.exec("SELECT user_id, max_streams FROM limit_state "
-                         "WHERE shard = ANY($1::int[])",
-                         {ids});
-  if (!limits)
-    return limits.error();
-  for (int i = 0; i < limits->size(); ++i)
-    result[std::stoull(limits->at(i, 0))].set_limit(
-      static_cast<std::uint32_t>(std::stoul(limits->at(i, 1))));
+  for (auto& [user, limit] : shard.limits)
+    result[user].set_limit(limit);
   return result;
 }
 
-caf::expected<void> stream_store::load_state(const shard_epochs& epochs) {
-  auto ids = shard_list(keys_of(epochs));
-  auto rows = db_.exec(
-    "SELECT shard, user_id, stream_key, has_id, started_ms, ttl_seconds, "
-    "expires_ms FROM stream_state WHERE shard = ANY($1::int[])",
-    {ids});
-  if (!rows)
-    return rows.error();
-  auto limits = db_.exec("SELECT shard, user_id, max_streams FROM limit_state "
-                         "WHERE shard = ANY($1::int[])",
-                         {ids});
-  if (!limits)
-    return limits.error();
-  // Where the journal stands: after a trim that left it empty, the
-  // snapshots say.
-  auto position = db_.exec(
-    "SELECT greatest((SELECT max(position) FROM stream_journal), "
-    "(SELECT max(position) FROM shard_snapshots), 0)");
-  if (!position)
-    return position.error();
-  state_.clear();
-  for (auto& [shard, epoch] : epochs)
-    state_[shard];
-  for (int i = 0; i < rows->size(); ++i)
-    state_[static_cast<std::uint32_t>(std::stoul(rows->at(i, 0)))].streams.emplace(
-      std::make_pair(std::stoull(rows->at(i, 1)), rows->at(i, 2)),
-      stream_row{rows->at(i, 3) == "t", std::stoll(rows->at(i, 4)),
-                 std::stoll(rows->at(i, 6)),
-                 static_cast<std::uint32_t>(std::stoul(rows->at(i, 5)))});
-  for (int i = 0; i < limits->size(); ++i)
-    state_[static_cast<std::uint32_t>(std::stoul(limits->at(i, 0)))]
-      .limits[std::stoull(limits->at(i, 1))]
-      = static_cast<std::uint32_t>(std::stoul(limits->at(i, 2)));
-  state_size_ = static_cast<std::size_t>(rows->size() + limits->size());
-  position_ = std::stoll(position->at(0, 0));
-  state_loaded_ = true;
-  return caf::unit;
+void stream_store::adopt(std::uint32_t shard, std::int64_t epoch,
+                         committed_shard state, std::int64_t position) {
+  disown(shard);
+  epochs_[shard] = epoch;
+  state_size_ += state.size();
+  state_[shard] = std::move(state);
+  // The adopted state holds every change of the shard up to `position`,
+  // and this store's other shards hold all of theirs (nobody else writes
+  // them), so every shard's state is as of the later of the two.
+  position_ = std::max(position_, position);
+}
+
+void stream_store::disown(std::uint32_t shard) {
+  epochs_.erase(shard);
+  if (auto i = state_.find(shard); i != state_.end()) {
+    state_size_ -= i->second.size();
+    state_.erase(i);
+  }
 }
 
 void stream_store::apply(const std::vector<stream_change>& batch) {
@@ -190,8 +242,8 @@ void stream_store::apply(const std::vector<stream_change>& batch) {
     auto& shard = state_[c.shard];
     switch (c.kind) {
       case change_kind::grant: {
-        auto row = stream_row{c.has_id, c.started_at_ms, c.expires_at_ms,
-                              c.ttl_seconds};
+        auto row = committed_stream{c.has_id, c.started_at_ms,
+                                    c.expires_at_ms, c.ttl_seconds};
         auto [i, added] = shard.streams.emplace(std::make_pair(c.user, c.key),
                                                 row);
         if (added)
@@ -215,19 +267,47 @@ void stream_store::apply(const std::vector<stream_change>& batch) {
   unfolded_ += batch.size();
 }
 
-caf::expected<void> stream_store::commit(const std::vector<stream_change>& batch,
-                                         const shard_epochs& epochs) {
-  if (batch.empty())
-    return caf::unit;
-  if (!state_loaded_)
-    if (auto loaded = load_state(epochs); !loaded)
-      return loaded.error();
+caf::expected<std::vector<std::uint32_t>>
+stream_store::commit(const std::vector<stream_change>& batch) {
+  std::set<std::uint32_t> fenced;
+  // Changes of shards this store does not hold are fenced without asking.
+  std::vector<stream_change> rest;
+  rest.reserve(batch.size());
+  for (auto& c : batch) {
+    if (epochs_.count(c.shard) > 0)
+      rest.push_back(c);
+    else
+      fenced.insert(c.shard);
+  }
+  while (!rest.empty()) {
+    auto failed = try_commit(rest);
+    if (!failed)
+      return failed.error();
+    if (failed->empty())
+      break;
+    // Another node owns these shards now: nothing of theirs may ever be
+    // written again. Commit the rest without them.
+    for (auto shard : *failed) {
+      fenced.insert(shard);
+      disown(shard);
+    }
+    rest.erase(std::remove_if(rest.begin(), rest.end(),
+                              [&fenced](const stream_change& c) {
+                                return fenced.count(c.shard) > 0;
+                              }),
+               rest.end());
+  }
+  return std::vector<std::uint32_t>{fenced.begin(), fenced.end()};
+}
+
+caf::expected<std::vector<std::uint32_t>>
+stream_store::try_commit(const std::vector<stream_change>& batch) {
   std::set<std::uint32_t> shards;
   for (auto& c : batch)
     shards.insert(c.shard);
-  auto epoch_of = [&epochs](std::uint32_t shard) {
-    auto i = epochs.find(shard);
-    return i == epochs.end() ? std::int64_t{-1} : i->second;
+  auto epoch_of = [this](std::uint32_t shard) {
+    auto i = epochs_.find(shard);
+    return i == epochs_.end() ? std::int64_t{-1} : i->second;
   };
   array_literal grant_users, grant_keys, grant_has_ids, grant_started,
     grant_ttls, grant_expires, grant_shards, grant_epochs;
@@ -279,13 +359,19 @@ caf::expected<void> stream_store::commit(const std::vector<stream_change>& batch
      cleared_shards.str()});
   if (!done)
     return done.error();
-  if (done->size() != 1 || done->at(0, 0) != "t")
-    return make_error(persistence_error::fenced,
-                      "a shard of the batch has a newer owner epoch than "
-                      "this writer's");
+  if (done->size() != 1)
+    return make_error(persistence_error::statement,
+                      "the commit statement answered no row");
+  if (done->at(0, 0) != "t") {
+    auto failed = parse_shard_array(done->at(0, 2));
+    if (failed.empty()) // cannot happen; never loop on it
+      return make_error(persistence_error::statement,
+                        "the fence failed without naming a shard");
+    return failed;
+  }
   position_ = std::stoll(done->at(0, 1));
   apply(batch);
-  return caf::unit;
+  return std::vector<std::uint32_t>{};
 }
 
 std::size_t stream_store::changes_per_fold_step() const noexcept {
@@ -295,7 +381,7 @@ std::size_t stream_store::changes_per_fold_step() const noexcept {
 }
 
 bool stream_store::fold_due() const noexcept {
-  return state_loaded_ && !state_.empty() && unfolded_ > 0
+  return !state_.empty() && unfolded_ > 0
          && unfolded_ >= changes_per_fold_step();
 }
 
@@ -306,18 +392,16 @@ void stream_store::retry_fold_step(const fold_job& job) {
   unfolded_ = std::max(unfolded_, changes_per_fold_step());
 }
 
-fold_job stream_store::take_fold_step(const shard_epochs& epochs) {
+fold_job stream_store::take_fold_step() {
   fold_job job;
-  if (!state_loaded_)
-    return job;
   job.position = position_;
   // This step's shards: the next share of the owned shards, in order.
   auto steps = std::max<std::size_t>(folds_.steps, 1);
   auto per_step = (state_.size() + steps - 1) / steps;
   auto i = state_.lower_bound(next_fold_shard_);
   for (; i != state_.end() && job.shards.size() < per_step; ++i) {
-    auto epoch = epochs.find(i->first);
-    if (epoch == epochs.end())
+    auto epoch = epochs_.find(i->first);
+    if (epoch == epochs_.end())
       continue;
     fold_job::shard_state snapshot;
     snapshot.shard = i->first;

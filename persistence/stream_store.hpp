@@ -20,6 +20,61 @@ namespace videostreams {
 /// The owner epoch of each shard a writer holds: its fencing tokens.
 using shard_epochs = std::map<std::uint32_t, std::int64_t>;
 
+/// A stream as the database records it (its user and key are the key of
+/// the map that holds it).
+struct committed_stream {
+  bool has_id = true;
+  std::int64_t started_ms = 0;
+  /// Wall-clock expiry in ms since the epoch; 0 = never.
+  std::int64_t expires_ms = 0;
+  std::uint32_t ttl_seconds = 0;
+};
+
+/// Hashes a (user, stream key) pair.
+struct stream_id_hash {
+  std::size_t operator()(const std::pair<std::uint64_t, std::string>& x)
+    const noexcept {
+    return std::hash<std::uint64_t>{}(x.first)
+           ^ (std::hash<std::string>{}(x.second) * 31);
+  }
+};
+
+/// Everything one shard holds as committed: its open streams and its
+/// users' own limits.
+struct committed_shard {
+  std::unordered_map<std::pair<std::uint64_t, std::string>, committed_stream,
+                     stream_id_hash>
+    streams;
+  std::unordered_map<std::uint64_t, std::uint32_t> limits;
+
+  /// Streams and limits.
+  std::size_t size() const noexcept {
+    return streams.size() + limits.size();
+  }
+};
+
+/// The committed state of some shards as of a journal position.
+struct committed_state {
+  std::map<std::uint32_t, committed_shard> shards;
+  /// The newest journal position or snapshot the state was read at: every
+  /// change of these shards up to here is in it.
+  std::int64_t position = 0;
+};
+
+/// Reads the committed state of `shards` in one statement (one consistent
+/// snapshot of the database): each shard's snapshot and the journal rows
+/// after it that touch the shard, nothing of other shards but the journal
+/// rows scanned on the way. What a node loads when it takes shards.
+caf::expected<committed_state>
+read_committed_state(pg_connection& db,
+                     const std::vector<std::uint32_t>& shards);
+
+/// The users of `shard` as the records their actors continue from. Every
+/// lease gets a fresh TTL from `now` (its old deadline may have passed while
+/// no node served it).
+std::map<std::uint64_t, user_streams>
+user_records(const committed_shard& shard, const clock_reading& now);
+
 /// How often the store folds its journal into snapshots.
 struct fold_settings {
   /// A full round of folds (every shard once) starts after the journal
@@ -69,12 +124,15 @@ struct fold_result {
 
 /// Writes batches of changes to PostgreSQL, fenced by shard epochs.
 ///
-/// A commit appends one row to `stream_journal` whatever the number of
-/// changes in it; every so often the store writes a shard's state as of
-/// the last commit (`shard_snapshots`, from what it committed, which it
-/// keeps in memory) and deletes the journal rows that every shard's
-/// snapshot covers. The state of a shard is its snapshot plus the journal
-/// rows after it: the views `stream_sessions` and `user_limits` show it.
+/// The store writes for the shards it has adopted (each with the epoch of
+/// its owner's lease, the fencing token, and the state it holds as
+/// committed). A commit appends one row to `stream_journal` whatever the
+/// number of changes in it; every so often the store writes a shard's
+/// state as of the last commit (`shard_snapshots`, from what it committed,
+/// which it keeps in memory) and deletes the journal rows that every
+/// shard's snapshot covers. The state of a shard is its snapshot plus the
+/// journal rows after it: the views `stream_sessions` and `user_limits`
+/// show it.
 class stream_store {
 public:
   /// Commits through `db`; writes snapshots through `fold_db` if given
@@ -110,34 +168,41 @@ public:
       "close_users, close_keys, close_shards, limit_users, limit_values, "
       "limit_shards, limit_epochs, cleared_users, cleared_shards)";
 
-  /// Takes ownership of `shards` for `node`: each shard's epoch rises by
-  /// one (from 0 for a shard never owned), and a shard without a snapshot
-  /// gets an empty one. Returns the new epochs.
-  caf::expected<shard_epochs> take_shards(const std::string& node,
-                                          const std::vector<std::uint32_t>&
-                                            shards);
+  /// Writes for `shard` from now on, under `epoch`, starting from `state`,
+  /// which was read at journal position `position` (see
+  /// `read_committed_state`).
+  void adopt(std::uint32_t shard, std::int64_t epoch, committed_shard state,
+             std::int64_t position);
+
+  /// Writes nothing more for `shard` and forgets its state.
+  void disown(std::uint32_t shard);
+
+  /// The shards this store writes for, with their epochs.
+  const shard_epochs& epochs() const noexcept {
+    return epochs_;
+  }
 
   /// Appends `batch` to the journal in one statement (one round trip, one
   /// transaction, one row). Changes to the same stream or limit must
-  /// already be coalesced. Fails with `persistence_error::fenced`, writing
-  /// nothing, when any shard of the batch has an epoch other than the one
-  /// in `epochs` (another node took it over); the shards' epoch rows are
-  /// locked FOR SHARE meanwhile. The first commit reads the state of
-  /// `epochs`' shards (what the snapshots start from).
-  caf::expected<void> commit(const std::vector<stream_change>& batch,
-                             const shard_epochs& epochs);
+  /// already be coalesced. A shard whose epoch is no longer the one this
+  /// store holds (another node took it over, or its lease was released)
+  /// is fenced: its changes are dropped, the others' are committed (a
+  /// second statement, only then), and the fenced shards are returned (and
+  /// disowned). The shards' lease rows are locked FOR SHARE meanwhile, so
+  /// a node taking one over waits for the commit.
+  caf::expected<std::vector<std::uint32_t>>
+  commit(const std::vector<stream_change>& batch);
 
   /// True when the journal has grown enough for the next fold step.
   bool fold_due() const noexcept;
 
   /// The next fold step (on the committing thread): a copy of the state of
-  /// the next share of `epochs`' shards as of the last commit. Empty
-  /// before the state was loaded.
-  fold_job take_fold_step(const shard_epochs& epochs);
+  /// the next share of the adopted shards as of the last commit.
+  fold_job take_fold_step();
 
-  /// Writes the snapshots of `job` (fenced like a commit; a snapshot never
-  /// goes back to an older position) and deletes the journal rows that
-  /// every snapshot covers, in one transaction. Runs on the fold
+  /// Writes the snapshots of `job` (unless a shard of it is no longer this
+  /// writer's; a snapshot never goes back to an older position) and deletes
+  /// the journal rows that every snapshot covers, in one transaction. Runs on the fold
   /// connection, from one thread at a time, concurrently with commits;
   /// without a fold connection, on the committing thread.
   caf::expected<fold_result> write_fold(const fold_job& job);
@@ -148,8 +213,8 @@ public:
 
   /// `take_fold_step` and `write_fold` in one go (without a fold
   /// connection, or from a thread that does not commit meanwhile).
-  caf::expected<fold_result> fold(const shard_epochs& epochs) {
-    return write_fold(take_fold_step(epochs));
+  caf::expected<fold_result> fold() {
+    return write_fold(take_fold_step());
   }
 
   /// True if folds have a connection of their own.
@@ -174,24 +239,7 @@ public:
     return fold_connection().set_session_setup(fold_session_setup);
   }
 
-  /// Every user with open streams or a limit of its own in `shards`, as
-  /// the state its user actor continues from. Every lease gets a fresh TTL
-  /// from `now` (its old deadline may have passed while no node served it).
-  caf::expected<std::map<std::uint64_t, user_streams>>
-  load_users(const std::vector<std::uint32_t>& shards,
-             const clock_reading& now);
-
-  /// Reads the committed state of `epochs`' shards, which the snapshots
-  /// start from (done by the first commit if not before).
-  caf::expected<void> load_state(const shard_epochs& epochs);
-
-  /// True once `load_state` succeeded.
-  bool state_loaded() const noexcept {
-    return state_loaded_;
-  }
-
-  /// Streams and limits this store knows as committed (0 before the first
-  /// commit).
+  /// Streams and limits this store knows as committed.
   std::size_t state_size() const noexcept {
     return state_size_;
   }
@@ -202,43 +250,25 @@ public:
   }
 
 private:
-  /// A committed stream (its key is the map's).
-  struct stream_row {
-    bool has_id;
-    std::int64_t started_ms;
-    std::int64_t expires_ms;
-    std::uint32_t ttl_seconds;
-  };
-
-  struct stream_id_hash {
-    std::size_t operator()(const std::pair<std::uint64_t, std::string>& x)
-      const noexcept {
-      return std::hash<std::uint64_t>{}(x.first)
-             ^ (std::hash<std::string>{}(x.second) * 31);
-    }
-  };
-
-  /// What one shard holds as of the last commit.
-  struct shard_state {
-    std::unordered_map<std::pair<std::uint64_t, std::string>, stream_row,
-                       stream_id_hash>
-      streams;
-    std::unordered_map<std::uint64_t, std::uint32_t> limits;
-  };
-
   /// Changes committed between two fold steps.
   std::size_t changes_per_fold_step() const noexcept;
 
   /// Records a committed batch in `state_`.
   void apply(const std::vector<stream_change>& batch);
 
+  /// Appends `batch` if all its shards pass the fence; else returns the
+  /// shards that did not, having written nothing.
+  caf::expected<std::vector<std::uint32_t>>
+  try_commit(const std::vector<stream_change>& batch);
+
   pg_connection db_;
   std::optional<pg_connection> fold_db_;
   fold_settings folds_;
-  bool state_loaded_ = false;
-  std::map<std::uint32_t, shard_state> state_;
+  shard_epochs epochs_;
+  std::map<std::uint32_t, committed_shard> state_;
   std::size_t state_size_ = 0;
-  /// The journal position of the last commit.
+  /// The journal position of the last commit (or of an adopted state read
+  /// later): every adopted shard's state includes all changes up to here.
   std::int64_t position_ = 0;
   /// Changes committed since the last fold step.
   std::size_t unfolded_ = 0;

@@ -173,7 +173,10 @@ run_result run_binary(const std::vector<std::string>& args,
 service_process::service_process(std::vector<std::string> extra_args,
                                  const environment& env,
                                  bool wait_until_serving) {
-  std::vector<std::string> args{"--port=0", "--bind=127.0.0.1"};
+  // Free ports only, so that tests can run side by side; the cluster port
+  // matters with a database only.
+  std::vector<std::string> args{"--port=0", "--bind=127.0.0.1",
+                                "--cluster-port=0"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   pipe_fds err;
   pid_ = spawn(args, env, -1, err.write);

@@ -86,7 +86,7 @@ pg_connection lock_every_shard(const std::string& dsn) {
   auto locker = pg_connection::connect(dsn);
   REQUIRE(locker);
   REQUIRE(locker->exec("BEGIN"));
-  REQUIRE(locker->exec("SELECT * FROM shard_epochs FOR UPDATE"));
+  REQUIRE(locker->exec("SELECT * FROM shard_leases FOR UPDATE"));
   return std::move(*locker);
 }
 

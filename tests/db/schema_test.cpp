@@ -55,13 +55,15 @@ TEST_CASE("migrate creates the schema once and records it", "[db]") {
   auto db = d.connect();
   auto applied = migrate(db);
   REQUIRE(applied);
-  CHECK(*applied == std::vector<int>{1, 2});
+  CHECK(*applied == std::vector<int>{1, 2, 3});
   CHECK(d.has_table("stream_journal"));
   CHECK(d.has_table("shard_snapshots"));
-  CHECK(d.has_table("shard_epochs"));
+  CHECK(d.has_table("shard_leases"));
+  CHECK(d.has_table("cluster_members"));
+  CHECK(d.has_table("cluster_settings"));
   CHECK(d.has_view("stream_sessions"));
   CHECK(d.has_view("user_limits"));
-  CHECK(d.count("SELECT count(*) FROM schema_migrations") == 2);
+  CHECK(d.count("SELECT count(*) FROM schema_migrations") == 3);
   auto again = migrate(db);
   REQUIRE(again);
   CHECK(again->empty());
@@ -76,6 +78,12 @@ TEST_CASE("rollback reverts the newest migration, then nothing", "[db]") {
   auto db = d.connect();
   REQUIRE(migrate(db));
   auto reverted = rollback(db);
+  REQUIRE(reverted);
+  CHECK(*reverted == 3);
+  CHECK(d.has_table("shard_epochs"));
+  CHECK_FALSE(d.has_table("shard_leases"));
+  CHECK_FALSE(d.has_table("cluster_members"));
+  reverted = rollback(db);
   REQUIRE(reverted);
   CHECK(*reverted == 2);
   CHECK(d.has_table("stream_sessions"));
@@ -101,6 +109,7 @@ TEST_CASE("migration 2 carries the streams and limits over, and back",
   scratch_database d;
   auto db = d.connect();
   REQUIRE(migrate(db));
+  REQUIRE(rollback(db)); // version 2's shard_epochs
   REQUIRE(rollback(db)); // back to version 1's tables
   REQUIRE(db.exec(R"sql(
 INSERT INTO stream_sessions VALUES
@@ -126,6 +135,7 @@ INSERT INTO user_limits VALUES (7, 5, 3, 4), (9, 0, 6, 4))sql"));
   CHECK(d.query(streams) == v1_streams);
   CHECK(d.query(limits) == v1_limits);
   CHECK(d.count("SELECT count(*) FROM shard_snapshots") == 3);
+  REQUIRE(rollback(db));
   REQUIRE(rollback(db));
   CHECK(d.has_table("stream_sessions"));
   CHECK(d.query(streams) == v1_streams);
@@ -162,8 +172,8 @@ TEST_CASE("concurrent migrators apply each migration once", "[db]") {
   for (auto& t : threads)
     t.join();
   CHECK(ok == 4);
-  CHECK(applied == 2);
-  CHECK(d.count("SELECT count(*) FROM schema_migrations") == 2);
+  CHECK(applied == 3);
+  CHECK(d.count("SELECT count(*) FROM schema_migrations") == 3);
 }
 
 TEST_CASE("seed inserts users with open streams, idempotently", "[db]") {
@@ -211,7 +221,7 @@ TEST_CASE("seed needs the schema", "[db]") {
   auto db = d.connect();
   auto r = seed(db);
   REQUIRE_FALSE(r);
-  CHECK_THAT(describe(r.error()), Catch::Contains("stream_sessions"));
+  CHECK_THAT(describe(r.error()), Catch::Contains("does not exist"));
 }
 
 TEST_CASE("videostreams db commands work on the binary", "[db]") {
@@ -224,11 +234,15 @@ TEST_CASE("videostreams db commands work on the binary", "[db]") {
   CHECK(up.exit_code == 0);
   CHECK_THAT(up.output, Catch::Contains("applied migration 1"));
   CHECK_THAT(up.output, Catch::Contains("applied migration 2"));
+  CHECK_THAT(up.output, Catch::Contains("applied migration 3"));
   CHECK_THAT(run_binary("db migrate " + url).output,
              Catch::Contains("schema up to date"));
   CHECK(run_binary("db seed " + url).exit_code == 0);
   CHECK(d.count("SELECT count(*) FROM stream_sessions") == 6);
   CHECK_THAT(run_binary("db status " + url).output, Catch::Contains("applied"));
+  CHECK_THAT(run_binary("db rollback " + url).output,
+             Catch::Contains("rolled back migration 3"));
+  CHECK_FALSE(d.has_table("cluster_members"));
   auto down = run_binary("db rollback " + url);
   CHECK(down.exit_code == 0);
   CHECK_THAT(down.output, Catch::Contains("rolled back migration 2"));

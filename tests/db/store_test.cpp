@@ -4,20 +4,25 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <algorithm>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <random>
 #include <set>
 #include <string>
 #include <thread>
 
+#include "caf/actor_cast.hpp"
 #include "caf/actor_system.hpp"
+#include "caf/event_based_actor.hpp"
 #include "caf/actor_system_config.hpp"
 #include "caf/scoped_actor.hpp"
 #include "caf/send.hpp"
 
 #include "db_fixture.hpp"
 
+#include "cluster/lease_store.hpp"
 #include "persistence/persistence_actor.hpp"
 #include "persistence/persistence_error.hpp"
 #include "persistence/schema.hpp"
@@ -64,6 +69,40 @@ int streams_of(scratch_database& d, std::uint64_t user) {
                  + std::to_string(user));
 }
 
+/// Takes the leases of `shards` for `node` (for a minute) and has `store`
+/// write for them, from their committed state, as a node taking them does.
+shard_epochs own_shards(scratch_database& d, stream_store& store,
+                        const std::string& node,
+                        const std::vector<std::uint32_t>& shards) {
+  auto leases = make_pg_lease_store(d.connect());
+  auto taken = leases->take(node, shards, std::chrono::seconds{60});
+  REQUIRE(taken);
+  REQUIRE(taken->size() == shards.size());
+  auto db = d.connect();
+  auto state = read_committed_state(db, shards);
+  REQUIRE(state);
+  for (auto& [shard, epoch] : *taken)
+    store.adopt(shard, epoch, state->shards[shard], state->position);
+  return *taken;
+}
+
+/// Lets the leases of `shards` expire now, as if their owner had stopped
+/// renewing them: another node may take them.
+void expire_leases(scratch_database& d,
+                   const std::vector<std::uint32_t>& shards) {
+  std::string list;
+  for (auto s : shards)
+    list += (list.empty() ? "" : ",") + std::to_string(s);
+  REQUIRE(d.connect().exec("UPDATE shard_leases SET expires_at = now() - "
+                           "interval '1 second' WHERE shard IN ("
+                           + list + ")"));
+}
+
+/// True if a commit succeeded and found no shard fenced.
+bool all_committed(const caf::expected<std::vector<std::uint32_t>>& x) {
+  return x && x->empty();
+}
+
 /// A migrated scratch database and a store that owns shards 0..3.
 struct store_fixture {
   store_fixture() {
@@ -72,9 +111,7 @@ struct store_fixture {
     store = std::make_shared<stream_store>(d.connect(), fold_settings{},
                                            d.connect());
     REQUIRE(store->prepare_for_commits());
-    auto taken = store->take_shards("node-a", {0, 1, 2, 3});
-    REQUIRE(taken);
-    epochs = *taken;
+    epochs = own_shards(d, *store, "node-a", {0, 1, 2, 3});
   }
 
   scratch_database d;
@@ -96,8 +133,7 @@ struct running_persistence {
   explicit running_persistence(store_fixture& f,
                                persistence_settings settings = {})
     : sys(cfg),
-      actor(spawn_persistence_actor(sys, f.store, f.epochs, settings,
-                                    counters)),
+      actor(spawn_persistence_actor(sys, f.store, settings, counters)),
       self(sys) {
     // Nothing else to do.
   }
@@ -120,7 +156,7 @@ struct running_persistence {
 struct shard_lock {
   shard_lock(scratch_database& d, std::uint32_t shard) : db(d.connect()) {
     REQUIRE(db.exec("BEGIN"));
-    REQUIRE(db.exec("SELECT * FROM shard_epochs WHERE shard = "
+    REQUIRE(db.exec("SELECT * FROM shard_leases WHERE shard = "
                     + std::to_string(shard) + " FOR UPDATE"));
   }
 
@@ -160,9 +196,8 @@ TEST_CASE("a batch of grants, closes and limits lands in one commit",
           "[db]") {
   store_fixture f;
   CHECK(f.epochs.at(1) == 1);
-  REQUIRE(f.store->commit({grant(1, "a"), grant(1, "b"), grant(2, "~1"),
-                           limit(3, 7)},
-                          f.epochs));
+  REQUIRE(all_committed(f.store->commit(
+    {grant(1, "a"), grant(1, "b"), grant(2, "~1"), limit(3, 7)})));
   CHECK(f.d.count("SELECT count(*) FROM stream_sessions") == 3);
   CHECK(f.d.count("SELECT max_streams FROM user_limits WHERE user_id = 3")
         == 7);
@@ -173,42 +208,53 @@ TEST_CASE("a batch of grants, closes and limits lands in one commit",
         == "00:01:00");
   stream_change cleared = limit(3, 0);
   cleared.kind = change_kind::clear_limit;
-  REQUIRE(f.store->commit({close(1, "a"), cleared}, f.epochs));
+  REQUIRE(all_committed(f.store->commit({close(1, "a"), cleared})));
   CHECK(f.d.count("SELECT count(*) FROM stream_sessions") == 2);
   CHECK(f.d.count("SELECT count(*) FROM user_limits") == 0);
   // A retried batch is harmless: upserts and deletes are idempotent.
-  REQUIRE(f.store->commit({close(1, "a"), grant(1, "b")}, f.epochs));
+  REQUIRE(all_committed(f.store->commit({close(1, "a"), grant(1, "b")})));
   CHECK(f.d.count("SELECT count(*) FROM stream_sessions") == 2);
 }
 
 TEST_CASE("keys with quotes and backslashes survive the array encoding",
           "[db]") {
   store_fixture f;
-  REQUIRE(f.store->commit({grant(1, R"(a"b\c,d{e})")}, f.epochs));
+  REQUIRE(all_committed(f.store->commit({grant(1, R"(a"b\c,d{e})")})));
   CHECK(f.d.query("SELECT stream_key FROM stream_sessions") == R"(a"b\c,d{e})");
 }
 
-TEST_CASE("a stale writer is fenced and writes nothing", "[db]") {
+TEST_CASE("a stale writer is fenced per shard: the shards it lost write "
+          "nothing, the others commit",
+          "[db]") {
   store_fixture a;
-  // Another node takes shard 1 over: its epoch rises.
+  // Another node takes shard 1 over (a's lease lapsed): its epoch rises.
   stream_store b{a.d.connect()};
-  auto taken = b.take_shards("node-b", {1});
-  REQUIRE(taken);
-  CHECK(taken->at(1) == 2);
-  auto stale = a.store->commit({grant(5, "x", 0), grant(6, "y", 1)}, a.epochs);
-  REQUIRE_FALSE(stale);
-  CHECK(stale.error().code()
-        == static_cast<std::uint8_t>(persistence_error::fenced));
-  // Nothing of the batch was written, not even the shard it still owns.
-  CHECK(a.d.count("SELECT count(*) FROM stream_sessions") == 0);
-  REQUIRE(b.commit({grant(6, "y", 1)}, *taken));
+  expire_leases(a.d, {1});
+  auto taken = own_shards(a.d, b, "node-b", {1});
+  CHECK(taken.at(1) == 2);
+  auto stale = a.store->commit({grant(5, "x", 0), grant(6, "y", 1)});
+  REQUIRE(stale);
+  CHECK(*stale == std::vector<std::uint32_t>{1});
+  // Shard 0 is still a's: its change is written; shard 1's is not, and a
+  // writes nothing more for it.
+  CHECK(streams_of(a.d, 5) == 1);
+  CHECK(streams_of(a.d, 6) == 0);
+  CHECK(a.store->epochs().count(1) == 0);
+  CHECK(a.store->epochs().count(0) == 1);
+  REQUIRE(all_committed(b.commit({grant(6, "y", 1)})));
   CHECK(a.d.query("SELECT epoch FROM stream_sessions WHERE user_id = 6")
         == "2");
-  // A shard nobody ever took is refused too.
-  auto unowned = a.store->commit({grant(7, "z", 99)}, a.epochs);
-  REQUIRE_FALSE(unowned);
-  CHECK(unowned.error().code()
-        == static_cast<std::uint8_t>(persistence_error::fenced));
+  // A shard this store never held is fenced without asking.
+  auto unowned = a.store->commit({grant(7, "z", 99)});
+  REQUIRE(unowned);
+  CHECK(*unowned == std::vector<std::uint32_t>{99});
+  // A released lease fences its old owner too (its epoch stays).
+  auto leases = make_pg_lease_store(a.d.connect());
+  REQUIRE(leases->release("node-a", {{0, a.epochs.at(0)}}));
+  auto released = a.store->commit({grant(8, "w", 0)});
+  REQUIRE(released);
+  CHECK(*released == std::vector<std::uint32_t>{0});
+  CHECK(streams_of(a.d, 8) == 0);
 }
 
 TEST_CASE("the persistence actor coalesces and group-commits", "[db]") {
@@ -248,16 +294,42 @@ TEST_CASE("the persistence actor coalesces and group-commits", "[db]") {
   CHECK(p.counters->changes_written - before == 3);
 }
 
-TEST_CASE("a fenced batch is answered with the error and dropped", "[db]") {
+TEST_CASE("a fenced shard's changes are answered with the error and "
+          "dropped, and the fence listener hears of it",
+          "[db]") {
   store_fixture f;
   stream_store other{f.d.connect()};
-  REQUIRE(other.take_shards("node-b", {2}));
+  expire_leases(f.d, {2});
+  own_shards(f.d, other, "node-b", {2});
   running_persistence p{f};
+  // The listener: a plain actor that keeps what it is told.
+  std::vector<std::uint32_t> heard;
+  std::mutex mtx;
+  auto listener = p.sys.spawn([&](caf::event_based_actor*) -> caf::behavior {
+    return {[&](fenced_atom, const std::vector<std::uint32_t>& shards) {
+      std::lock_guard<std::mutex> guard{mtx};
+      heard.insert(heard.end(), shards.begin(), shards.end());
+    }};
+  });
+  caf::anon_send(p.actor, listen_atom::value,
+                 caf::actor_cast<fence_listener>(listener));
   p.self->send(p.actor, commit_atom::value, grant(1, "a", 2));
-  CHECK_THAT(answer_of(p.self), Catch::Contains("fenced"));
-  CHECK(p.counters->errors == 1);
+  p.self->send(p.actor, commit_atom::value, grant(2, "b", 3));
+  std::set<std::string> answers{answer_of(p.self), answer_of(p.self)};
+  CHECK(answers.count("committed") == 1);
+  CHECK(std::any_of(answers.begin(), answers.end(), [](const std::string& x) {
+    return x.find("fenced") != std::string::npos;
+  }));
+  CHECK(soon([&] {
+    std::lock_guard<std::mutex> guard{mtx};
+    return heard == std::vector<std::uint32_t>{2};
+  }));
+  CHECK(p.counters->fenced == 1);
+  CHECK(p.counters->errors == 0);
   CHECK(p.counters->queue_depth == 0);
-  CHECK(f.d.count("SELECT count(*) FROM stream_sessions") == 0);
+  CHECK(streams_of(f.d, 1) == 0);
+  CHECK(streams_of(f.d, 2) == 1);
+  caf::anon_send_exit(listener, caf::exit_reason::user_shutdown);
 }
 
 TEST_CASE("a commit that hangs: sync changes are answered with a timeout, "
@@ -361,7 +433,7 @@ TEST_CASE("after a fenced batch, what gathered behind it is committed",
   p.self->send(p.actor, commit_atom::value, grant(11, "y", 0)); // gathers
   CHECK(soon([&] { return p.counters->queue_depth == 2; }));
   // Another node takes shard 2 over: the hanging batch is fenced.
-  REQUIRE(taker.db.exec("UPDATE shard_epochs SET epoch = epoch + 1 "
+  REQUIRE(taker.db.exec("UPDATE shard_leases SET epoch = epoch + 1 "
                         "WHERE shard = 2"));
   REQUIRE(taker.db.exec("COMMIT"));
   CHECK(answer_of(p.self) == "committed");
@@ -500,7 +572,7 @@ std::vector<stream_change> random_batch(std::mt19937& rng,
 
 } // namespace
 
-TEST_CASE("the journal folds into snapshots; the state reads the same",
+TEST_CASE("the journal folds into snapshots, and the state reads the same",
           "[db]") {
   store_fixture f;
   fold_settings folds;
@@ -509,8 +581,7 @@ TEST_CASE("the journal folds into snapshots; the state reads the same",
   folds.steps = 2;
   auto store = std::make_shared<stream_store>(f.d.connect(), folds);
   REQUIRE(store->prepare_for_commits());
-  auto epochs = store->take_shards("node-a", {0, 1, 2, 3});
-  REQUIRE(epochs);
+  auto epochs = own_shards(f.d, *store, "node-a", {0, 1, 2, 3});
   std::mt19937 rng{42};
   state_model model;
   int commits = 0;
@@ -523,12 +594,12 @@ TEST_CASE("the journal folds into snapshots; the state reads the same",
   };
   for (int round = 0; round < 80; ++round) {
     auto batch = random_batch(rng, started += 1000);
-    REQUIRE(store->commit(batch, *epochs));
+    REQUIRE(all_committed(store->commit(batch)));
     ++commits;
     for (auto& c : batch)
       model.apply(c);
     if (store->fold_due()) {
-      REQUIRE(store->fold(*epochs));
+      REQUIRE(store->fold());
       ++fold_steps;
     }
     if (round % 10 == 0)
@@ -541,25 +612,30 @@ TEST_CASE("the journal folds into snapshots; the state reads the same",
   CHECK(f.d.count("SELECT count(*) FROM stream_journal") < commits);
   CHECK(f.d.count("SELECT count(*) FROM shard_snapshots WHERE position > 0")
         == 4);
-  // What a restarting node loads is the same state.
-  auto loaded = store->load_users({0, 1, 2, 3}, clock_reading{});
+  // What a node taking the shards loads is the same state.
+  auto db = f.d.connect();
+  auto loaded = read_committed_state(db, {0, 1, 2, 3});
   REQUIRE(loaded);
   std::size_t loaded_streams = 0;
-  for (auto& [user, streams] : *loaded)
-    loaded_streams += streams.sessions().size();
+  std::size_t loaded_limits = 0;
+  for (auto& [shard, state] : loaded->shards)
+    for (auto& [user, record] : user_records(state, clock_reading{})) {
+      loaded_streams += record.sessions().size();
+      loaded_limits += record.own_limit() ? 1 : 0;
+    }
   CHECK(loaded_streams == model.streams.size());
+  CHECK(loaded_limits == model.limits.size());
   // A new writer (a restart: new epochs) starts from that state, and its
   // folds keep it.
   auto next = std::make_shared<stream_store>(f.d.connect(), folds);
   REQUIRE(next->prepare_for_commits());
-  auto next_epochs = next->take_shards("node-a", {0, 1, 2, 3});
-  REQUIRE(next_epochs);
+  auto next_epochs = own_shards(f.d, *next, "node-a", {0, 1, 2, 3});
   for (int round = 0; round < 20; ++round) {
     auto batch = random_batch(rng, started += 1000);
-    REQUIRE(next->commit(batch, *next_epochs));
+    REQUIRE(all_committed(next->commit(batch)));
     for (auto& c : batch)
       model.apply(c);
-    REQUIRE(next->fold(*next_epochs)); // every step, due or not
+    REQUIRE(next->fold()); // every step, due or not
   }
   check_state();
   CHECK(next->state_size() == model.streams.size() + model.limits.size());
@@ -572,14 +648,13 @@ TEST_CASE("a fold is fenced like a commit", "[db]") {
   folds.steps = 1; // every shard in one step
   auto store = std::make_shared<stream_store>(f.d.connect(), folds);
   REQUIRE(store->prepare_for_commits());
-  auto epochs = store->take_shards("node-a", {0, 1, 2, 3});
-  REQUIRE(epochs);
-  REQUIRE(store->commit({grant(5, "a", 1), grant(6, "b", 2)}, *epochs));
+  auto epochs = own_shards(f.d, *store, "node-a", {0, 1, 2, 3});
+  REQUIRE(all_committed(store->commit({grant(5, "a", 1), grant(6, "b", 2)})));
   // Another node takes shard 2 over: this writer may fold neither it nor
   // (in the same step) any other shard.
   REQUIRE(f.d.connect().exec(
-    "UPDATE shard_epochs SET epoch = epoch + 1 WHERE shard = 2"));
-  auto folded = store->fold(*epochs);
+    "UPDATE shard_leases SET epoch = epoch + 1 WHERE shard = 2"));
+  auto folded = store->fold();
   REQUIRE_FALSE(folded);
   CHECK(is(folded.error(), persistence_error::fenced));
   CHECK(f.d.count("SELECT count(*) FROM shard_snapshots WHERE position > 0")
@@ -597,9 +672,7 @@ TEST_CASE("the persistence actor folds the journal as it grows", "[db]") {
   f.store = std::make_shared<stream_store>(f.d.connect(), folds,
                                           f.d.connect());
   REQUIRE(f.store->prepare_for_commits());
-  auto epochs = f.store->take_shards("node-a", {0, 1, 2, 3});
-  REQUIRE(epochs);
-  f.epochs = *epochs;
+  f.epochs = own_shards(f.d, *f.store, "node-a", {0, 1, 2, 3});
   running_persistence p{f};
   state_model model;
   for (std::uint64_t user = 0; user < 400; ++user) {
@@ -624,22 +697,21 @@ TEST_CASE("commits between taking a fold step and writing it stay",
   auto store = std::make_shared<stream_store>(f.d.connect(), folds,
                                               f.d.connect());
   REQUIRE(store->prepare_for_commits());
-  auto epochs = store->take_shards("node-a", {0, 1, 2, 3});
-  REQUIRE(epochs);
+  auto epochs = own_shards(f.d, *store, "node-a", {0, 1, 2, 3});
   state_model model;
   std::vector<stream_change> first{grant(1, "a", 1), grant(2, "b", 2),
                                    limit(3, 7, 3)};
-  REQUIRE(store->commit(first, *epochs));
+  REQUIRE(all_committed(store->commit(first)));
   for (auto& c : first)
     model.apply(c);
   // The folder copies the state as of this commit ...
-  auto job = store->take_fold_step(*epochs);
+  auto job = store->take_fold_step();
   REQUIRE(job.shards.size() == 4);
   // ... while the writer commits changes to the same streams and limits.
   std::vector<stream_change> second{close(1, "a", 1), grant(2, "c", 2),
                                     limit(3, 0, 3)};
   second.back().kind = change_kind::clear_limit;
-  REQUIRE(store->commit(second, *epochs));
+  REQUIRE(all_committed(store->commit(second)));
   for (auto& c : second)
     model.apply(c);
   auto folded = store->write_fold(job);
@@ -651,7 +723,7 @@ TEST_CASE("commits between taking a fold step and writing it stay",
   CHECK(streams == model.streams_text());
   CHECK(limits == model.limits_text());
   // A stale step (an older position) never overwrites a newer snapshot.
-  auto newer = store->take_fold_step(*epochs);
+  auto newer = store->take_fold_step();
   REQUIRE(store->write_fold(newer));
   CHECK(f.d.count("SELECT count(*) FROM stream_journal") == 0);
   REQUIRE(store->write_fold(job));
@@ -661,13 +733,11 @@ TEST_CASE("commits between taking a fold step and writing it stay",
   // the snapshots' position although the journal is empty.
   auto next = std::make_shared<stream_store>(f.d.connect(), folds);
   REQUIRE(next->prepare_for_commits());
-  auto next_epochs = next->take_shards("node-a", {0, 1, 2, 3});
-  REQUIRE(next_epochs);
-  REQUIRE(next->load_state(*next_epochs));
+  auto next_epochs = own_shards(f.d, *next, "node-a", {0, 1, 2, 3});
   CHECK(next->state_size() == model.streams.size() + model.limits.size());
-  REQUIRE(next->commit({grant(4, "d", 0)}, *next_epochs));
+  REQUIRE(all_committed(next->commit({grant(4, "d", 0)})));
   model.apply(grant(4, "d", 0));
-  REQUIRE(next->fold(*next_epochs));
+  REQUIRE(next->fold());
   CHECK(stored_state(f.d) == std::make_pair(model.streams_text(),
                                             model.limits_text()));
   CHECK(f.d.count("SELECT count(*) FROM stream_journal") == 0);
@@ -680,22 +750,21 @@ TEST_CASE("a failed fold step is taken again after the next commit", "[db]") {
   folds.steps = 2;
   stream_store store{f.d.connect(), folds};
   REQUIRE(store.prepare_for_commits());
-  auto epochs = store.take_shards("node-a", {0, 1, 2, 3});
-  REQUIRE(epochs);
-  REQUIRE(store.commit({grant(1, "a", 1)}, *epochs));
-  auto first = store.take_fold_step(*epochs);
+  auto epochs = own_shards(f.d, store, "node-a", {0, 1, 2, 3});
+  REQUIRE(all_committed(store.commit({grant(1, "a", 1)})));
+  auto first = store.take_fold_step();
   REQUIRE(first.shards.size() == 2);
   CHECK(first.shards.front().shard == 0);
   CHECK_FALSE(store.fold_due()); // 1 change of the 500 a step waits for
   store.retry_fold_step(first);  // as if writing it failed
-  REQUIRE(store.commit({grant(2, "b", 2)}, *epochs));
+  REQUIRE(all_committed(store.commit({grant(2, "b", 2)})));
   CHECK(store.fold_due());
-  auto again = store.take_fold_step(*epochs);
+  auto again = store.take_fold_step();
   REQUIRE(again.shards.size() == 2);
   CHECK(again.shards.front().shard == 0);
   CHECK(again.position > first.position);
   // Then the rest of the round.
-  auto rest = store.take_fold_step(*epochs);
+  auto rest = store.take_fold_step();
   REQUIRE(rest.shards.size() == 2);
   CHECK(rest.shards.front().shard == 2);
 }

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <memory>
 
+#include "caf/actor_cast.hpp"
 #include "caf/actor_system.hpp"
 #include "caf/actor_system_config.hpp"
 #include "caf/atom.hpp"
@@ -46,7 +47,7 @@ struct shard_fixture {
     auto users = std::make_shared<user_settings>();
     if (collect_changes) {
       // Stands in for the persistence actor: records what it is sent.
-      users->change_sink = sys.spawn([this](caf::event_based_actor* self) {
+      sink_of_changes = sys.spawn([this](caf::event_based_actor* self) {
         return caf::behavior{
           [this](stream_change& c) { changes.push_back(std::move(c)); },
           [this, self](commit_atom, stream_change& c) -> caf::result<bool> {
@@ -74,13 +75,13 @@ struct shard_fixture {
           },
         };
       });
+      users->change_sink = caf::actor_cast<change_sink>(sink_of_changes);
       users->sync_grants = sync;
     }
     users->default_limit = limit;
     users->legacy_ttl_seconds = legacy_ttl_seconds;
     users->clock = clock;
     users->counters = &counters;
-    sink_of_changes = users->change_sink;
     shard_settings settings{users, passivate_after};
     settings.index = 17;
     shard = spawn_shard_actor(sys, settings);

@@ -13,6 +13,7 @@
 #include <boost/json.hpp>
 
 #include "actors/message_types.hpp"
+#include "actors/shard_actor.hpp"
 
 using namespace videostreams;
 namespace json = boost::json;
@@ -26,18 +27,14 @@ struct threaded_config : caf::actor_system_config {
   }
 };
 
-/// A shard that takes every command and never answers, like an owner that
-/// is stuck or unreachable.
-shard_actor::behavior_type silent_shard() {
+/// An endpoint that takes every command and never answers, like an owner
+/// that is stuck or unreachable.
+user_endpoint::behavior_type silent_endpoint() {
   return {
     [](user_command&) -> caf::result<user_reply> {
       return caf::delegated<user_reply>{};
     },
     [](local_call&) {},
-    [](tick_atom) {},
-    [](expire_atom, std::uint64_t, std::int64_t) {},
-    [](restore_atom, std::uint64_t, user_streams&) {},
-    [](restore_atom) { return std::uint64_t{0}; },
   };
 }
 
@@ -46,11 +43,11 @@ struct api_fixture {
     : sys(cfg) {
     auto users = std::make_shared<user_settings>();
     users->counters = &counters;
-    std::vector<shard_actor> shards;
     for (int i = 0; i < 4; ++i)
-      shards.push_back(silent ? sys.spawn(silent_shard)
-                              : spawn_shard_actor(sys, {users}));
-    users_router = std::make_unique<router>(std::move(shards));
+      endpoints.push_back(silent ? user_endpoint{sys.spawn(silent_endpoint)}
+                                 : user_endpoint{spawn_shard_actor(sys,
+                                                                   {users})});
+    users_router = std::make_unique<router>(endpoints);
     api_settings settings;
     settings.request_timeout = std::chrono::milliseconds{silent ? 50 : 5000};
     settings.admin_token = std::move(admin_token);
@@ -59,8 +56,8 @@ struct api_fixture {
   }
 
   ~api_fixture() {
-    for (auto& s : users_router->shards())
-      caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
+    for (auto& e : endpoints)
+      caf::anon_send_exit(e, caf::exit_reason::user_shutdown);
   }
 
   api_response get(std::string_view path) {
@@ -83,6 +80,7 @@ struct api_fixture {
   http_metrics metrics;
   threaded_config cfg;
   caf::actor_system sys;
+  std::vector<user_endpoint> endpoints;
   std::unique_ptr<router> users_router;
   std::unique_ptr<api> rest;
 };

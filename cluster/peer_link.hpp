@@ -1,0 +1,78 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "caf/atom.hpp"
+#include "caf/fwd.hpp"
+#include "caf/io/middleman_actor.hpp"
+#include "caf/replies_to.hpp"
+#include "caf/typed_actor.hpp"
+
+#include "actors/user_protocol.hpp"
+#include "cluster/cluster_protocol.hpp"
+#include "cluster/cluster_view.hpp"
+
+namespace videostreams {
+
+/// With a local call: this command was forwarded once already (a link), or
+/// is to be tried again at another node (to the node; with that node's id).
+using retry_atom = caf::atom_constant<caf::atom("retry")>;
+
+/// A link's news for its node: (link, peer id, connected).
+using link_atom = caf::atom_constant<caf::atom("link")>;
+
+/// Sends what gathered (a link to itself; the node, for its answers).
+using send_atom = caf::atom_constant<caf::atom("send")>;
+
+/// A link's periodic check: answers commands that waited too long and
+/// reconnects after a back-off.
+using check_atom = caf::atom_constant<caf::atom("check")>;
+
+/// What a link tells the node it belongs to: a command the peer sent back
+/// as not its own (to try once more at the node named, "" for none known),
+/// and whether the link is connected.
+using link_owner
+  = caf::typed_actor<caf::reacts_to<retry_atom, local_call, std::string>,
+                     caf::reacts_to<link_atom, std::string, bool>>;
+
+/// The link from this node to one other node: the route of every shard that
+/// node owns. It keeps the HTTP workers actor-free (they hand it a
+/// `local_call` like any other endpoint) and forwards commands to the peer's
+/// `cluster_endpoint` over CAF's middleman, in batches, answering each from
+/// the peer's reply. It connects off the request path, with timeouts of its
+/// own; while it is not connected, commands are answered `unavailable` at
+/// once (503), never held, except during the very first connect. A command
+/// not answered within the request timeout is answered `unavailable`. A
+/// command the peer does not own goes back to the node to be tried at the
+/// owner it names, once (`retry_atom`: this is the second try).
+using peer_link_actor = caf::typed_actor<
+  caf::replies_to<user_command>::with<user_reply>, caf::reacts_to<local_call>,
+  caf::reacts_to<retry_atom, local_call>, caf::reacts_to<reply_batch>,
+  caf::reacts_to<shard_news>, caf::reacts_to<send_atom>,
+  caf::reacts_to<check_atom>>;
+
+/// Where a link connects and how long it waits.
+struct peer_link_settings {
+  /// The peer's node id, host and cluster port.
+  std::string node_id;
+  std::string host;
+  std::uint16_t port = 0;
+  /// How long a forwarded command may wait for its answer.
+  std::chrono::milliseconds request_timeout{2000};
+  /// How long one connection attempt may take.
+  std::chrono::milliseconds connect_timeout{3000};
+  /// The node this link belongs to.
+  link_owner owner;
+  /// The middleman's asynchronous interface (connects without blocking).
+  caf::io::middleman_actor middleman;
+  std::shared_ptr<peer_counters> counters;
+};
+
+/// Starts a link; it connects at once.
+peer_link_actor spawn_peer_link(caf::actor_system& sys,
+                                peer_link_settings settings);
+
+} // namespace videostreams
