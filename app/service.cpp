@@ -273,7 +273,7 @@ struct service::impl {
     settings.view = cluster_view;
     auto* api_ptr = rest.get();
     settings.on_up = [api_ptr] { api_ptr->set_readiness(readiness::ready); };
-    settings.on_superseded = [api_ptr] {
+    settings.on_out_of_service = [api_ptr](const std::string&) {
       api_ptr->set_readiness(readiness::stopping);
     };
     settings.log = [id = node_id](const std::string& line) {

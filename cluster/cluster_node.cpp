@@ -66,6 +66,15 @@ struct shard_entry {
   std::int64_t owner_epoch = -1;
   bool lease_live = false;
   std::string lease_state = "unowned";
+  /// For a released lease: the node it was handed to, which takes it next.
+  std::string successor;
+  /// A node this one sent a command to said it does not own the shard
+  /// (`referred_by`) and named `referred_to` ("" for nobody), at
+  /// `referred_at`: newer than what this node knows, until news of the
+  /// lease arrives, for two heartbeats at most.
+  std::string referred_by;
+  std::string referred_to;
+  steady::time_point referred_at;
   std::vector<held_command> held;
   /// What the router sends its commands to now.
   user_endpoint route;
@@ -96,7 +105,8 @@ struct node_state {
   bool joined = false;
   bool seen_other = false;
   bool leaving = false;
-  bool superseded = false;
+  /// This process must not serve any more (see `stop_serving`).
+  bool out_of_service = false;
   bool up_reported = false;
   std::optional<caf::typed_response_promise<bool>> leave_promise;
   bool round_in_flight = false;
@@ -201,16 +211,40 @@ void tell_peers(node_pointer self, shard_claim claim) {
   schedule_send(self);
 }
 
-/// The node a command for `shard` should go to, as far as this node knows:
-/// the lease's live owner, else the shard's target; "" when neither is
-/// another node.
-std::string best_owner(node_pointer self, std::uint32_t shard) {
+/// True while the referral of `e` is fresh.
+bool referred(node_pointer self, const shard_entry& e) {
+  return !e.referred_by.empty()
+         && steady::now() - e.referred_at
+              < 2 * self->state.settings.heartbeat_every;
+}
+
+/// The node commands for a shard this node does not hold go to, as far as
+/// it knows: the lease's owner (unless that node said it is not), else the
+/// node a fresh referral named, else (`or_target`) the shard's target; ""
+/// when none of them is another node.
+std::string owner_of(node_pointer self, std::uint32_t shard,
+                     bool or_target) {
   auto& st = self->state;
   auto& e = st.shards[shard];
-  if (!e.owner.empty() && e.owner != self_id(self) && e.lease_live)
+  auto other = [self](const std::string& x) {
+    return x == self_id(self) ? std::string{} : x;
+  };
+  bool fresh = referred(self, e);
+  if (!e.owner.empty() && e.owner != self_id(self) && e.lease_live
+      && !(fresh && e.referred_by == e.owner))
     return e.owner;
-  auto& target = st.targets.empty() ? e.owner : st.targets[shard];
-  return target == self_id(self) ? std::string{} : target;
+  if (fresh)
+    return other(e.referred_to);
+  if (e.owner.empty() && !e.successor.empty())
+    return other(e.successor);
+  if (or_target && !st.targets.empty())
+    return other(st.targets[shard]);
+  return other(e.owner);
+}
+
+/// Where to send a command for `shard` now (see `owner_of`).
+std::string best_owner(node_pointer self, std::uint32_t shard) {
+  return owner_of(self, shard, true);
 }
 
 /// The link to `node`, if there is one.
@@ -310,7 +344,7 @@ void refer(node_pointer self, const std::string& owner, held_command& x) {
 void dispatch(node_pointer self, std::uint32_t shard, held_command x) {
   auto& st = self->state;
   auto& e = st.shards[shard];
-  if (st.superseded) {
+  if (st.out_of_service) {
     give_up(self, x);
     return;
   }
@@ -390,10 +424,8 @@ void update_route(node_pointer self, std::uint32_t shard) {
   user_endpoint to = gate_of(self);
   if (e.mode == shard_mode::serving) {
     to = e.actor;
-  } else if (e.mode == shard_mode::none && !st.superseded) {
-    auto owner = !e.owner.empty() && e.owner != self_id(self)
-                   ? e.owner
-                   : std::string{};
+  } else if (e.mode == shard_mode::none && !st.out_of_service) {
+    auto owner = owner_of(self, shard, false);
     if (!owner.empty())
       if (auto link = link_to(self, owner))
         to = *link;
@@ -550,7 +582,7 @@ void become_serving(node_pointer self, std::uint32_t shard) {
   count_owned(self);
   update_route(self, shard);
   release_held(self, shard);
-  tell_peers(self, shard_claim{shard, e.epoch, self_id(self)});
+  tell_peers(self, shard_claim{shard, e.epoch, self_id(self), {}});
 }
 
 void plan(node_pointer self);
@@ -724,9 +756,10 @@ void finish_hand_off(node_pointer self, std::uint32_t shard,
   e.owner_epoch = epoch;
   e.lease_live = false;
   e.lease_state = "unowned";
+  e.successor = to;
   st.settings.counters->handoffs.fetch_add(1, relaxed);
   count_owned(self);
-  tell_peers(self, shard_claim{shard, epoch, {}});
+  tell_peers(self, shard_claim{shard, epoch, {}, to});
   st.handed_off[to].push_back(shard);
   update_route(self, shard);
   release_held(self, shard);
@@ -815,7 +848,7 @@ void finish_leave(node_pointer self, bool last = false) {
 
 void plan(node_pointer self) {
   auto& st = self->state;
-  if (st.in_memory || st.superseded || !st.read_once)
+  if (st.in_memory || st.out_of_service || !st.read_once)
     return;
   plan_input in;
   in.self = self_id(self);
@@ -879,6 +912,15 @@ void learn(node_pointer self, const shard_claim& claim, bool live,
   if (claim.epoch == e.owner_epoch && claim.owner == e.owner
       && e.lease_live == live && e.lease_state == lease_state)
     return; // nothing new
+  if (!claim.owner.empty()
+      && (claim.epoch > e.owner_epoch || claim.owner != e.owner)) {
+    // An owner this node did not know: newer than any referral. (A release
+    // is not: the referral names where the shard went.)
+    e.referred_by.clear();
+    e.referred_to.clear();
+  }
+  if (claim.epoch != e.owner_epoch || !claim.successor.empty())
+    e.successor = claim.successor;
   e.owner = claim.owner;
   e.owner_epoch = claim.epoch;
   e.lease_live = live;
@@ -897,7 +939,7 @@ void recompute_targets(node_pointer self) {
   for (auto& m : st.members)
     if (m.node_id != self_id(self) && m.status != "leaving")
       candidates.push_back(m.node_id);
-  if (!st.leaving && !st.superseded)
+  if (!st.leaving && !st.out_of_service)
     candidates.push_back(self_id(self));
   std::sort(candidates.begin(), candidates.end());
   if (candidates == st.candidates && !st.targets.empty())
@@ -949,21 +991,22 @@ void update_peers(node_pointer self) {
   }
 }
 
-void become_superseded(node_pointer self) {
+/// Stops serving for good: every shard dropped, every command answered
+/// 503, no more rounds. For a process that must not be a member any more.
+void stop_serving(node_pointer self, const std::string& why) {
   auto& st = self->state;
-  if (st.superseded)
+  if (st.out_of_service)
     return;
-  st.superseded = true;
-  log(self, "a newer process took over node id " + self_id(self)
-              + "; this one stops serving");
+  st.out_of_service = true;
+  log(self, why + "; this process stops serving");
   for (std::uint32_t s = 0; s < st.shards.size(); ++s)
-    drop(self, s, "this process was superseded");
+    drop(self, s, "this process stops serving");
   for (std::uint32_t s = 0; s < st.shards.size(); ++s) {
     update_route(self, s);
     release_held(self, s);
   }
-  if (st.settings.on_superseded)
-    st.settings.on_superseded();
+  if (st.settings.on_out_of_service)
+    st.settings.on_out_of_service(why);
   if (st.leave_promise) {
     st.leave_promise->deliver(true);
     st.leave_promise.reset();
@@ -1007,7 +1050,18 @@ void on_round(node_pointer self, round_result& result,
   auto& st = self->state;
   st.round_in_flight = false;
   if (result.superseded) {
-    become_superseded(self);
+    stop_serving(self, "a newer process took over node id " + self_id(self));
+    return;
+  }
+  if (!result.read_error && result.reading.shard_count != 0
+      && result.reading.shard_count != st.settings.shard_count) {
+    // A reshard committed between this process's start and its join.
+    stop_serving(self,
+                 "the cluster has " + std::to_string(result.reading.shard_count)
+                   + " shards now, this process "
+                   + std::to_string(st.settings.shard_count)
+                   + "; restart it with --shards="
+                   + std::to_string(result.reading.shard_count));
     return;
   }
   std::string problem;
@@ -1057,7 +1111,8 @@ void on_round(node_pointer self, round_result& result,
     update_peers(self);
     recompute_targets(self);
     for (auto& l : result.reading.leases)
-      learn(self, shard_claim{l.shard, l.epoch, l.owner}, l.live, l.state);
+      learn(self, shard_claim{l.shard, l.epoch, l.owner, {}}, l.live,
+            l.state);
     plan(self);
   } else {
     problem = "reading the cluster failed: " + describe(result.read_error);
@@ -1076,7 +1131,7 @@ void on_round(node_pointer self, round_result& result,
 
 void start_round(node_pointer self) {
   auto& st = self->state;
-  if (st.superseded)
+  if (st.out_of_service)
     return;
   if (st.round_in_flight) {
     st.round_again = true;
@@ -1255,19 +1310,23 @@ cluster_node_actor::behavior_type node_impl(node_pointer self,
           drop(self, s, "its writes were fenced: another node owns it");
       start_round(self); // learn who owns them now
     },
-    [self](retry_atom, local_call& call, std::string& owner) {
+    [self](retry_atom, local_call& call, std::string& from,
+           std::string& owner) {
       auto shard = shard_of_cmd(self, call.cmd);
+      auto& e = self->state.shards[shard];
+      if (e.mode == shard_mode::none) {
+        // Newer than what this node knows: route by it until the lease
+        // table or news says more (the named node may not even be a known
+        // member yet; then the command waits for it).
+        e.referred_by = std::move(from);
+        e.referred_to = std::move(owner);
+        e.referred_at = steady::now();
+        update_route(self, shard);
+      }
       held_command x;
       x.cmd = std::move(call.cmd);
       x.slot = std::move(call.slot);
       x.forwarded = true;
-      if (!owner.empty() && owner != self_id(self)
-          && self->state.shards[shard].mode == shard_mode::none) {
-        if (auto link = link_to(self, owner)) {
-          forward(self, *link, x);
-          return;
-        }
-      }
       dispatch(self, shard, std::move(x));
     },
     [self](link_atom, const std::string& node, bool connected) {
@@ -1299,7 +1358,7 @@ cluster_node_actor::behavior_type node_impl(node_pointer self,
     [self](leave_atom) -> caf::result<bool> {
       auto& st = self->state;
       auto rp = self->make_response_promise<bool>();
-      if (st.superseded) {
+      if (st.out_of_service) {
         rp.deliver(true);
         return rp;
       }

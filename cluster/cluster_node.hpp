@@ -54,7 +54,7 @@ using cluster_node_actor = caf::typed_actor<
   // The persistence actor (fence_listener).
   caf::reacts_to<fenced_atom, std::vector<std::uint32_t>>,
   // Links (link_owner).
-  caf::reacts_to<retry_atom, local_call, std::string>,
+  caf::reacts_to<retry_atom, local_call, std::string, std::string>,
   caf::reacts_to<link_atom, std::string, bool>,
   // The service: join once published, leave (graceful stop) when asked;
   // a leave is answered when every shard has been handed off.
@@ -95,9 +95,10 @@ struct cluster_node_settings {
   /// Called once, when this node first serves every shard that targets it
   /// (at once in memory).
   std::function<void()> on_up;
-  /// Called when a newer process took this node id over: this one must
-  /// not serve any more.
-  std::function<void()> on_superseded;
+  /// Called (with the reason) when this process must not serve any more: a
+  /// newer process took its node id over, or the cluster's shard count
+  /// changed under it.
+  std::function<void(const std::string&)> on_out_of_service;
   /// Writes one log line.
   std::function<void(const std::string&)> log;
 };

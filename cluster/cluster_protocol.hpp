@@ -80,17 +80,20 @@ typename Inspector::result_type inspect(Inspector& f, reply_batch& x) {
 }
 
 /// A shard's owner as a node learned it: `owner` holds the shard's lease at
-/// `epoch`, or, when `owner` is empty, the lease of `epoch` was released.
-/// Newer news has a higher epoch, or the same epoch and no owner.
+/// `epoch`, or, when `owner` is empty, the lease of `epoch` was released
+/// (handed off to `successor`, who takes it next; "" when none). Newer news
+/// has a higher epoch, or the same epoch and no owner.
 struct shard_claim {
   std::uint32_t shard = 0;
   std::int64_t epoch = 0;
   std::string owner;
+  std::string successor;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, shard_claim& x) {
-  return f(caf::meta::type_name("shard_claim"), x.shard, x.epoch, x.owner);
+  return f(caf::meta::type_name("shard_claim"), x.shard, x.epoch, x.owner,
+           x.successor);
 }
 
 /// Shards a node just took or released, told to every peer so that they

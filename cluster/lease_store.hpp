@@ -58,6 +58,8 @@ struct lease_record {
 
 /// One read of the member and lease tables.
 struct cluster_reading {
+  /// The cluster's shard count as stored (0 when none is).
+  std::uint32_t shard_count = 0;
   std::vector<member_record> members;
   /// Every shard below the shard count that has a lease row.
   std::vector<lease_record> leases;
@@ -90,7 +92,8 @@ public:
   /// Removes `self` from the member table (a graceful leave).
   virtual caf::expected<void> leave(const member_self& self) = 0;
 
-  /// Reads every member and the leases of shards `0..shard_count-1`.
+  /// Reads every member, the leases of shards `0..shard_count-1` and the
+  /// stored shard count.
   virtual caf::expected<cluster_reading> read(std::uint32_t shard_count) = 0;
 
   /// Takes the leases of `shards` that are free, expired or already

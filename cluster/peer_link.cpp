@@ -258,7 +258,7 @@ void on_reply(link_pointer self, forwarded_reply& r) {
         if (x.slot)
           self->send(st.settings.owner, retry_atom::value,
                      local_call{std::move(x.cmd), std::move(x.slot)},
-                     std::move(r.owner_hint));
+                     st.settings.node_id, std::move(r.owner_hint));
         else
           x.promise.deliver(make_error(cluster_error::not_owner,
                                        std::move(r.owner_hint)));
@@ -308,14 +308,22 @@ peer_link_actor::behavior_type link_impl(link_pointer self,
   return {
     [self](user_command& cmd) -> caf::result<user_reply> {
       auto rp = self->make_response_promise<user_reply>();
-      take(self, pending_command{std::move(cmd), nullptr, rp});
+      pending_command x;
+      x.cmd = std::move(cmd);
+      x.promise = rp;
+      take(self, std::move(x));
       return rp;
     },
     [self](local_call& call) {
-      take(self, pending_command{std::move(call.cmd), std::move(call.slot)});
+      pending_command x;
+      x.cmd = std::move(call.cmd);
+      x.slot = std::move(call.slot);
+      take(self, std::move(x));
     },
     [self](retry_atom, local_call& call) {
-      pending_command x{std::move(call.cmd), std::move(call.slot)};
+      pending_command x;
+      x.cmd = std::move(call.cmd);
+      x.slot = std::move(call.slot);
       x.retry = true;
       take(self, std::move(x));
     },

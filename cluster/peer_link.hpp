@@ -31,12 +31,13 @@ using send_atom = caf::atom_constant<caf::atom("send")>;
 /// reconnects after a back-off.
 using check_atom = caf::atom_constant<caf::atom("check")>;
 
-/// What a link tells the node it belongs to: a command the peer sent back
-/// as not its own (to try once more at the node named, "" for none known),
-/// and whether the link is connected.
-using link_owner
-  = caf::typed_actor<caf::reacts_to<retry_atom, local_call, std::string>,
-                     caf::reacts_to<link_atom, std::string, bool>>;
+/// What a link tells the node it belongs to: a command the peer (first
+/// string) sent back as not its own, to try once more at the node the peer
+/// named (second string, "" for none known); and whether the link is
+/// connected.
+using link_owner = caf::typed_actor<
+  caf::reacts_to<retry_atom, local_call, std::string, std::string>,
+  caf::reacts_to<link_atom, std::string, bool>>;
 
 /// The link from this node to one other node: the route of every shard that
 /// node owns. It keeps the HTTP workers actor-free (they hand it a

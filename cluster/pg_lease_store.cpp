@@ -45,6 +45,9 @@ SELECT node_id, incarnation, advertise_host, http_port, cluster_port, status,
   "heartbeat_at + lease_ttl_ms * interval '1 millisecond'") R"sql(
 FROM cluster_members ORDER BY node_id)sql";
 
+constexpr const char* shard_count_sql
+  = "SELECT shard_count FROM cluster_settings";
+
 constexpr const char* leases_sql = R"sql(
 SELECT shard, owner, epoch, state,
        owner IS NOT NULL AND expires_at IS NOT NULL AND expires_at > now(),
@@ -62,6 +65,9 @@ WITH taken AS (
   SELECT s, $2, coalesce((SELECT max(epoch) FROM shard_leases), 0) + 1,
          now() + $3 * interval '1 millisecond', 'loading'
   FROM unnest($1::int[]) AS x(s)
+  -- Rows are locked in shard order, whatever order the caller gives, so
+  -- that two takes of overlapping shards cannot deadlock.
+  ORDER BY s
   ON CONFLICT (shard) DO UPDATE
   SET owner = EXCLUDED.owner, epoch = shard_leases.epoch + 1,
       expires_at = EXCLUDED.expires_at, state = 'loading'
@@ -141,7 +147,13 @@ public:
     auto leases = exec(leases_sql, {std::to_string(shard_count)}, true);
     if (!leases)
       return leases.error();
+    auto count = exec(shard_count_sql, {}, true);
+    if (!count)
+      return count.error();
     cluster_reading result;
+    if (count->size() == 1)
+      result.shard_count = static_cast<std::uint32_t>(
+        std::stoul(count->at(0, 0)));
     for (int i = 0; i < members->size(); ++i) {
       member_record m;
       m.node_id = members->at(i, 0);

@@ -307,9 +307,19 @@ CREATE TABLE cluster_settings (
   singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
   shard_count integer NOT NULL CHECK (shard_count BETWEEN 1 AND 65536)
 );
--- A database a single node ran on: that node took every shard.
+-- A database a single node ran on: at each start that node took every
+-- shard of its --shards, raising their epochs together, so the shards of
+-- its last start are 0..N-1 at the highest epoch (rows of a larger
+-- --shards used once before stay behind, at lower epochs). Rows that are
+-- not shaped so (a cluster's, rolled back from this version) count all.
 INSERT INTO cluster_settings (shard_count)
-SELECT count(*) FROM shard_leases HAVING count(*) > 0)sql",
+SELECT CASE WHEN max(shard) FILTER (WHERE latest) + 1
+                 = count(*) FILTER (WHERE latest)
+            THEN count(*) FILTER (WHERE latest)
+            ELSE count(*) END
+FROM (SELECT shard, epoch = max(epoch) OVER () AS latest
+      FROM shard_leases) AS x
+HAVING count(*) > 0)sql",
      R"sql(
 DROP TABLE cluster_settings;
 DROP TABLE cluster_members;

@@ -16,7 +16,12 @@
 namespace videostreams::blackbox {
 
 std::unique_ptr<httplib::Client> make_client(int port, bool keep_alive) {
-  auto cli = std::make_unique<httplib::Client>("127.0.0.1", port);
+  return make_client("127.0.0.1", port, keep_alive);
+}
+
+std::unique_ptr<httplib::Client> make_client(const std::string& host, int port,
+                                             bool keep_alive) {
+  auto cli = std::make_unique<httplib::Client>(host, port);
   cli->set_tcp_nodelay(true);
   cli->set_keep_alive(keep_alive);
   // Paths are sent exactly as the tests write them ("%20", "+1").

@@ -24,6 +24,10 @@ constexpr std::string_view json_content_type
 /// opens one per request (so no idle connection outlives the test).
 std::unique_ptr<httplib::Client> make_client(int port, bool keep_alive = false);
 
+/// The same for `host`:`port`.
+std::unique_ptr<httplib::Client> make_client(const std::string& host, int port,
+                                             bool keep_alive = false);
+
 /// A response reduced to what the tests check.
 struct reply {
   /// The HTTP status, or -1 when no response arrived.

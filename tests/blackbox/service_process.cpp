@@ -21,8 +21,6 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-constexpr std::string_view start_line_prefix
-  = "videostreams: listening on 127.0.0.1:";
 
 /// A pipe whose ends are closed on exec; `dup2` in the child clears that
 /// flag on the copy it makes, so no other child inherits either end.
@@ -172,11 +170,13 @@ run_result run_binary(const std::vector<std::string>& args,
 
 service_process::service_process(std::vector<std::string> extra_args,
                                  const environment& env,
-                                 bool wait_until_serving) {
+                                 bool wait_until_serving, std::string host)
+  : host_(std::move(host)) {
   // Free ports only, so that tests can run side by side; the cluster port
   // matters with a database only.
-  std::vector<std::string> args{"--port=0", "--bind=127.0.0.1",
+  std::vector<std::string> args{"--port=0", "--bind=" + host_,
                                 "--cluster-port=0"};
+  auto start_line_prefix = "videostreams: listening on " + host_ + ":";
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   pipe_fds err;
   pid_ = spawn(args, env, -1, err.write);
@@ -206,7 +206,7 @@ service_process::service_process(std::vector<std::string> extra_args,
     return;
   // The start line comes just before the listener starts accepting; wait
   // for an answer so that every test begins with a serving process.
-  httplib::Client cli{"127.0.0.1", port_};
+  httplib::Client cli{host_, port_};
   cli.set_connection_timeout(1);
   cli.set_read_timeout(5);
   while (clock_type::now() < deadline) {

@@ -53,20 +53,23 @@ struct run_result {
 run_result run_binary(const std::vector<std::string>& args,
                       const environment& env = {});
 
-/// One running videostreams process listening on 127.0.0.1 at a port the
-/// kernel picked. Its stderr is drained by a thread for its whole life, so
-/// the child never blocks on a full pipe. Stopping sends SIGTERM and waits,
-/// bounded; the destructor stops a process that is still running.
+/// One running videostreams process listening on a loopback address
+/// (127.0.0.1 unless told otherwise) at a port the kernel picked. Its
+/// stderr is drained by a thread for its whole life, so the child never
+/// blocks on a full pipe. Stopping sends SIGTERM and waits, bounded; the
+/// destructor stops a process that is still running.
 class service_process {
 public:
-  /// Starts the binary with `--port=0 --bind=127.0.0.1` followed by
-  /// `extra_args`, waits for its start line and then, with
+  /// Starts the binary with `--port=0 --bind=HOST --cluster-port=0`
+  /// followed by `extra_args`, waits for its start line and then, with
   /// `wait_until_serving`, until `GET /healthz` answers 200. Throws
   /// `std::runtime_error` (with everything the child wrote) when it does not
-  /// get that far within `process_deadline`.
+  /// get that far within `process_deadline`. `host` is any loopback
+  /// address (127.0.0.2, 127.0.0.3, ... work without setup).
   explicit service_process(std::vector<std::string> extra_args = {},
                            const environment& env = {},
-                           bool wait_until_serving = true);
+                           bool wait_until_serving = true,
+                           std::string host = "127.0.0.1");
 
   service_process(const service_process&) = delete;
   service_process& operator=(const service_process&) = delete;
@@ -76,6 +79,11 @@ public:
   /// The port the service listens on.
   int port() const noexcept {
     return port_;
+  }
+
+  /// The address the service listens on.
+  const std::string& host() const noexcept {
+    return host_;
   }
 
   /// The child's process id.
@@ -97,6 +105,7 @@ private:
   void drain_stderr(int fd);
   [[noreturn]] void abandon(const std::string& reason);
 
+  std::string host_;
   pid_t pid_ = -1;
   int port_ = -1;
   bool stopped_ = false;

@@ -7,14 +7,20 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include <unistd.h>
 
+#include "cluster/lease_store.hpp"
 #include "persistence/persistence_error.hpp"
 #include "persistence/pg_connection.hpp"
+#include "persistence/schema.hpp"
+#include "persistence/stream_store.hpp"
 
 namespace videostreams::testing {
 
@@ -85,5 +91,48 @@ struct scratch_database {
   std::string name;
   std::string dsn;
 };
+
+/// A scratch database with the schema migrated.
+struct migrated_database : scratch_database {
+  migrated_database() {
+    auto db = connect();
+    REQUIRE(migrate(db));
+  }
+};
+
+/// Takes the leases of `shards` for `node` (for a minute) and has `store`
+/// write for them, from their committed state, as a node taking them does.
+inline shard_epochs own_shards(scratch_database& d, stream_store& store,
+                               const std::string& node,
+                               const std::vector<std::uint32_t>& shards) {
+  auto leases = make_pg_lease_store(d.connect());
+  auto taken = leases->take(node, shards, std::chrono::seconds{60});
+  REQUIRE(taken);
+  REQUIRE(taken->size() == shards.size());
+  auto db = d.connect();
+  auto state = read_committed_state(db, shards);
+  REQUIRE(state);
+  for (auto& [shard, epoch] : *taken)
+    store.adopt(shard, epoch, state->shards[shard], state->position);
+  return *taken;
+}
+
+/// Lets the leases of `shards` expire now, as if their owner had stopped
+/// renewing them: another node may take them.
+inline void expire_leases(scratch_database& d,
+                          const std::vector<std::uint32_t>& shards) {
+  std::string list;
+  for (auto s : shards)
+    list += (list.empty() ? "" : ",") + std::to_string(s);
+  REQUIRE(d.connect().exec("UPDATE shard_leases SET expires_at = now() - "
+                           "interval '1 second' WHERE shard IN ("
+                           + list + ")"));
+}
+
+/// True if a commit succeeded and found no shard fenced.
+inline bool all_committed(
+  const caf::expected<std::vector<std::uint32_t>>& x) {
+  return x && x->empty();
+}
 
 } // namespace videostreams::testing

@@ -15,17 +15,10 @@
 
 using namespace videostreams;
 using namespace videostreams::blackbox;
-using videostreams::testing::scratch_database;
+using namespace videostreams::testing;
 namespace json = boost::json;
 
 namespace {
-
-struct migrated_database : scratch_database {
-  migrated_database() {
-    auto db = connect();
-    REQUIRE(migrate(db));
-  }
-};
 
 /// A node on the database, ready to answer for users.
 struct node {

@@ -29,7 +29,7 @@
 #include "persistence/stream_store.hpp"
 
 using namespace videostreams;
-using videostreams::testing::scratch_database;
+using namespace videostreams::testing;
 
 namespace {
 
@@ -67,40 +67,6 @@ stream_change limit(std::uint64_t user, std::uint32_t max,
 int streams_of(scratch_database& d, std::uint64_t user) {
   return d.count("SELECT count(*) FROM stream_sessions WHERE user_id = "
                  + std::to_string(user));
-}
-
-/// Takes the leases of `shards` for `node` (for a minute) and has `store`
-/// write for them, from their committed state, as a node taking them does.
-shard_epochs own_shards(scratch_database& d, stream_store& store,
-                        const std::string& node,
-                        const std::vector<std::uint32_t>& shards) {
-  auto leases = make_pg_lease_store(d.connect());
-  auto taken = leases->take(node, shards, std::chrono::seconds{60});
-  REQUIRE(taken);
-  REQUIRE(taken->size() == shards.size());
-  auto db = d.connect();
-  auto state = read_committed_state(db, shards);
-  REQUIRE(state);
-  for (auto& [shard, epoch] : *taken)
-    store.adopt(shard, epoch, state->shards[shard], state->position);
-  return *taken;
-}
-
-/// Lets the leases of `shards` expire now, as if their owner had stopped
-/// renewing them: another node may take them.
-void expire_leases(scratch_database& d,
-                   const std::vector<std::uint32_t>& shards) {
-  std::string list;
-  for (auto s : shards)
-    list += (list.empty() ? "" : ",") + std::to_string(s);
-  REQUIRE(d.connect().exec("UPDATE shard_leases SET expires_at = now() - "
-                           "interval '1 second' WHERE shard IN ("
-                           + list + ")"));
-}
-
-/// True if a commit succeeded and found no shard fenced.
-bool all_committed(const caf::expected<std::vector<std::uint32_t>>& x) {
-  return x && x->empty();
 }
 
 /// A migrated scratch database and a store that owns shards 0..3.

@@ -12,8 +12,14 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
 #include "actors/message_types.hpp"
 #include "actors/shard_actor.hpp"
+#include "cluster/cluster_view.hpp"
 
 using namespace videostreams;
 namespace json = boost::json;
@@ -38,19 +44,52 @@ user_endpoint::behavior_type silent_endpoint() {
   };
 }
 
+/// An endpoint that answers every command at once with `unavailable`, like
+/// the cluster's gate when no owner could decide in time.
+user_endpoint::behavior_type unavailable_endpoint() {
+  return {
+    [](user_command&) {
+      user_reply r;
+      r.outcome = stream_outcome::unavailable;
+      return r;
+    },
+    [](local_call& call) {
+      user_reply r;
+      r.outcome = stream_outcome::unavailable;
+      call.slot->fulfill(r);
+    },
+  };
+}
+
+/// What the fixture's endpoints do with a command.
+enum class owners { deciding, silent, unavailable };
+
 struct api_fixture {
-  explicit api_fixture(bool silent = false, std::string admin_token = {})
+  explicit api_fixture(owners kind = owners::deciding,
+                       std::string admin_token = {},
+                       std::shared_ptr<const cluster_view_box> cluster = {})
     : sys(cfg) {
     auto users = std::make_shared<user_settings>();
     users->counters = &counters;
-    for (int i = 0; i < 4; ++i)
-      endpoints.push_back(silent ? user_endpoint{sys.spawn(silent_endpoint)}
-                                 : user_endpoint{spawn_shard_actor(sys,
-                                                                   {users})});
+    for (int i = 0; i < 4; ++i) {
+      switch (kind) {
+        case owners::deciding:
+          endpoints.push_back(spawn_shard_actor(sys, {users}));
+          break;
+        case owners::silent:
+          endpoints.push_back(sys.spawn(silent_endpoint));
+          break;
+        case owners::unavailable:
+          endpoints.push_back(sys.spawn(unavailable_endpoint));
+          break;
+      }
+    }
     users_router = std::make_unique<router>(endpoints);
     api_settings settings;
-    settings.request_timeout = std::chrono::milliseconds{silent ? 50 : 5000};
+    settings.request_timeout = std::chrono::milliseconds{
+      kind == owners::silent ? 50 : 5000};
     settings.admin_token = std::move(admin_token);
+    settings.cluster = std::move(cluster);
     rest = std::make_unique<api>(*users_router, settings, metrics, counters);
     rest->set_readiness(readiness::ready);
   }
@@ -91,6 +130,36 @@ std::string header(const api_response& res, std::string_view name) {
       return v;
   return {};
 }
+
+/// A cluster as a node would publish it: two members and three shards, one
+/// of them unowned, one with an epoch beyond 32 bits.
+std::shared_ptr<cluster_view_box> two_member_cluster() {
+  auto view = std::make_shared<cluster_view>();
+  view->node_id = "n1";
+  view->shard_count = 3;
+  view->members.push_back(member_view{"n1", "10.0.0.5", 8080, 4370, "up", 2,
+                                      "2026-11-28T17:00:00.120Z"});
+  view->members.push_back(member_view{"n2", "10.0.0.6", 8081, 4371,
+                                      "joining", 0,
+                                      "2026-11-28T17:00:01.000Z"});
+  view->shards.push_back(shard_view{0, "n1", 7, "serving"});
+  view->shards.push_back(shard_view{1, "", 0, "unowned"});
+  view->shards.push_back(shard_view{2, "n1", 4294967301, "handing-off"});
+  auto box = std::make_shared<cluster_view_box>();
+  box->set(std::move(view));
+  return box;
+}
+
+/// The keys of `obj`, sorted.
+std::vector<std::string> keys_of(const json::object& obj) {
+  std::vector<std::string> result;
+  for (auto& kv : obj)
+    result.emplace_back(kv.key());
+  std::sort(result.begin(), result.end());
+  return result;
+}
+
+using key_list = std::vector<std::string>;
 
 } // namespace
 
@@ -140,7 +209,7 @@ TEST_CASE("unknown paths are 404, other methods 405 with Allow", "[unit]") {
 
 TEST_CASE("an owner that does not answer in time is a 503 with Retry-After",
           "[unit]") {
-  api_fixture f{true};
+  api_fixture f{owners::silent};
   auto res = f.get("/api/startstream/1");
   CHECK(res.status == 503);
   CHECK(res.body == R"({"msg":"Service Unavailable"})");
@@ -258,7 +327,7 @@ TEST_CASE("limit endpoints: 403 without a token configured", "[unit]") {
 }
 
 TEST_CASE("limit endpoints: 401 for a wrong or missing token", "[unit]") {
-  api_fixture f{false, "s3cret"};
+  api_fixture f{owners::deciding, "s3cret"};
   auto path = "/api/v2/users/15/limit";
   CHECK(f.send("PUT", path, R"({"maxStreams":1})").status == 401);
   CHECK(f.send("PUT", path, R"({"maxStreams":1})", "Bearer s3cre").status
@@ -271,7 +340,7 @@ TEST_CASE("limit endpoints: 401 for a wrong or missing token", "[unit]") {
 }
 
 TEST_CASE("limit endpoints set and clear a user's limit", "[unit]") {
-  api_fixture f{false, "s3cret"};
+  api_fixture f{owners::deciding, "s3cret"};
   auto path = "/api/v2/users/16/limit";
   auto auth = "Bearer s3cret";
   auto set = f.send("PUT", path, R"({"maxStreams":1})", auth);
@@ -290,4 +359,140 @@ TEST_CASE("limit endpoints set and clear a user's limit", "[unit]") {
   CHECK(cleared.body == R"({"userId":16,"maxStreams":3})");
   CHECK(f.get("/api/startstream/16").body
         == R"({"streamStatus":{"isNewStreamAllowed":true,"streamCount":2}})");
+}
+
+TEST_CASE("an owner that answers unavailable makes a 503 with Retry-After",
+          "[unit]") {
+  api_fixture f{owners::unavailable};
+  auto legacy = f.get("/api/startstream/1");
+  CHECK(legacy.status == 503);
+  CHECK(legacy.body == R"({"msg":"Service Unavailable"})");
+  CHECK(header(legacy, "Retry-After") == "1");
+  CHECK(f.metrics.requests(route::startstream, 503) == 1);
+  auto ended = f.get("/api/endstream/1");
+  CHECK(ended.status == 503);
+  CHECK(header(ended, "Retry-After") == "1");
+  auto session = f.send("POST", "/api/v2/users/1/streams");
+  CHECK(session.status == 503);
+  CHECK(header(session, "Retry-After") == "1");
+}
+
+TEST_CASE("GET /api/cluster without an admin token is open and shows the "
+          "view in the documented shape",
+          "[unit]") {
+  api_fixture f{owners::deciding, {}, two_member_cluster()};
+  auto res = f.get("/api/cluster");
+  REQUIRE(res.status == 200);
+  CHECK(res.content_type == "application/json; charset=utf-8");
+  auto body = json::parse(res.body).as_object();
+  CHECK(keys_of(body) == key_list{"members", "nodeId", "shardCount",
+                                  "shards"});
+  CHECK(body.at("nodeId") == "n1");
+  CHECK(body.at("shardCount").is_int64());
+  CHECK(body.at("shardCount") == 3);
+  auto& members = body.at("members").as_array();
+  REQUIRE(members.size() == 2);
+  for (auto& m : members) {
+    CHECK(keys_of(m.as_object())
+          == key_list{"advertiseHost", "clusterPort", "httpPort",
+                      "lastHeartbeat", "nodeId", "shards", "status"});
+    CHECK(m.at("httpPort").is_int64());
+    CHECK(m.at("clusterPort").is_int64());
+    CHECK(m.at("shards").is_int64());
+  }
+  CHECK(members[0].at("nodeId") == "n1");
+  CHECK(members[0].at("advertiseHost") == "10.0.0.5");
+  CHECK(members[0].at("httpPort") == 8080);
+  CHECK(members[0].at("clusterPort") == 4370);
+  CHECK(members[0].at("status") == "up");
+  CHECK(members[0].at("shards") == 2);
+  CHECK(members[0].at("lastHeartbeat") == "2026-11-28T17:00:00.120Z");
+  CHECK(members[1].at("nodeId") == "n2");
+  CHECK(members[1].at("advertiseHost") == "10.0.0.6");
+  CHECK(members[1].at("httpPort") == 8081);
+  CHECK(members[1].at("clusterPort") == 4371);
+  CHECK(members[1].at("status") == "joining");
+  CHECK(members[1].at("shards") == 0);
+  CHECK(members[1].at("lastHeartbeat") == "2026-11-28T17:00:01.000Z");
+  auto& shards = body.at("shards").as_array();
+  REQUIRE(shards.size() == 3);
+  for (auto& s : shards) {
+    CHECK(keys_of(s.as_object())
+          == key_list{"epoch", "owner", "shard", "state"});
+    CHECK(s.at("shard").is_int64());
+    CHECK(s.at("epoch").is_int64());
+  }
+  CHECK(shards[0].at("shard") == 0);
+  CHECK(shards[0].at("owner") == "n1");
+  CHECK(shards[0].at("epoch") == 7);
+  CHECK(shards[0].at("state") == "serving");
+  CHECK(shards[1].at("shard") == 1);
+  CHECK(shards[1].at("owner").is_null());
+  CHECK(shards[1].at("epoch") == 0);
+  CHECK(shards[1].at("state") == "unowned");
+  CHECK(shards[2].at("shard") == 2);
+  CHECK(shards[2].at("owner") == "n1");
+  CHECK(shards[2].at("epoch") == 4294967301);
+  CHECK(shards[2].at("state") == "handing-off");
+  // Any bearer token, or none, is fine while no token is configured.
+  CHECK(f.send("GET", "/api/cluster", {}, "Bearer whatever").status == 200);
+  CHECK(f.metrics.requests(route::cluster, 200) == 2);
+}
+
+TEST_CASE("GET /api/cluster with an admin token needs that bearer token",
+          "[unit]") {
+  api_fixture f{owners::deciding, "s3cret", two_member_cluster()};
+  for (std::string_view auth :
+       {"", "Bearer", "Bearer ", "Bearer nope", "Bearer s3cre",
+        "Bearer s3cret2", "Basic s3cret", "s3cret"}) {
+    INFO("Authorization: " << auth);
+    auto res = f.send("GET", "/api/cluster", {}, auth);
+    CHECK(res.status == 401);
+    CHECK(res.body == R"({"msg":"Unauthorized"})");
+    CHECK(header(res, "WWW-Authenticate") == "Bearer");
+  }
+  for (std::string_view auth :
+       {"Bearer s3cret", "bearer s3cret", "BEARER s3cret", "bEaReR s3cret"}) {
+    INFO("Authorization: " << auth);
+    auto res = f.send("GET", "/api/cluster", {}, auth);
+    CHECK(res.status == 200);
+    CHECK(json::parse(res.body).at("nodeId") == "n1");
+  }
+}
+
+TEST_CASE("POST /api/cluster is 405 and lists the methods it takes",
+          "[unit]") {
+  api_fixture f{owners::deciding, {}, two_member_cluster()};
+  auto res = f.send("POST", "/api/cluster", "{}");
+  CHECK(res.status == 405);
+  CHECK(res.body == R"({"msg":"Method not allowed"})");
+  CHECK(header(res, "Allow") == "GET, HEAD, OPTIONS");
+  CHECK(f.send("HEAD", "/api/cluster").status == 200);
+  auto options = f.send("OPTIONS", "/api/cluster");
+  CHECK(options.status == 204);
+  CHECK(header(options, "Access-Control-Allow-Methods")
+        == "GET, HEAD, OPTIONS");
+}
+
+TEST_CASE("GET /api/cluster is 503 with Retry-After until a view is "
+          "published",
+          "[unit]") {
+  SECTION("no box at all, as on a node without a cluster") {
+    api_fixture f;
+    auto res = f.get("/api/cluster");
+    CHECK(res.status == 503);
+    CHECK(res.body == R"({"msg":"Service Unavailable"})");
+    CHECK(header(res, "Retry-After") == "1");
+  }
+  SECTION("a box with nothing in it yet, then a view") {
+    auto box = std::make_shared<cluster_view_box>();
+    api_fixture f{owners::deciding, "s3cret", box};
+    // The token is checked first: nothing is revealed without it.
+    CHECK(f.get("/api/cluster").status == 401);
+    auto res = f.send("GET", "/api/cluster", {}, "Bearer s3cret");
+    CHECK(res.status == 503);
+    CHECK(header(res, "Retry-After") == "1");
+    box->set(two_member_cluster()->get());
+    CHECK(f.send("GET", "/api/cluster", {}, "Bearer s3cret").status == 200);
+  }
 }
