@@ -129,11 +129,34 @@ private:
   std::int64_t open_streams_ = 0;
 };
 
-/// What a shard's records add to the node's gauges, for the shard's last
-/// moment: a terminating shard takes them out again (see `spawn`).
+/// What a shard's records add to the node's gauges, for the moment they
+/// leave them: when a hand-off has drained the shard (the records are the
+/// next owner's then), or when the shard ends, whichever comes first.
 struct shard_tally {
   std::atomic<std::int64_t> records{0};
   std::atomic<std::int64_t> open_streams{0};
+  /// True while the records count in the node's gauges.
+  std::atomic<bool> counted{true};
+
+  /// Takes the records out of `counters` (once).
+  void uncount(stream_counters& counters) {
+    if (!counted.exchange(false))
+      return;
+    counters.passive_records.fetch_sub(records.load(),
+                                       std::memory_order_relaxed);
+    counters.open_streams.fetch_sub(open_streams.load(),
+                                    std::memory_order_relaxed);
+  }
+
+  /// Puts them back (a hand-off undone).
+  void recount(stream_counters& counters) {
+    if (counted.exchange(true))
+      return;
+    counters.passive_records.fetch_add(records.load(),
+                                       std::memory_order_relaxed);
+    counters.open_streams.fetch_add(open_streams.load(),
+                                    std::memory_order_relaxed);
+  }
 };
 
 struct shard_state {
@@ -172,8 +195,9 @@ void report_freed(shard_pointer self, std::size_t n) {
 /// record store after it changed by `records` records.
 void count_records(shard_pointer self, std::int64_t records) {
   auto& st = self->state;
-  counters_of(self).passive_records.fetch_add(records,
-                                              std::memory_order_relaxed);
+  if (st.tally->counted.load())
+    counters_of(self).passive_records.fetch_add(records,
+                                                std::memory_order_relaxed);
   st.tally->records.store(static_cast<std::int64_t>(st.passive->size()),
                           std::memory_order_relaxed);
   st.tally->open_streams.store(st.passive->open_streams(),
@@ -251,6 +275,8 @@ void check_drained(shard_pointer self) {
     return;
   auto waiting = std::move(st.drained);
   st.drained.clear();
+  // Every user is a record now, and the records go to the next owner.
+  st.tally->uncount(counters_of(self));
   for (auto& rp : waiting)
     rp.deliver(static_cast<std::uint64_t>(st.passive->size()));
 }
@@ -379,10 +405,7 @@ shard_actor::behavior_type shard_impl(shard_pointer self,
   // (state is gone by the time attached functors run; the tally is not).
   auto* counters = st.settings.users->counters;
   self->attach_functor([counters, tally = st.tally] {
-    counters->passive_records.fetch_sub(tally->records.load(),
-                                        std::memory_order_relaxed);
-    counters->open_streams.fetch_sub(tally->open_streams.load(),
-                                     std::memory_order_relaxed);
+    tally->uncount(*counters);
   });
   self->delayed_send(self, st.tick_interval, tick_atom::value);
   // User actors are not linked to their shard (a million links would cost
@@ -449,6 +472,7 @@ shard_actor::behavior_type shard_impl(shard_pointer self,
     [self](resume_atom) {
       auto& st = self->state;
       st.redirect = nullptr;
+      st.tally->recount(counters_of(self));
       for (auto& rp : st.drained)
         rp.deliver(caf::make_error(caf::sec::request_receiver_down));
       st.drained.clear();

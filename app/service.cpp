@@ -62,6 +62,9 @@ public:
       set("middleman.connection-timeout",
           caf::timespan{std::max(opts.lease_ttl,
                                  std::chrono::milliseconds{3000})});
+      // Messages from other nodes are deserialized by the thread that
+      // reads them, not handed to a worker thread first.
+      set("middleman.workers", size_t{0});
     }
   }
 };

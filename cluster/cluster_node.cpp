@@ -115,6 +115,11 @@ struct node_state {
   std::int64_t last_renew_ns = 0;
   bool take_in_flight = false;
   bool take_again = false;
+  /// Shards taken whose state is to be loaded, and whether a load runs: a
+  /// load reads the journal after the oldest snapshot of its shards, so
+  /// the shards taken while one runs are loaded together by the next.
+  shard_epochs to_load;
+  bool load_in_flight = false;
   std::map<caf::actor_addr, outgoing_replies> replies;
   std::vector<shard_claim> news;
   /// Shards handed off since the last log line, by the node they went to.
@@ -272,6 +277,8 @@ void hold(node_pointer self, std::uint32_t shard, held_command x) {
   if (x.deadline == steady::time_point{}) {
     x.deadline = steady::now() + st.settings.request_timeout;
     st.settings.counters->held.fetch_add(1, relaxed);
+    if (x.slot)
+      x.slot->defer(); // its answer takes a while: sleep, do not spin
   }
   st.shards[shard].held.push_back(std::move(x));
   schedule_check(self);
@@ -596,9 +603,12 @@ std::string shard_list_text(const std::vector<std::uint32_t>& shards) {
   return out + ")";
 }
 
+void load_next(node_pointer self);
+
 /// Loads the state of the shards just taken (`epochs`) and serves them.
 void load(node_pointer self, shard_epochs epochs) {
   auto& st = self->state;
+  st.load_in_flight = true;
   std::vector<std::uint32_t> shards;
   for (auto& [s, epoch] : epochs)
     shards.push_back(s);
@@ -606,6 +616,7 @@ void load(node_pointer self, shard_epochs epochs) {
     .then(
       [self, epochs](loaded_shards& loaded) {
         auto& st = self->state;
+        st.load_in_flight = false;
         auto now = st.settings.clock->now();
         for (auto& [s, committed] : loaded.state->shards) {
           auto i = epochs.find(s);
@@ -646,8 +657,10 @@ void load(node_pointer self, shard_epochs epochs) {
                 drop(self, s, "the persistence actor refused it");
               });
         }
+        load_next(self);
       },
       [self, epochs](caf::error& err) {
+        self->state.load_in_flight = false;
         // Keep the leases; the next round takes them again (they are this
         // node's) and loads afresh.
         log(self, "cannot load shards: " + describe(err));
@@ -660,7 +673,18 @@ void load(node_pointer self, shard_epochs epochs) {
             update_route(self, s);
           }
         }
+        load_next(self);
       });
+}
+
+/// Loads what was taken while the last load ran, if anything.
+void load_next(node_pointer self) {
+  auto& st = self->state;
+  if (st.load_in_flight || st.to_load.empty())
+    return;
+  auto next = std::move(st.to_load);
+  st.to_load.clear();
+  load(self, std::move(next));
 }
 
 void take(node_pointer self, const std::vector<std::uint32_t>& shards) {
@@ -710,7 +734,8 @@ void take(node_pointer self, const std::vector<std::uint32_t>& shards) {
         for (auto& [s, epoch] : loading)
           taken.push_back(s);
         log(self, "took " + shard_list_text(taken));
-        load(self, std::move(loading));
+        st.to_load.insert(loading.begin(), loading.end());
+        load_next(self);
       }
       if (st.take_again) {
         st.take_again = false;
@@ -1290,6 +1315,12 @@ cluster_node_actor::behavior_type node_impl(node_pointer self,
     },
     [self](shard_news& news) {
       auto& st = self->state;
+      bool known = std::any_of(st.members.begin(), st.members.end(),
+                               [&news](const member_record& m) {
+                                 return m.node_id == news.sender;
+                               });
+      if (!known && !news.sender.empty())
+        start_round(self); // a member this node has not read yet: read now
       if (news.sender_leaving) {
         // It gives its shards away: whoever targets them now must not wait
         // for its own next read of the member table to take them.
@@ -1336,6 +1367,11 @@ cluster_node_actor::behavior_type node_impl(node_pointer self,
         return;
       i->second.connected = connected;
       if (connected) {
+        // Say hello: a node that has not read this one as a member yet
+        // reads the member table at once (a join need not wait for every
+        // other node's next heartbeat).
+        self->send(i->second.link,
+                   shard_news{{}, self_id(self), st.leaving});
         // Commands waiting for this node can go now; hand-offs to it too.
         for (std::uint32_t s = 0; s < st.shards.size(); ++s) {
           update_route(self, s);

@@ -70,8 +70,10 @@ struct peer_counters {
     0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
     0.025,   0.05,   0.1,   0.25,   0.5,   1.0};
 
-  /// Commands sent to the peer (counter).
+  /// Commands sent to the peer (counter), and the messages that carried
+  /// them (counter: commands per message say how well they batch).
   std::atomic<std::uint64_t> forwarded{0};
+  std::atomic<std::uint64_t> batches{0};
   /// Commands answered 503 instead: the peer was unreachable, answered
   /// too late, or could not decide (counter).
   std::atomic<std::uint64_t> failed{0};

@@ -29,6 +29,9 @@ constexpr auto relaxed = std::memory_order_relaxed;
 /// reconnect.
 constexpr auto check_every = std::chrono::milliseconds{100};
 
+/// How long commands may gather while others are on their way to the peer.
+constexpr auto gather_for = std::chrono::microseconds{500};
+
 /// Back-off between connection attempts: from the first to the last.
 constexpr auto first_backoff = std::chrono::milliseconds{200};
 constexpr auto last_backoff = std::chrono::milliseconds{5000};
@@ -145,15 +148,33 @@ void fail_all(link_pointer self) {
   st.outgoing.clear();
 }
 
+/// Sends what gathered to the peer.
+void send_now(link_pointer self) {
+  auto& st = self->state;
+  if (st.status != link_status::up || st.outgoing.empty())
+    return;
+  st.settings.counters->forwarded.fetch_add(st.outgoing.size(), relaxed);
+  st.settings.counters->batches.fetch_add(1, relaxed);
+  forward_batch batch{std::move(st.outgoing)};
+  st.outgoing.clear();
+  self->send(st.remote, std::move(batch));
+}
+
+/// Sends what gathered at once when nothing is on its way to the peer (no
+/// wait when idle); otherwise a little later, so that commands arriving
+/// meanwhile share the message (fewer messages, and fewer wake-ups of the
+/// threads that carry them, under load).
 void schedule_send(link_pointer self) {
   auto& st = self->state;
   if (st.send_scheduled || st.status != link_status::up
       || st.outgoing.empty())
     return;
-  // Behind whatever the mailbox holds now: commands that arrive meanwhile
-  // go out in the same message.
+  if (st.pending.size() == st.outgoing.size()) {
+    send_now(self);
+    return;
+  }
   st.send_scheduled = true;
-  self->send(self, send_atom::value);
+  self->delayed_send(self, gather_for, send_atom::value);
 }
 
 void take(link_pointer self, pending_command x) {
@@ -162,6 +183,10 @@ void take(link_pointer self, pending_command x) {
     fail(self, x); // never hold a command for a peer that cannot be reached
     return;
   }
+  // The answer takes a round trip to another process: the waiting thread
+  // should sleep, not yield the core to and fro meanwhile.
+  if (x.slot)
+    x.slot->defer();
   auto id = st.next_id++;
   x.sent = steady::now();
   st.outgoing.push_back(forwarded_command{id, x.cmd});
@@ -337,14 +362,8 @@ peer_link_actor::behavior_type link_impl(link_pointer self,
         self->send(st.remote, std::move(news));
     },
     [self](send_atom) {
-      auto& st = self->state;
-      st.send_scheduled = false;
-      if (st.status != link_status::up || st.outgoing.empty())
-        return;
-      st.settings.counters->forwarded.fetch_add(st.outgoing.size(), relaxed);
-      forward_batch batch{std::move(st.outgoing)};
-      st.outgoing.clear();
-      self->send(st.remote, std::move(batch));
+      self->state.send_scheduled = false;
+      send_now(self);
     },
     [self](check_atom) {
       check(self);

@@ -113,6 +113,10 @@ void render_cluster(std::string& out, const cluster_counters& c) {
     {"videostreams_cluster_forwarded_requests_total",
      "Requests forwarded to the peer that owns them.",
      &peer_counters::forwarded},
+    {"videostreams_cluster_forward_batches_total",
+     "Messages that carried forwarded requests to the peer (requests per "
+     "message: how well they batch).",
+     &peer_counters::batches},
     {"videostreams_cluster_forward_failures_total",
      "Requests for the peer answered 503: unreachable, too late, or no "
      "decision.",

@@ -25,6 +25,20 @@ const std::vector<std::pair<std::string, std::string>> every_option{
   {"--actor-threads", "VIDEOSTREAMS_ACTOR_THREADS"},
   {"--keep-alive-timeout", "VIDEOSTREAMS_KEEP_ALIVE_TIMEOUT"},
   {"--keep-alive-max-requests", "VIDEOSTREAMS_KEEP_ALIVE_MAX_REQUESTS"},
+  {"--default-ttl", "VIDEOSTREAMS_DEFAULT_TTL"},
+  {"--min-ttl", "VIDEOSTREAMS_MIN_TTL"},
+  {"--max-ttl", "VIDEOSTREAMS_MAX_TTL"},
+  {"--legacy-stream-ttl", "VIDEOSTREAMS_LEGACY_STREAM_TTL"},
+  {"--admin-token", "VIDEOSTREAMS_ADMIN_TOKEN"},
+  {"--database-url", "VIDEOSTREAMS_DATABASE_URL"},
+  {"--durability", "VIDEOSTREAMS_DURABILITY"},
+  {"--flush-interval", "VIDEOSTREAMS_FLUSH_INTERVAL"},
+  {"--write-backlog", "VIDEOSTREAMS_WRITE_BACKLOG"},
+  {"--fold-min-changes", "VIDEOSTREAMS_FOLD_MIN_CHANGES"},
+  {"--node-id", "VIDEOSTREAMS_NODE_ID"},
+  {"--advertise-host", "VIDEOSTREAMS_ADVERTISE_HOST"},
+  {"--cluster-port", "VIDEOSTREAMS_CLUSTER_PORT"},
+  {"--lease-ttl", "VIDEOSTREAMS_LEASE_TTL"},
 };
 
 /// Runs the binary expecting a usage error: exit 2, a message on stderr

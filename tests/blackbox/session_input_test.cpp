@@ -37,7 +37,7 @@ void check_opened_with_ttl(httplib::Client& cli, const std::string& user,
 
 } // namespace
 
-TEST_CASE("session ids are 1 to 64 of [A-Za-z0-9._-]; any other in the path "
+TEST_CASE("session ids are 1 to 64 of [A-Za-z0-9._-], any other in the path "
           "is a 400 naming session_id that changes nothing",
           "[blackbox]") {
   service_process svc;
@@ -102,7 +102,7 @@ TEST_CASE("a sessionId in the body that is not such an id is a 400 naming "
   CHECK(metric_value(text, "videostreams_open_streams") == 0);
 }
 
-TEST_CASE("ttlSeconds defaults to 60 and must be an integer from 5 to 3600; "
+TEST_CASE("ttlSeconds defaults to 60 and must be an integer from 5 to 3600, "
           "outside is a 400 naming ttlSeconds, not clamped",
           "[blackbox]") {
   service_process svc;
@@ -186,7 +186,7 @@ TEST_CASE("TTL options that contradict each other stop the start with exit 2",
   }
 }
 
-TEST_CASE("the body must be a JSON object or empty; unknown fields are "
+TEST_CASE("the body must be a JSON object or empty, unknown fields are "
           "ignored",
           "[blackbox]") {
   service_process svc{{std::string{"--admin-token="} + token}};
@@ -225,7 +225,7 @@ TEST_CASE("the body must be a JSON object or empty; unknown fields are "
         == json::parse(R"({"userId":34,"maxStreams":2})"));
 }
 
-TEST_CASE("maxStreams must be an integer from 0 to 1000; a 400 names it and "
+TEST_CASE("maxStreams must be an integer from 0 to 1000, a 400 names it and "
           "changes nothing",
           "[blackbox]") {
   service_process svc{{std::string{"--admin-token="} + token}};
@@ -260,7 +260,7 @@ TEST_CASE("maxStreams must be an integer from 0 to 1000; a 400 names it and "
 }
 
 TEST_CASE("a body over 16 KiB is a 413 with a JSON body that changes "
-          "nothing; 16 KiB is accepted",
+          "nothing, 16 KiB is accepted",
           "[blackbox]") {
   service_process svc{{std::string{"--admin-token="} + token}};
   // A padded object of exactly `size` bytes.

@@ -580,7 +580,7 @@ TEST_CASE("GET /api lists every v2 endpoint", "[blackbox]") {
 }
 
 TEST_CASE("v2 routes: other methods are a 405 with Allow, OPTIONS is the "
-          "CORS preflight, HEAD has no body; none changes anything",
+          "CORS preflight, HEAD has no body, none changes anything",
           "[blackbox]") {
   service_process svc{{std::string{"--admin-token="} + token}};
   auto cli = make_client(svc.port());

@@ -82,8 +82,20 @@ struct shard_fixture {
     users->legacy_ttl_seconds = legacy_ttl_seconds;
     users->clock = clock;
     users->counters = &counters;
-    shard_settings settings{users, passivate_after};
+    settings = shard_settings{users, passivate_after};
     settings.index = 17;
+    shard = spawn_shard_actor(sys, settings);
+    sched.run();
+  }
+
+  /// Replaces the shard by a fresh one whose user actors check
+  /// `deadlines` before every decision.
+  void restart_with_deadlines(std::shared_ptr<const shard_deadlines> x) {
+    caf::anon_send_exit(shard, caf::exit_reason::user_shutdown);
+    sched.run();
+    auto users = std::make_shared<user_settings>(*settings.users);
+    users->deadlines = std::move(x);
+    settings.users = users;
     shard = spawn_shard_actor(sys, settings);
     sched.run();
   }
@@ -152,6 +164,7 @@ struct shard_fixture {
   deterministic_config cfg;
   caf::actor_system sys;
   caf::scheduler::test_coordinator& sched;
+  shard_settings settings;
   shard_actor shard;
 };
 

@@ -60,7 +60,7 @@ TEST_CASE("a value equal to the default is not reported as changed",
   CHECK(parse_ok({"--request-timeout=2000ms"}).changed.empty());
 }
 
-TEST_CASE("environment variables set options; flags win", "[unit]") {
+TEST_CASE("environment variables set options, flags win", "[unit]") {
   fake_env env{{{"VIDEOSTREAMS_MAX_STREAMS", "7"},
                 {"VIDEOSTREAMS_PORT", "9100"},
                 {"VIDEOSTREAMS_PASSIVATE_AFTER", "5"}}};
@@ -99,7 +99,8 @@ TEST_CASE("--help lists every option with its variable and default",
                     "keep-alive-max-requests", "default-ttl", "min-ttl",
                     "max-ttl", "legacy-stream-ttl", "admin-token",
                     "database-url", "durability", "flush-interval",
-                    "write-backlog", "node-id"}) {
+                    "write-backlog", "fold-min-changes", "node-id",
+                    "advertise-host", "cluster-port", "lease-ttl"}) {
     INFO(name);
     CHECK_THAT(text, Catch::Contains(std::string{"--"} + name + "="));
   }
@@ -144,4 +145,43 @@ TEST_CASE("database options: DATABASE_URL, durability, secrets masked",
              Catch::Contains("--durability"));
   fake_env both{{{"DATABASE_URL", "a"}, {"VIDEOSTREAMS_DATABASE_URL", "b"}}};
   CHECK(parse_ok({}, both).values.database_url == "b");
+}
+
+TEST_CASE("cluster options: node id, advertised host, cluster port, lease "
+          "TTL",
+          "[unit]") {
+  auto d = parse_ok({});
+  CHECK(d.values.node_id.empty()); // the host name
+  CHECK(d.values.advertise_host.empty());
+  CHECK(d.values.cluster_port == 4370);
+  CHECK(d.values.lease_ttl == std::chrono::seconds{5});
+  fake_env env{{{"VIDEOSTREAMS_NODE_ID", "videostreams-2"},
+                {"VIDEOSTREAMS_ADVERTISE_HOST", "10.1.2.3"},
+                {"VIDEOSTREAMS_CLUSTER_PORT", "0"}}};
+  auto p = parse_ok({"--lease-ttl=2500ms"}, env);
+  CHECK(p.values.node_id == "videostreams-2");
+  CHECK(p.values.advertise_host == "10.1.2.3");
+  CHECK(p.values.cluster_port == 0);
+  CHECK(p.values.lease_ttl == std::chrono::milliseconds{2500});
+  CHECK(parse_ok({"--lease-ttl=7"}).values.lease_ttl
+        == std::chrono::seconds{7}); // a bare number is seconds
+  CHECK(parse_ok({"--lease-ttl=2s"}).values.lease_ttl
+        == std::chrono::seconds{2});
+  CHECK(parse_ok({"--lease-ttl=1m"}).values.lease_ttl
+        == std::chrono::seconds{60});
+  CHECK_THAT(parse_error({"--lease-ttl=1999ms"}),
+             Catch::Contains("--lease-ttl"));
+  CHECK_THAT(parse_error({"--lease-ttl=61s"}), Catch::Contains("--lease-ttl"));
+  CHECK_THAT(parse_error({"--cluster-port=65536"}),
+             Catch::Contains("--cluster-port"));
+  CHECK_THAT(parse_error({"--node-id=a b"}), Catch::Contains("--node-id"));
+  CHECK_THAT(parse_error({"--node-id=" + std::string(64, 'x')}),
+             Catch::Contains("--node-id"));
+  CHECK(parse_ok({"--node-id=" + std::string(63, 'x')}).values.node_id.size()
+        == 63);
+  CHECK_THAT(parse_error({"--advertise-host=a/b"}),
+             Catch::Contains("--advertise-host"));
+  CHECK(valid_node_id("n-1.a_b"));
+  CHECK_FALSE(valid_node_id(""));
+  CHECK_FALSE(valid_node_id("n\"1"));
 }

@@ -51,7 +51,7 @@ TEST_CASE("grants and closes are sent for persistence, denials are not",
   CHECK(f.changes[3].key == "tv");
 }
 
-TEST_CASE("heartbeats are not written; a new TTL is", "[unit]") {
+TEST_CASE("heartbeats are not written, a new TTL is", "[unit]") {
   shard_fixture f{3, 0, true};
   f.call(cmd(user_op::open_session, 2, "a", 30));
   f.call(cmd(user_op::heartbeat, 2, "a"));
@@ -135,7 +135,7 @@ TEST_CASE("sync durability: a failed commit undoes the grant and writes a "
 }
 
 TEST_CASE("sync durability: the slot stays reserved until the commit is "
-          "answered; a commit timeout undoes the grant",
+          "answered, a commit timeout undoes the grant",
           "[unit]") {
   shard_fixture f{1, 0, true, true};
   f.answer = commit_answer::never;

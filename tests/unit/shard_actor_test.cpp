@@ -1,6 +1,9 @@
 #include <catch2/catch.hpp>
 
+#include <optional>
+
 #include "caf/event_based_actor.hpp"
+#include "caf/typed_event_based_actor.hpp"
 
 #include "actor_fixture.hpp"
 
@@ -155,4 +158,106 @@ TEST_CASE("requests from other actors are answered like local calls",
   CHECK(replies[0].stream_count == 1);
   CHECK(replies[2].stream_count == 3);
   CHECK(replies[3].outcome == stream_outcome::denied);
+}
+
+namespace {
+
+/// Stands in for the gate: keeps every command a shard passes to it.
+struct redirect_target {
+  explicit redirect_target(shard_fixture& f) {
+    endpoint = f.sys.spawn([this]() -> user_endpoint::behavior_type {
+      return {
+        [this](user_command& cmd) -> caf::result<user_reply> {
+          commands.push_back(cmd);
+          user_reply r;
+          r.outcome = stream_outcome::unavailable;
+          return r;
+        },
+        [this](local_call& call) {
+          commands.push_back(call.cmd);
+          slots.push_back(call.slot);
+        },
+      };
+    });
+  }
+
+  std::vector<user_command> commands;
+  std::vector<std::shared_ptr<reply_slot>> slots;
+  user_endpoint endpoint;
+};
+
+} // namespace
+
+TEST_CASE("a shard handed off passivates every user, passes every command "
+          "on, and takes its records out of the gauges",
+          "[unit]") {
+  shard_fixture f;
+  f.call(start, 1);
+  f.call(start, 1);
+  f.call(start, 2);
+  REQUIRE(f.counters.live_user_actors == 2);
+  REQUIRE(f.counters.open_streams == 3);
+  redirect_target gate{f};
+  std::optional<std::uint64_t> drained;
+  f.sys.spawn([&](caf::event_based_actor* c) {
+    c->request(f.shard, caf::infinite, handoff_atom::value, gate.endpoint)
+      .then([&](std::uint64_t records) { drained = records; });
+  });
+  f.sched.run();
+  REQUIRE(drained);
+  // A command that reaches the shard now is not decided here.
+  auto late = f.post(start, 1);
+  f.sched.run();
+  CHECK(*drained == 2); // users 1 and 2, as records
+  CHECK(f.counters.live_user_actors == 0);
+  CHECK(f.counters.open_streams == 0);
+  CHECK(f.counters.passive_records == 0);
+  CHECK_FALSE(late->wait_for(std::chrono::nanoseconds{0}));
+  REQUIRE(gate.commands.size() == 1);
+  CHECK(gate.commands.front().user == 1);
+  // Ticks decide nothing while handed off: no passivation, no expiry.
+  f.idle_for(shard_fixture::passivate_after * 2);
+  CHECK(f.counters.passivations == 2);
+  // Undone: the shard decides again, from the records it kept.
+  caf::anon_send(f.shard, resume_atom::value);
+  f.sched.run();
+  CHECK(f.counters.open_streams == 3);
+  CHECK(f.counters.passive_records == 2);
+  auto r = f.call(start, 1);
+  CHECK(r.outcome == stream_outcome::granted);
+  CHECK(r.stream_count == 3);
+  caf::anon_send_exit(gate.endpoint, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("a shard that ends takes what it held out of the gauges",
+          "[unit]") {
+  shard_fixture f;
+  f.call(start, 5);
+  f.call(start, 6);
+  f.idle_for(shard_fixture::passivate_after * 2); // both passivated
+  REQUIRE(f.counters.passive_records == 2);
+  REQUIRE(f.counters.open_streams == 2);
+  caf::anon_send_exit(f.shard, caf::exit_reason::user_shutdown);
+  f.sched.run();
+  CHECK(f.counters.passive_records == 0);
+  CHECK(f.counters.open_streams == 0);
+}
+
+TEST_CASE("past its shard's decision deadline a user actor decides nothing",
+          "[unit]") {
+  shard_fixture f;
+  auto deadlines = std::make_shared<shard_deadlines>(32);
+  f.restart_with_deadlines(deadlines);
+  deadlines->set(17, f.clock->now().mono_ns + 1'000'000'000);
+  CHECK(f.call(start, 9).outcome == stream_outcome::granted);
+  f.clock->advance(std::chrono::seconds{1});
+  auto refused = f.call(start, 9);
+  CHECK(refused.outcome == stream_outcome::unavailable);
+  CHECK(refused.stream_count == 1);
+  CHECK(f.call(end, 9).outcome == stream_outcome::unavailable);
+  CHECK(f.counters.lease_refusals == 2);
+  CHECK(f.counters.open_streams == 1);
+  // Renewed: it decides again.
+  deadlines->set(17, shard_deadlines::forever);
+  CHECK(f.call(end, 9).outcome == stream_outcome::closed);
 }

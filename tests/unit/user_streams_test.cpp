@@ -54,7 +54,7 @@ TEST_CASE("ends close the oldest stream without an id, never below zero",
   CHECK(s.empty());
 }
 
-TEST_CASE("open grants a lease; the same id again renews it", "[unit]") {
+TEST_CASE("open grants a lease, the same id again renews it", "[unit]") {
   user_streams s;
   CHECK(s.open("a", 30, 3, at(0)) == stream_outcome::granted);
   CHECK(s.find("a")->expires_at_ns == 30 * second);
