@@ -45,6 +45,35 @@ void append_seconds(std::string& out, const char* name, const char* help,
                 static_cast<double>(ns.load(relaxed)) / 1e9);
 }
 
+/// One labelled series of a histogram: its cumulative buckets, its sum
+/// (of nanoseconds, shown in seconds) and its count.
+template <std::size_t N>
+void append_histogram(std::string& out, const char* name, const char* label,
+                      std::string_view value,
+                      const std::array<double, N>& bounds,
+                      const std::array<std::atomic<std::uint64_t>, N + 1>&
+                        buckets,
+                      const std::atomic<std::uint64_t>& sum_ns) {
+  std::uint64_t cumulative = 0;
+  for (std::size_t b = 0; b <= N; ++b) {
+    cumulative += buckets[b].load(relaxed);
+    char le[32];
+    if (b < N)
+      std::snprintf(le, sizeof(le), "%g", bounds[b]);
+    else
+      std::snprintf(le, sizeof(le), "+Inf");
+    append_format(out, "%s_bucket{%s=\"%.*s\",le=\"%s\"} %llu\n", name,
+                  label, static_cast<int>(value.size()), value.data(), le,
+                  static_cast<unsigned long long>(cumulative));
+  }
+  append_format(out, "%s_sum{%s=\"%.*s\"} %.9f\n", name, label,
+                static_cast<int>(value.size()), value.data(),
+                static_cast<double>(sum_ns.load(relaxed)) / 1e9);
+  append_format(out, "%s_count{%s=\"%.*s\"} %llu\n", name, label,
+                static_cast<int>(value.size()), value.data(),
+                static_cast<unsigned long long>(cumulative));
+}
+
 } // namespace
 
 std::size_t http_metrics::status_slot(int status) noexcept {
@@ -136,32 +165,10 @@ void render_cluster(std::string& out, const cluster_counters& c) {
   append_header(out, "videostreams_cluster_forward_duration_seconds",
                 "histogram",
                 "Time from forwarding a request to the peer's answer.");
-  for (auto& [id, p] : peers) {
-    std::uint64_t cumulative = 0;
-    auto& bounds = peer_counters::latency_buckets;
-    for (std::size_t b = 0; b <= bounds.size(); ++b) {
-      cumulative += p->buckets[b].load(relaxed);
-      char le[32];
-      if (b < bounds.size())
-        std::snprintf(le, sizeof(le), "%g", bounds[b]);
-      else
-        std::snprintf(le, sizeof(le), "+Inf");
-      append_format(out,
-                    "videostreams_cluster_forward_duration_seconds_bucket{"
-                    "peer=\"%s\",le=\"%s\"} %llu\n",
-                    id.c_str(), le,
-                    static_cast<unsigned long long>(cumulative));
-    }
-    append_format(out,
-                  "videostreams_cluster_forward_duration_seconds_sum{peer="
-                  "\"%s\"} %.9f\n",
-                  id.c_str(),
-                  static_cast<double>(p->latency_sum_ns.load(relaxed)) / 1e9);
-    append_format(out,
-                  "videostreams_cluster_forward_duration_seconds_count{peer="
-                  "\"%s\"} %llu\n",
-                  id.c_str(), static_cast<unsigned long long>(cumulative));
-  }
+  for (auto& [id, p] : peers)
+    append_histogram(out, "videostreams_cluster_forward_duration_seconds",
+                     "peer", id, peer_counters::latency_buckets, p->buckets,
+                     p->latency_sum_ns);
 }
 
 } // namespace
@@ -193,34 +200,11 @@ std::string http_metrics::render(const stream_counters& counters,
   }
   append_header(out, "videostreams_http_request_duration_seconds", "histogram",
                 "Time from routing a request to having its answer, by route.");
-  for (std::size_t r = 0; r < route_count; ++r) {
-    auto name = route_template(static_cast<route>(r));
-    std::uint64_t cumulative = 0;
-    for (std::size_t b = 0; b < bucket_slots; ++b) {
-      cumulative += routes_[r].buckets[b].load(relaxed);
-      char le[32];
-      if (b < latency_buckets.size())
-        std::snprintf(le, sizeof(le), "%g", latency_buckets[b]);
-      else
-        std::snprintf(le, sizeof(le), "+Inf");
-      append_format(out,
-                    "videostreams_http_request_duration_seconds_bucket{"
-                    "route=\"%.*s\",le=\"%s\"} %llu\n",
-                    static_cast<int>(name.size()), name.data(), le,
-                    static_cast<unsigned long long>(cumulative));
-    }
-    append_format(out,
-                  "videostreams_http_request_duration_seconds_sum{route=\"%.*s\"}"
-                  " %.9f\n",
-                  static_cast<int>(name.size()), name.data(),
-                  static_cast<double>(routes_[r].latency_sum_ns.load(relaxed))
-                    / 1e9);
-    append_format(out,
-                  "videostreams_http_request_duration_seconds_count{route="
-                  "\"%.*s\"} %llu\n",
-                  static_cast<int>(name.size()), name.data(),
-                  static_cast<unsigned long long>(cumulative));
-  }
+  for (std::size_t r = 0; r < route_count; ++r)
+    append_histogram(out, "videostreams_http_request_duration_seconds",
+                     "route", route_template(static_cast<route>(r)),
+                     latency_buckets, routes_[r].buckets,
+                     routes_[r].latency_sum_ns);
   append_gauge(out, "videostreams_open_streams", "gauge",
                "Streams open on this node.", counters.open_streams);
   append_gauge(out, "videostreams_live_user_actors", "gauge",

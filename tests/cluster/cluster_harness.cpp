@@ -27,6 +27,11 @@ test_node::test_node(int n, const std::string& dsn,
     std::move(extra), environment{}, true, "127.0.0." + std::to_string(n));
 }
 
+three_nodes::three_nodes(const std::vector<std::string>& args)
+  : n2(2, d.dsn, args), n3(3, d.dsn, args), n4(4, d.dsn, args) {
+  REQUIRE(wait_converged({&n2, &n3, &n4}));
+}
+
 std::unique_ptr<httplib::Client> test_node::client(bool keep_alive) const {
   return make_client(host(), port(), keep_alive);
 }

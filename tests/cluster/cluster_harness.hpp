@@ -70,6 +70,17 @@ private:
   std::unique_ptr<blackbox::service_process> process_;
 };
 
+/// Three nodes, n2, n3 and n4 (on 127.0.0.2-4), with `args`, on a
+/// migrated database of their own, once they agree on every shard.
+struct three_nodes {
+  explicit three_nodes(const std::vector<std::string>& args);
+
+  cluster_database d;
+  test_node n2;
+  test_node n3;
+  test_node n4;
+};
+
 /// The owner every shard has in `view` ("" for none).
 std::vector<std::string> owners(const json::object& view);
 

@@ -36,11 +36,11 @@ session_players::target target_of_node(const test_node& n) {
 TEST_CASE("three nodes form a cluster: every node names the same owner for "
           "every shard, as rendezvous hashing assigns them",
           "[cluster]") {
-  cluster_database d;
-  test_node n2{2, d.dsn, patient};
-  test_node n3{3, d.dsn, patient};
-  test_node n4{4, d.dsn, patient};
-  REQUIRE(wait_converged({&n2, &n3, &n4}));
+  three_nodes c{patient};
+  auto& d = c.d;
+  auto& n2 = c.n2;
+  auto& n3 = c.n3;
+  auto& n4 = c.n4;
   auto view = n3.view();
   REQUIRE(view);
   CHECK(view->at("nodeId") == "n3");
@@ -86,11 +86,11 @@ TEST_CASE("three nodes form a cluster: every node names the same owner for "
 TEST_CASE("concurrent starts for one user through every node grant exactly "
           "the limit",
           "[cluster]") {
-  cluster_database d;
-  test_node n2{2, d.dsn, patient};
-  test_node n3{3, d.dsn, patient};
-  test_node n4{4, d.dsn, patient};
-  REQUIRE(wait_converged({&n2, &n3, &n4}));
+  three_nodes c{patient};
+  auto& d = c.d;
+  auto& n2 = c.n2;
+  auto& n3 = c.n3;
+  auto& n4 = c.n4;
   std::vector<test_node*> nodes{&n2, &n3, &n4};
   constexpr int per_node = 16;
   std::atomic<int> granted{0}, denied{0}, opened{0}, refused{0}, other{0};
@@ -136,12 +136,12 @@ TEST_CASE("concurrent starts for one user through every node grant exactly "
 TEST_CASE("a limit set through a node that does not own the user applies "
           "through every node",
           "[cluster]") {
-  cluster_database d;
   auto args = with(patient, {"--admin-token=s3cret"});
-  test_node n2{2, d.dsn, args};
-  test_node n3{3, d.dsn, args};
-  test_node n4{4, d.dsn, args};
-  REQUIRE(wait_converged({&n2, &n3, &n4}));
+  three_nodes c{args};
+  auto& d = c.d;
+  auto& n2 = c.n2;
+  auto& n3 = c.n3;
+  auto& n4 = c.n4;
   auto view = n2.view();
   REQUIRE(view);
   auto user = std::to_string(users_owned_by(*view, "n2", 1).front());
@@ -171,11 +171,11 @@ TEST_CASE("a limit set through a node that does not own the user applies "
 TEST_CASE("a node that leaves under load hands its shards off: no request "
           "fails and no stream is lost",
           "[cluster]") {
-  cluster_database d;
-  test_node n2{2, d.dsn, patient};
-  test_node n3{3, d.dsn, patient};
-  test_node n4{4, d.dsn, patient};
-  REQUIRE(wait_converged({&n2, &n3, &n4}));
+  three_nodes c{patient};
+  auto& d = c.d;
+  auto& n2 = c.n2;
+  auto& n3 = c.n3;
+  auto& n4 = c.n4;
   // Players use n2 and n3, as a Service does once n4 is no longer ready.
   session_players players{{target_of_node(n2), target_of_node(n3)}, 10000, 6,
                           40};

@@ -27,11 +27,11 @@ const std::vector<std::string> short_leases{"--lease-ttl=3s",
 TEST_CASE("kill -9 of a node: its users are served elsewhere within the "
           "lease TTL and 2 s, with every acknowledged grant",
           "[cluster]") {
-  cluster_database d;
-  test_node n2{2, d.dsn, short_leases};
-  test_node n3{3, d.dsn, short_leases};
-  test_node n4{4, d.dsn, short_leases};
-  REQUIRE(wait_converged({&n2, &n3, &n4}));
+  three_nodes c{short_leases};
+  auto& d = c.d;
+  auto& n2 = c.n2;
+  auto& n3 = c.n3;
+  auto& n4 = c.n4;
   auto view = n2.view();
   REQUIRE(view);
   auto victims = users_owned_by(*view, "n4", 20);
@@ -88,11 +88,11 @@ TEST_CASE("kill -9 of a node: its users are served elsewhere within the "
 TEST_CASE("a node paused past its leases grants nothing when it wakes: "
           "others took its shards, its state is stale, and it rejoins",
           "[cluster]") {
-  cluster_database d;
-  test_node n2{2, d.dsn, short_leases};
-  test_node n3{3, d.dsn, short_leases};
-  test_node n4{4, d.dsn, short_leases};
-  REQUIRE(wait_converged({&n2, &n3, &n4}));
+  three_nodes c{short_leases};
+  auto& d = c.d;
+  auto& n2 = c.n2;
+  auto& n3 = c.n3;
+  auto& n4 = c.n4;
   auto view = n2.view();
   REQUIRE(view);
   // Users of n4's shards, each at the limit of 3, granted through n4.
