@@ -59,7 +59,12 @@ router::call(const user_command& cmd, std::chrono::nanoseconds timeout) const {
     return nobody;
   }
   auto slot = std::make_shared<reply_slot>();
-  caf::anon_send(to, local_call{cmd, slot});
+  auto stamped = cmd;
+  stamped.answer_by_ns
+    = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        (std::chrono::steady_clock::now() + timeout).time_since_epoch())
+        .count();
+  caf::anon_send(to, local_call{std::move(stamped), slot});
   if (!slot->wait_for(timeout))
     return caf::make_error(caf::sec::request_timeout);
   return slot->value();

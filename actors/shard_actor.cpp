@@ -395,6 +395,7 @@ shard_actor::behavior_type shard_impl(shard_pointer self,
   auto users = std::make_shared<user_settings>(*st.settings.users);
   users->wake_up_target = self->address();
   users->shard = st.settings.index;
+  users->epoch = st.settings.epoch;
   st.settings.users = std::move(users);
   st.tick_interval = tick_interval_for(st.settings.passivate_after);
   st.idle_ticks = static_cast<std::uint32_t>(

@@ -55,6 +55,8 @@ struct shard_settings {
   heap_trimmer* trimmer = nullptr;
   /// This shard's number (`mix64(user) % shards`).
   std::uint32_t index = 0;
+  /// The lease epoch this node holds the shard under (0 in memory).
+  std::int64_t epoch = 0;
 };
 
 /// Starts a shard actor. When it terminates, for whatever reason, the open

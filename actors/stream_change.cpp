@@ -12,7 +12,7 @@ persisted_view::persisted_view(const user_streams& streams)
 }
 
 void persisted_view::changes_to(const user_streams& now, std::uint64_t user,
-                                std::uint32_t shard,
+                                std::uint32_t shard, std::int64_t epoch,
                                 const clock_reading& clock,
                                 std::vector<stream_change>& out) const {
   auto before = [this](const std::string& id) -> const std::uint32_t* {
@@ -35,6 +35,7 @@ void persisted_view::changes_to(const user_streams& now, std::uint64_t user,
     c.expires_at_ms = s.expires_at_ns == 0 ? 0
                                            : clock.wall_ms_at(s.expires_at_ns);
     c.shard = shard;
+    c.epoch = epoch;
     out.push_back(std::move(c));
   }
   for (auto& [key, ttl] : streams_) {
@@ -49,6 +50,7 @@ void persisted_view::changes_to(const user_streams& now, std::uint64_t user,
     c.user = user;
     c.key = key;
     c.shard = shard;
+    c.epoch = epoch;
     out.push_back(std::move(c));
   }
   if (now.own_limit() != own_limit_) {
@@ -58,6 +60,7 @@ void persisted_view::changes_to(const user_streams& now, std::uint64_t user,
     c.user = user;
     c.max_streams = now.own_limit().value_or(0);
     c.shard = shard;
+    c.epoch = epoch;
     out.push_back(std::move(c));
   }
 }

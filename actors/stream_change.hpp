@@ -42,13 +42,21 @@ struct stream_change {
   std::uint32_t max_streams = 0;
   /// The user's shard; the write is fenced by this shard's owner epoch.
   std::uint32_t shard = 0;
+  /// The lease epoch of the shard's tenure that decided the change; a
+  /// change of an earlier tenure is never written under a later one. 0 =
+  /// not stamped: written under the epoch the writer holds.
+  std::int64_t epoch = 0;
+  /// For a change sent with `commit_atom`: answer by then at the latest
+  /// (steady clock ns), so that its grant is undone before its caller
+  /// gives up; 0 = the sink's own commit timeout only. Never written.
+  std::int64_t answer_by_ns = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, stream_change& x) {
   return f(caf::meta::type_name("stream_change"), x.kind, x.user, x.key,
            x.has_id, x.started_at_ms, x.expires_at_ms, x.ttl_seconds,
-           x.max_streams, x.shard);
+           x.max_streams, x.shard, x.epoch, x.answer_by_ns);
 }
 
 /// Where user actors send what changed, to be written behind: the
@@ -74,12 +82,14 @@ class persisted_view {
 public:
   explicit persisted_view(const user_streams& streams);
 
-  /// Appends to `out` the changes that lead from this view to `now`: a
-  /// grant for each new stream or changed TTL, a close for each stream gone,
-  /// a limit change if the user's own limit changed. Heartbeats change
-  /// nothing here (on recovery every lease gets a fresh TTL).
+  /// Appends to `out` the changes that lead from this view to `now`, of
+  /// `shard` under `epoch`: a grant for each new stream or changed TTL, a
+  /// close for each stream gone, a limit change if the user's own limit
+  /// changed. Heartbeats change nothing here (on recovery every lease gets a
+  /// fresh TTL).
   void changes_to(const user_streams& now, std::uint64_t user,
-                  std::uint32_t shard, const clock_reading& clock,
+                  std::uint32_t shard, std::int64_t epoch,
+                  const clock_reading& clock,
                   std::vector<stream_change>& out) const;
 
 private:

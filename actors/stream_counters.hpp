@@ -30,6 +30,9 @@ struct stream_counters {
   /// Commands refused because this node's lease of the user's shard had
   /// run out (counter): answered 503, nothing decided.
   std::atomic<std::uint64_t> lease_refusals{0};
+  /// Commands that reached their user's actor after their caller had given
+  /// up, or too late to commit a grant in time (counter): nothing decided.
+  std::atomic<std::uint64_t> late_commands{0};
 };
 
 } // namespace videostreams

@@ -1,5 +1,6 @@
 #include "actors/user_actor.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <optional>
 #include <random>
@@ -91,21 +92,39 @@ void grant_settled(user_pointer self) {
 /// Decides `cmd`, sends what changed to the persistence actor, and calls
 /// `answer` with the reply: at once, or (sync durability, a new stream)
 /// once its commit is confirmed.
+/// The least time a sync grant needs for its commit to be confirmed, or
+/// undone, before its caller gives up: what the persistence actor's
+/// periodic check may be late by, and then some.
+constexpr std::int64_t commit_margin_ns = 200'000'000;
+
+/// An answer that decides nothing.
+user_reply refusal(const user_streams& streams, const user_settings& settings) {
+  user_reply r;
+  r.outcome = stream_outcome::unavailable;
+  r.stream_count = streams.count();
+  r.max_streams = streams.limit(settings.default_limit);
+  return r;
+}
+
 template <class Answer>
 void run(user_pointer self, const user_command& cmd, Answer answer) {
   auto& st = self->state;
   auto& settings = *st.settings;
   auto now = settings.clock->now();
+  if (cmd.answer_by_ns != 0 && now.mono_ns >= cmd.answer_by_ns) {
+    // Its caller was answered 503 already: deciding now would leave it a
+    // stream it does not know about.
+    settings.counters->late_commands.fetch_add(1, relaxed);
+    answer(refusal(st.streams, settings));
+    return;
+  }
   if (settings.deadlines
-      && !settings.deadlines->may_decide(settings.shard, now.mono_ns)) {
+      && !settings.deadlines->may_decide(settings.shard, now.mono_ns,
+                                         settings.epoch)) {
     // This node's lease of the shard ran out (or the shard is being given
     // up): another node may own the user by now, so nothing is decided.
     settings.counters->lease_refusals.fetch_add(1, relaxed);
-    user_reply refused;
-    refused.outcome = stream_outcome::unavailable;
-    refused.stream_count = st.streams.count();
-    refused.max_streams = st.streams.limit(settings.default_limit);
-    answer(refused);
+    answer(refusal(st.streams, settings));
     return;
   }
   if (!settings.change_sink) {
@@ -118,7 +137,8 @@ void run(user_pointer self, const user_command& cmd, Answer answer) {
   auto reply = decide(st.streams, cmd, settings, now);
   register_deadline(self);
   std::vector<stream_change> changes;
-  before.changes_to(st.streams, st.user, settings.shard, now, changes);
+  before.changes_to(st.streams, st.user, settings.shard, settings.epoch, now,
+                    changes);
   const stream_change* new_stream = nullptr;
   for (auto& c : changes) {
     if (settings.sync_grants && reply.outcome == stream_outcome::granted
@@ -132,34 +152,49 @@ void run(user_pointer self, const user_command& cmd, Answer answer) {
     answer(reply);
     return;
   }
-  // The slot stays reserved while the commit runs: other commands for this
-  // user see it counted, so the limit holds whatever the commit's outcome.
-  ++st.pending_grants;
   auto key = new_stream->key;
   auto close = *new_stream;
   close.kind = change_kind::close;
+  // Not durable (or not in time): undo the grant, and write a close after
+  // it so that the database ends without it even if a commit lands late.
+  auto undo = [self, key, close](user_reply reply) {
+    auto& st = self->state;
+    if (st.streams.remove(key)) {
+      auto* counters = st.settings->counters;
+      counters->open_streams.fetch_sub(1, relaxed);
+      counters->failed_grants.fetch_add(1, relaxed);
+    }
+    caf::anon_send(st.settings->change_sink, close);
+    reply.outcome = stream_outcome::unavailable;
+    reply.stream_count = st.streams.count();
+    reply.session = session_view{};
+    return reply;
+  };
+  auto commit = *new_stream;
+  if (cmd.answer_by_ns != 0) {
+    // The commit must be confirmed, or undone, while the caller waits.
+    auto left = cmd.answer_by_ns - now.mono_ns;
+    commit.answer_by_ns = cmd.answer_by_ns
+                          - std::max(commit_margin_ns, left / 4);
+    if (commit.answer_by_ns <= now.mono_ns) {
+      settings.counters->late_commands.fetch_add(1, relaxed);
+      answer(undo(reply));
+      return;
+    }
+  }
+  // The slot stays reserved while the commit runs: other commands for this
+  // user see it counted, so the limit holds whatever the commit's outcome.
+  ++st.pending_grants;
   self
     ->request(settings.change_sink, caf::infinite, commit_atom::value,
-              *new_stream)
+              std::move(commit))
     .then(
       [self, reply, answer](bool) mutable {
         answer(reply);
         grant_settled(self);
       },
-      [self, reply, answer, key, close](caf::error&) mutable {
-        // Not durable: undo the grant, and write a close after it so that
-        // the database ends without it even if the commit landed late.
-        auto& st = self->state;
-        if (st.streams.remove(key)) {
-          auto* counters = st.settings->counters;
-          counters->open_streams.fetch_sub(1, relaxed);
-          counters->failed_grants.fetch_add(1, relaxed);
-        }
-        caf::anon_send(st.settings->change_sink, close);
-        reply.outcome = stream_outcome::unavailable;
-        reply.stream_count = st.streams.count();
-        reply.session = session_view{};
-        answer(reply);
+      [self, reply, answer, undo](caf::error&) mutable {
+        answer(undo(reply));
         grant_settled(self);
       });
 }

@@ -46,8 +46,11 @@ struct user_settings {
   /// its shard's deadline a user actor answers every command
   /// `unavailable` and changes nothing (its lease may be another node's).
   std::shared_ptr<const shard_deadlines> deadlines;
-  /// The shard of the users these settings serve (written with changes).
+  /// The shard of the users these settings serve (written with changes),
+  /// and the lease epoch of its tenure on this node (stamped on every
+  /// change, checked with the decision deadline; 0 in memory).
   std::uint32_t shard = 0;
+  std::int64_t epoch = 0;
   /// Durability `sync`: a new stream is answered only once the persistence
   /// actor confirmed its commit (the slot is reserved meanwhile); a commit
   /// that fails, or is not confirmed within the sink's commit timeout,
@@ -92,7 +95,8 @@ void with_persistence(user_streams& streams, std::uint64_t user,
   persisted_view before{streams};
   change();
   std::vector<stream_change> changes;
-  before.changes_to(streams, user, settings.shard, now, changes);
+  before.changes_to(streams, user, settings.shard, settings.epoch, now,
+                    changes);
   for (auto& c : changes)
     caf::anon_send(settings.change_sink, std::move(c));
 }

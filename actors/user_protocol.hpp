@@ -51,12 +51,18 @@ struct user_command {
   std::uint32_t ttl_seconds = 0;
   /// The new limit for `set_limit`.
   std::uint32_t max_streams = 0;
+  /// When the caller stops waiting, on this node's monotonic clock (ns of
+  /// `std::chrono::steady_clock`); 0 = never. Nothing may be decided for a
+  /// caller that has given up (it was answered 503): a command that
+  /// arrives late is refused. Between nodes it travels as the time left
+  /// (`forwarded_command::budget_ns`), since their clocks differ.
+  std::int64_t answer_by_ns = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, user_command& x) {
   return f(caf::meta::type_name("user_command"), x.op, x.user, x.session_id,
-           x.ttl_seconds, x.max_streams);
+           x.ttl_seconds, x.max_streams, x.answer_by_ns);
 }
 
 /// A session as clients see it, with wall-clock times.

@@ -223,6 +223,13 @@ struct service::impl {
       sys, std::shared_ptr<lease_store>{make_pg_lease_store(std::move(lease_db))},
       clock);
     auto load_db = connect_or_throw(opts.database_url);
+    // A load that hangs would keep its shards loading (and their leases
+    // renewed) for good: it fails instead, and the next round retries.
+    if (auto ready = load_db.set_session_setup("SET statement_timeout = "
+                                               "'60s'");
+        !ready)
+      throw std::runtime_error("cannot set up the shard loader's session: "
+                               + describe(ready.error()));
     cancel_load = load_db.canceller();
     loader = spawn_shard_loader(sys, std::move(load_db));
   }
@@ -257,12 +264,13 @@ struct service::impl {
     auto* trim = &trimmer;
     auto* system = &sys;
     settings.spawn_shard = [system, users, passivate_after,
-                            trim](std::uint32_t shard) {
+                            trim](std::uint32_t shard, std::int64_t epoch) {
       shard_settings ss;
       ss.users = users;
       ss.passivate_after = passivate_after;
       ss.trimmer = trim;
       ss.index = shard;
+      ss.epoch = epoch;
       return spawn_shard_actor(*system, ss);
     };
     settings.routes = routes;

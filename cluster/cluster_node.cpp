@@ -105,6 +105,9 @@ struct node_state {
   bool joined = false;
   bool seen_other = false;
   bool leaving = false;
+  /// The leave was answered: the last member (it keeps what it serves), or
+  /// every shard handed off and the member row gone (no more rounds).
+  bool left = false;
   /// This process must not serve any more (see `stop_serving`).
   bool out_of_service = false;
   bool up_reported = false;
@@ -275,7 +278,12 @@ void schedule_check(node_pointer self) {
 void hold(node_pointer self, std::uint32_t shard, held_command x) {
   auto& st = self->state;
   if (x.deadline == steady::time_point{}) {
+    // At most the request timeout, and never past the caller's patience.
     x.deadline = steady::now() + st.settings.request_timeout;
+    if (x.cmd.answer_by_ns != 0)
+      x.deadline = std::min(x.deadline,
+                            steady::time_point{
+                              std::chrono::nanoseconds{x.cmd.answer_by_ns}});
     st.settings.counters->held.fetch_add(1, relaxed);
     if (x.slot)
       x.slot->defer(); // its answer takes a while: sleep, do not spin
@@ -455,8 +463,10 @@ void set_deadline(node_pointer self, std::uint32_t shard) {
     return;
   }
   st.settings.deadlines->set(
-    shard, decision_deadline(e.renewed_ns, st.settings.self.lease_ttl,
-                             !st.seen_other));
+    shard,
+    decision_deadline(e.renewed_ns, st.settings.self.lease_ttl,
+                      !st.seen_other),
+    e.epoch);
 }
 
 std::string rfc3339_now() {
@@ -529,7 +539,8 @@ void publish_view(node_pointer self) {
 // -- shard lifecycle ----------------------------------------------------------
 
 shard_actor start_shard_actor(node_pointer self, std::uint32_t shard) {
-  auto actor = self->state.settings.spawn_shard(shard);
+  auto actor = self->state.settings.spawn_shard(
+    shard, self->state.shards[shard].epoch);
   self->monitor(actor);
   return actor;
 }
@@ -567,6 +578,7 @@ void drop(node_pointer self, std::uint32_t shard, const char* why) {
   bool was_serving = e.mode == shard_mode::serving
                      || e.mode == shard_mode::handing_off;
   e.mode = shard_mode::none;
+  st.to_load.erase(shard);
   set_deadline(self, shard);
   retire(self, e.actor);
   if (st.settings.persistence)
@@ -734,7 +746,8 @@ void take(node_pointer self, const std::vector<std::uint32_t>& shards) {
         for (auto& [s, epoch] : loading)
           taken.push_back(s);
         log(self, "took " + shard_list_text(taken));
-        st.to_load.insert(loading.begin(), loading.end());
+        for (auto& [shard, epoch] : loading)
+          st.to_load[shard] = epoch;
         load_next(self);
       }
       if (st.take_again) {
@@ -760,8 +773,8 @@ void take(node_pointer self, const std::vector<std::uint32_t>& shards) {
 /// Puts a shard whose hand-off failed back into service.
 void resume(node_pointer self, std::uint32_t shard, std::int64_t epoch) {
   auto& e = self->state.shards[shard];
-  if (e.mode != shard_mode::handing_off || e.epoch != epoch)
-    return;
+  if (e.mode != shard_mode::handing_off || e.epoch != epoch || !e.actor)
+    return; // given up meanwhile, or its actor failed (dropped soon)
   e.mode = shard_mode::serving;
   self->send(e.actor, resume_atom::value);
   update_route(self, shard);
@@ -790,11 +803,12 @@ void finish_hand_off(node_pointer self, std::uint32_t shard,
   release_held(self, shard);
 }
 
-/// Gives `shard` up to `to` (or to nobody, when "" ): it stops deciding and
+/// Gives `shard` up to `to` (or to nobody, when ""): it stops deciding and
 /// passes its commands to the gate, its users are passivated, everything
 /// they changed is committed, its lease is released, and every node hears
-/// of it (the target takes it at once). If any step fails the shard is
-/// served again, and the next round tries anew.
+/// of it (the target takes it at once). If draining or committing fails the
+/// shard is served again, and the next round tries anew; if the release
+/// fails, it is dropped (the release may have landed).
 void hand_off(node_pointer self, std::uint32_t shard, std::string to) {
   auto& st = self->state;
   auto& e = st.shards[shard];
@@ -831,9 +845,15 @@ void hand_off(node_pointer self, std::uint32_t shard, std::string to) {
                     plan(self);
                   },
                   [self, shard, epoch](caf::error& err) {
+                    // The release may have committed all the same (the
+                    // answer lost with the connection): then another node
+                    // may take the shard, so this one must not decide for
+                    // it again. If it did not, the lease runs out.
                     log(self, "cannot release shard " + std::to_string(shard)
                                 + ": " + describe(err));
-                    resume(self, shard, epoch);
+                    auto& e = self->state.shards[shard];
+                    if (e.mode == shard_mode::handing_off && e.epoch == epoch)
+                      drop(self, shard, "its release failed");
                   });
             },
             [self, shard, epoch](caf::error& err) {
@@ -860,6 +880,7 @@ void finish_leave(node_pointer self, bool last = false) {
         return;
   auto rp = std::move(*st.leave_promise);
   st.leave_promise.reset();
+  st.left = true;
   if (st.in_memory || !st.settings.keeper) {
     rp.deliver(true);
     return;
@@ -873,7 +894,7 @@ void finish_leave(node_pointer self, bool last = false) {
 
 void plan(node_pointer self) {
   auto& st = self->state;
-  if (st.in_memory || st.out_of_service || !st.read_once)
+  if (st.in_memory || st.out_of_service || !st.read_once || st.left)
     return;
   plan_input in;
   in.self = self_id(self);
@@ -973,11 +994,22 @@ void recompute_targets(node_pointer self) {
   st.targets = assign(st.settings.shard_count, st.candidates);
 }
 
-void update_peers(node_pointer self) {
+/// How long a link to a member that died is kept: while the dead node's
+/// leases run out, its shards' commands must find a link that answers 503
+/// at once, not a route that swallows them.
+constexpr std::int64_t keep_dead_links_ms = 60000;
+
+/// Keeps a link to every other member of `table` (the member table as last
+/// read, dead members included), a new one when a member restarted or
+/// moved; drops the links of members gone from it or long dead, and
+/// re-points the routes when any link changed.
+void update_peers(node_pointer self, const std::vector<member_record>& table) {
   auto& st = self->state;
   std::set<std::string> present;
-  for (auto& m : st.members) {
-    if (m.node_id == self_id(self))
+  bool changed = false;
+  for (auto& m : table) {
+    if (m.node_id == self_id(self)
+        || (!m.alive && m.expires_in_ms < -keep_dead_links_ms))
       continue;
     present.insert(m.node_id);
     auto& p = st.peers[m.node_id];
@@ -1002,18 +1034,22 @@ void update_peers(node_pointer self) {
       ls.middleman = st.settings.middleman;
       ls.counters = st.settings.counters->peer(m.node_id);
       p.link = spawn_peer_link(self->system(), std::move(ls));
+      changed = true;
     }
   }
-  // Members gone from the table (they left) lose their link.
   for (auto i = st.peers.begin(); i != st.peers.end();) {
     if (present.count(i->first) == 0) {
       if (i->second.link)
         self->send_exit(i->second.link, caf::exit_reason::user_shutdown);
       i = st.peers.erase(i);
+      changed = true;
     } else {
       ++i;
     }
   }
+  if (changed)
+    for (std::uint32_t s = 0; s < st.shards.size(); ++s)
+      update_route(self, s);
 }
 
 /// Stops serving for good: every shard dropped, every command answered
@@ -1133,7 +1169,7 @@ void on_round(node_pointer self, round_result& result,
     st.settings.counters->members.store(
       static_cast<std::int64_t>(std::max<std::size_t>(st.members.size(), 1)),
       relaxed);
-    update_peers(self);
+    update_peers(self, result.reading.members);
     recompute_targets(self);
     for (auto& l : result.reading.leases)
       learn(self, shard_claim{l.shard, l.epoch, l.owner, {}}, l.live,
@@ -1156,8 +1192,8 @@ void on_round(node_pointer self, round_result& result,
 
 void start_round(node_pointer self) {
   auto& st = self->state;
-  if (st.out_of_service)
-    return;
+  if (st.out_of_service || st.left)
+    return; // a heartbeat now would put the member row back
   if (st.round_in_flight) {
     st.round_again = true;
     return;
@@ -1236,8 +1272,12 @@ void on_shard_down(node_pointer self, const caf::down_msg& msg) {
       return;
     }
     // Commit what its users changed, then load it afresh: the next round
-    // takes the lease again (it is this node's) under a new epoch.
+    // takes the lease again (it is this node's) under a new epoch. Its
+    // commands wait at the gate meanwhile.
     e.actor = nullptr;
+    e.mode = shard_mode::handing_off;
+    count_owned(self);
+    update_route(self, s);
     auto epoch = e.epoch;
     self->request(st.settings.persistence, caf::infinite, sync_atom::value)
       .then([self, s, epoch](bool) {
@@ -1304,7 +1344,12 @@ cluster_node_actor::behavior_type node_impl(node_pointer self,
     },
     [self](forward_batch& batch) {
       auto to = caf::actor_cast<peer_link_actor>(self->current_sender());
+      auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                   steady::now().time_since_epoch())
+                   .count();
       for (auto& fc : batch.commands) {
+        // The caller's patience, on this node's clock.
+        fc.cmd.answer_by_ns = fc.budget_ns > 0 ? now + fc.budget_ns : 0;
         auto shard = shard_of_cmd(self, fc.cmd);
         held_command x;
         x.cmd = std::move(fc.cmd);
@@ -1335,9 +1380,11 @@ cluster_node_actor::behavior_type node_impl(node_pointer self,
       plan(self);
       publish_view(self);
     },
-    [self](fenced_atom, const std::vector<std::uint32_t>& shards) {
-      for (auto s : shards)
-        if (s < self->state.shards.size())
+    [self](fenced_atom, const shard_epochs& lost) {
+      auto& st = self->state;
+      for (auto& [s, epoch] : lost)
+        if (s < st.shards.size() && holds(st.shards[s])
+            && st.shards[s].epoch == epoch) // not a newer tenure
           drop(self, s, "its writes were fenced: another node owns it");
       start_round(self); // learn who owns them now
     },
@@ -1363,8 +1410,9 @@ cluster_node_actor::behavior_type node_impl(node_pointer self,
     [self](link_atom, const std::string& node, bool connected) {
       auto& st = self->state;
       auto i = st.peers.find(node);
-      if (i == st.peers.end())
-        return;
+      if (i == st.peers.end() || !i->second.link
+          || self->current_sender() != i->second.link.address())
+        return; // from a link replaced since
       i->second.connected = connected;
       if (connected) {
         // Say hello: a node that has not read this one as a member yet

@@ -52,7 +52,7 @@ using cluster_node_actor = caf::typed_actor<
   // Other nodes (cluster_endpoint).
   caf::reacts_to<forward_batch>, caf::reacts_to<shard_news>,
   // The persistence actor (fence_listener).
-  caf::reacts_to<fenced_atom, std::vector<std::uint32_t>>,
+  caf::reacts_to<fenced_atom, shard_epochs>,
   // Links (link_owner).
   caf::reacts_to<retry_atom, local_call, std::string, std::string>,
   caf::reacts_to<link_atom, std::string, bool>,
@@ -77,8 +77,8 @@ struct cluster_node_settings {
   std::chrono::milliseconds request_timeout{2000};
   /// Where shard actors read the time (the decision deadlines too).
   std::shared_ptr<const time_source> clock;
-  /// Makes a fresh, empty actor for a shard.
-  std::function<shard_actor(std::uint32_t)> spawn_shard;
+  /// Makes a fresh, empty actor for a shard held under an epoch.
+  std::function<shard_actor(std::uint32_t, std::int64_t)> spawn_shard;
   /// The routes this node keeps pointing at the right endpoint.
   std::shared_ptr<router> routes;
   /// Until when the user actors may decide, per shard.

@@ -1,5 +1,6 @@
 #include "cluster/peer_link.hpp"
 
+#include <algorithm>
 #include <deque>
 #include <unordered_map>
 #include <utility>
@@ -111,7 +112,7 @@ struct link_state {
   link_status status = link_status::connecting;
   cluster_endpoint remote;
   std::unordered_map<std::uint64_t, pending_command> pending;
-  /// Ids in the order sent, with their deadlines (all alike, so ordered).
+  /// Ids of commands sent, with their deadlines.
   std::deque<std::pair<steady::time_point, std::uint64_t>> deadlines;
   std::vector<forwarded_command> outgoing;
   std::uint64_t next_id = 1;
@@ -148,9 +149,15 @@ void fail_all(link_pointer self) {
   st.outgoing.clear();
 }
 
-/// Sends what gathered to the peer.
+/// Sends what gathered to the peer (but what was answered meanwhile: its
+/// caller has had a 503 and must not see it decided after all).
 void send_now(link_pointer self) {
   auto& st = self->state;
+  st.outgoing.erase(std::remove_if(st.outgoing.begin(), st.outgoing.end(),
+                                   [&st](const forwarded_command& x) {
+                                     return st.pending.count(x.id) == 0;
+                                   }),
+                    st.outgoing.end());
   if (st.status != link_status::up || st.outgoing.empty())
     return;
   st.settings.counters->forwarded.fetch_add(st.outgoing.size(), relaxed);
@@ -189,8 +196,23 @@ void take(link_pointer self, pending_command x) {
     x.slot->defer();
   auto id = st.next_id++;
   x.sent = steady::now();
-  st.outgoing.push_back(forwarded_command{id, x.cmd});
-  st.deadlines.emplace_back(x.sent + st.settings.request_timeout, id);
+  // Answered by the request timeout, or by when its caller gives up if
+  // that is sooner; the peer gets the time left.
+  auto deadline = x.sent + st.settings.request_timeout;
+  forwarded_command fc{id, x.cmd, 0};
+  if (x.cmd.answer_by_ns != 0) {
+    deadline = std::min(deadline,
+                        steady::time_point{
+                          std::chrono::nanoseconds{x.cmd.answer_by_ns}});
+    fc.budget_ns = std::max<std::int64_t>(
+      1, (deadline - x.sent).count());
+  }
+  if (deadline <= x.sent) {
+    fail(self, x); // its caller has given up already
+    return;
+  }
+  st.outgoing.push_back(std::move(fc));
+  st.deadlines.emplace_back(deadline, id);
   st.pending.emplace(id, std::move(x));
   schedule_send(self);
 }
@@ -302,14 +324,25 @@ void on_reply(link_pointer self, forwarded_reply& r) {
 void check(link_pointer self) {
   auto& st = self->state;
   auto now = steady::now();
-  while (!st.deadlines.empty() && st.deadlines.front().first <= now) {
-    auto id = st.deadlines.front().second;
-    st.deadlines.pop_front();
-    if (auto i = st.pending.find(id); i != st.pending.end()) {
-      fail(self, i->second);
-      st.pending.erase(i);
+  auto late = std::stable_partition(st.deadlines.begin(), st.deadlines.end(),
+                                    [now](const auto& x) {
+                                      return x.first > now;
+                                    });
+  for (auto i = late; i != st.deadlines.end(); ++i)
+    if (auto j = st.pending.find(i->second); j != st.pending.end()) {
+      fail(self, j->second);
+      st.pending.erase(j);
     }
-  }
+  st.deadlines.erase(late, st.deadlines.end());
+  // Forget deadlines of commands answered meanwhile (they accumulate).
+  if (st.deadlines.size() > 2 * st.pending.size() + 64)
+    st.deadlines.erase(std::remove_if(st.deadlines.begin(),
+                                      st.deadlines.end(),
+                                      [&st](const auto& x) {
+                                        return st.pending.count(x.second)
+                                               == 0;
+                                      }),
+                       st.deadlines.end());
   if (st.status != link_status::up)
     dial(self);
 }
@@ -326,6 +359,7 @@ peer_link_actor::behavior_type link_impl(link_pointer self,
   // Nobody may be left waiting when the node closes the link.
   self->set_exit_handler([self](caf::exit_msg& msg) {
     fail_all(self);
+    self->state.settings.counters->connected.store(0, relaxed);
     self->quit(msg.reason);
   });
   dial(self);

@@ -80,22 +80,43 @@ WITH taken AS (
                                limit_values)
   SELECT shard, 0, epoch, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}'
   FROM taken
+  -- Not even trying where a snapshot exists: the insert would wait for a
+  -- fold that holds that row (seconds), and this keeper with it.
+  WHERE NOT EXISTS (SELECT 1 FROM shard_snapshots AS o
+                    WHERE o.shard = taken.shard)
   ON CONFLICT (shard) DO NOTHING
 )
 SELECT shard, epoch FROM taken)sql";
 
+// Renewal and release lock their rows in shard order first, as the commit
+// fence and the take do: rows locked in the plan's order (heap order, say)
+// could deadlock with a commit or a take of another node.
 constexpr const char* renew_sql = R"sql(
+WITH mine AS (
+  SELECT l.shard, x.state
+  FROM shard_leases AS l
+  JOIN unnest($2::int[], $3::bigint[], $4::text[]) AS x(shard, epoch, state)
+    ON l.shard = x.shard AND l.epoch = x.epoch AND l.owner = $1
+  ORDER BY l.shard
+  FOR NO KEY UPDATE OF l
+)
 UPDATE shard_leases AS l
-SET expires_at = now() + $5 * interval '1 millisecond', state = x.state
-FROM unnest($2::int[], $3::bigint[], $4::text[]) AS x(shard, epoch, state)
-WHERE l.shard = x.shard AND l.epoch = x.epoch AND l.owner = $1
+SET expires_at = now() + $5 * interval '1 millisecond', state = mine.state
+FROM mine WHERE l.shard = mine.shard
 RETURNING l.shard)sql";
 
 constexpr const char* release_sql = R"sql(
+WITH mine AS (
+  SELECT l.shard
+  FROM shard_leases AS l
+  JOIN unnest($2::int[], $3::bigint[]) AS x(shard, epoch)
+    ON l.shard = x.shard AND l.epoch = x.epoch AND l.owner = $1
+  ORDER BY l.shard
+  FOR NO KEY UPDATE OF l
+)
 UPDATE shard_leases AS l
 SET owner = NULL, expires_at = NULL, state = 'unowned'
-FROM unnest($2::int[], $3::bigint[]) AS x(shard, epoch)
-WHERE l.shard = x.shard AND l.epoch = x.epoch AND l.owner = $1
+FROM mine WHERE l.shard = mine.shard
 RETURNING l.shard)sql";
 
 std::vector<std::string> self_params(const member_self& self) {

@@ -230,6 +230,11 @@ std::string http_metrics::render(const stream_counters& counters,
                "Requests answered 503 because this node's lease of their "
                "shard had run out.",
                counters.lease_refusals);
+  append_gauge(out, "videostreams_stream_late_commands_total", "counter",
+               "Commands that reached their user's actor after their caller "
+               "had given up (or too late to commit a grant in time): "
+               "nothing decided.",
+               counters.late_commands);
   if (cluster != nullptr)
     render_cluster(out, *cluster);
   if (persistence == nullptr)

@@ -74,10 +74,9 @@ folder_impl(folder_actor::pointer, std::shared_ptr<stream_store> store,
 /// Does the blocking PostgreSQL calls, one at a time, for the persistence
 /// actor: commits a batch, or checks the database. After a commit that
 /// made a fold step due, hands the step to its folder (one at a time).
-/// A commit is answered with the shards it found fenced (their changes
-/// were dropped; the others' committed).
+/// A commit is answered with what it could not write (see `commit_result`).
 using writer_actor = caf::typed_actor<
-  caf::replies_to<commit_atom, commit_batch>::with<std::vector<std::uint32_t>>,
+  caf::replies_to<commit_atom, commit_batch>::with<commit_result>,
   caf::replies_to<probe_atom>::with<bool>, caf::reacts_to<fold_atom>,
   caf::replies_to<adopt_atom, adopted_shard>::with<bool>,
   caf::replies_to<disown_atom, std::vector<std::uint32_t>>::with<bool>>;
@@ -99,7 +98,7 @@ writer_impl(writer_actor::stateful_pointer<writer_state> self,
                                                                   counters);
   return {
     [self, store](commit_atom, const commit_batch& batch)
-      -> caf::result<std::vector<std::uint32_t>> {
+      -> caf::result<commit_result> {
       auto done = store->commit(*batch.changes);
       if (done) {
         if (store->fold_due())
@@ -169,11 +168,13 @@ struct waiter {
   static constexpr std::uint32_t any_shard = UINT32_MAX;
   caf::typed_response_promise<bool> promise;
   steady::time_point deadline;
+  /// The change's shard and epoch stamp.
   std::uint32_t shard = any_shard;
+  std::int64_t epoch = 0;
 };
 
-/// Waiters in arrival order, which is also deadline order (every deadline
-/// is arrival + the same commit timeout).
+/// Waiters in arrival order (a change may bring an earlier deadline of its
+/// own, so not in deadline order).
 using waiter_queue = std::deque<waiter>;
 
 /// Changes coalesced per target, in order: the last change wins.
@@ -266,14 +267,13 @@ void answer_all(waiter_queue& waiters, const caf::error& err) {
   waiters.clear();
 }
 
-/// Answers the waiters of a commit that found `fenced` shards fenced.
-void answer_committed(waiter_queue& waiters,
-                      const std::vector<std::uint32_t>& fenced) {
+/// Answers the waiters of a commit that could not write `result.dropped`.
+void answer_committed(waiter_queue& waiters, const commit_result& result) {
   for (auto& w : waiters) {
-    if (std::find(fenced.begin(), fenced.end(), w.shard) != fenced.end())
+    if (result.dropped.count({w.shard, w.epoch}) > 0)
       w.promise.deliver(make_error(persistence_error::fenced,
                                    "shard " + std::to_string(w.shard)
-                                     + " is owned by another node now"));
+                                     + " is not this node's (any more)"));
     else
       w.promise.deliver(true);
   }
@@ -284,14 +284,16 @@ void answer_committed(waiter_queue& waiters,
 void expire(persistence_pointer self, waiter_queue& waiters,
             steady::time_point now) {
   auto& st = self->state;
-  while (!waiters.empty() && waiters.front().deadline <= now) {
+  auto late = std::stable_partition(waiters.begin(), waiters.end(),
+                                    [now](const waiter& w) {
+                                      return w.deadline > now;
+                                    });
+  for (auto i = late; i != waiters.end(); ++i) {
     st.counters->commit_timeouts.fetch_add(1, relaxed);
-    waiters.front().promise.deliver(make_error(
-      persistence_error::commit_timeout,
-      "no commit within " + std::to_string(st.settings.commit_timeout.count())
-        + " ms"));
-    waiters.pop_front();
+    i->promise.deliver(make_error(persistence_error::commit_timeout,
+                                  "not committed in time"));
   }
+  waiters.erase(late, waiters.end());
 }
 
 /// Makes sure the gathering batch will be committed: at once (after what
@@ -311,8 +313,7 @@ void schedule_commit(persistence_pointer self) {
     self->delayed_send(self, due - now, flush_atom::value);
 }
 
-void committed(persistence_pointer self,
-               const std::vector<std::uint32_t>& fenced);
+void committed(persistence_pointer self, const commit_result& result);
 void commit_failed(persistence_pointer self, caf::error& err);
 
 /// Hands the gathered batch to the writer, unless a commit runs.
@@ -329,20 +330,17 @@ void dispatch(persistence_pointer self) {
     ->request(st.writer, caf::infinite, commit_atom::value,
               commit_batch{st.in_flight})
     .then(
-      [self](std::vector<std::uint32_t>& fenced) { committed(self, fenced); },
+      [self](commit_result& result) { committed(self, result); },
       [self](caf::error& err) { commit_failed(self, err); });
 }
 
-void committed(persistence_pointer self,
-               const std::vector<std::uint32_t>& fenced) {
+void committed(persistence_pointer self, const commit_result& result) {
   auto& st = self->state;
   auto now = steady::now();
   auto& c = *st.counters;
   auto dropped = std::count_if(st.in_flight->begin(), st.in_flight->end(),
-                               [&fenced](const stream_change& x) {
-                                 return std::find(fenced.begin(), fenced.end(),
-                                                  x.shard)
-                                        != fenced.end();
+                               [&result](const stream_change& x) {
+                                 return result.dropped_change(x);
                                });
   auto written = st.in_flight->size() - static_cast<std::size_t>(dropped);
   c.commit_ns.fetch_add(
@@ -356,10 +354,10 @@ void committed(persistence_pointer self,
   st.retry_after = std::chrono::milliseconds{0};
   st.in_flight.reset();
   st.update_depth();
-  answer_committed(st.in_flight_waiters, fenced);
+  answer_committed(st.in_flight_waiters, result);
   // Another node owns these shards now; whoever runs them must stop.
-  if (!fenced.empty() && st.on_fenced)
-    self->send(st.on_fenced, fenced_atom::value, fenced);
+  if (!result.lost.empty() && st.on_fenced)
+    self->send(st.on_fenced, fenced_atom::value, result.lost);
   if (st.gathering.size() >= st.settings.max_batch)
     dispatch(self);
   else
@@ -403,6 +401,12 @@ bool take(persistence_pointer self, stream_change& change,
           caf::typed_response_promise<bool>* waiting = nullptr) {
   auto& st = self->state;
   auto shard = change.shard;
+  auto epoch = change.epoch;
+  auto deadline = steady::now() + st.settings.commit_timeout;
+  if (change.answer_by_ns != 0)
+    deadline = std::min(deadline,
+                        steady::time_point{
+                          std::chrono::nanoseconds{change.answer_by_ns}});
   st.counters->changes_received.fetch_add(1, relaxed);
   bool adds_state = change.kind == change_kind::grant
                     || change.kind == change_kind::set_limit;
@@ -417,7 +421,7 @@ bool take(persistence_pointer self, stream_change& change,
   }
   if (waiting != nullptr)
     st.gathering_waiters.push_back(
-      waiter{*waiting, steady::now() + st.settings.commit_timeout, shard});
+      waiter{*waiting, deadline, shard, epoch});
   st.update_depth();
   if (st.gathering.size() >= st.settings.max_batch
       && st.retry_after.count() == 0)

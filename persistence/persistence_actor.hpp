@@ -30,7 +30,8 @@ using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
 /// Stops writing for shards.
 using disown_atom = caf::atom_constant<caf::atom("disown")>;
 
-/// Tells the fence listener which shards were fenced.
+/// Tells the fence listener which shards were fenced, with the epoch the
+/// writer held each under.
 using fenced_atom = caf::atom_constant<caf::atom("fenced")>;
 
 /// With a fence listener: tell it from now on which shards were fenced.
@@ -67,7 +68,8 @@ using watch_atom = caf::atom_constant<caf::atom("watch")>;
 /// A change sent alone is written behind. With `commit_atom` it is
 /// answered `true` once the batch holding it committed, or with an error:
 /// the commit failed, or was not confirmed within `commit_timeout` of the
-/// change's arrival (`persistence_error::commit_timeout`; the change may
+/// change's arrival or by the change's own `answer_by_ns`, if sooner
+/// (`persistence_error::commit_timeout`; the change may
 /// still land later), or its shard was fenced (`persistence_error::fenced`).
 /// Callers therefore need no timeout of their own (a CAF request timeout
 /// costs two wake-ups of CAF's clock thread per call). `sync` is answered
@@ -80,8 +82,8 @@ using watch_atom = caf::atom_constant<caf::atom("watch")>;
 /// listener, once named (`listen_atom`), is told of every fenced shard:
 /// another node owns it now, its changes were dropped, and nothing more
 /// is written for it.
-using fence_listener = caf::typed_actor<
-  caf::reacts_to<fenced_atom, std::vector<std::uint32_t>>>;
+using fence_listener
+  = caf::typed_actor<caf::reacts_to<fenced_atom, shard_epochs>>;
 
 using persistence_actor = caf::typed_actor<
   caf::reacts_to<stream_change>,

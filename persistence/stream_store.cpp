@@ -13,11 +13,13 @@ namespace {
 
 // The shards of $1 whose lease still carries the epochs of $2 and has an
 // owner (a released lease keeps its epoch), their lease rows locked FOR
-// SHARE (a node taking a shard over waits for the lock).
+// SHARE (a node taking a shard over waits for the lock), in shard order
+// (as takes, renewals and releases lock them: no deadlock).
 constexpr const char* fence_sql = R"sql(
   SELECT s.shard FROM shard_leases AS s
   JOIN unnest($1::int[], $2::bigint[]) AS f(shard, epoch)
     ON s.shard = f.shard AND s.epoch = f.epoch AND s.owner IS NOT NULL
+  ORDER BY s.shard
   FOR SHARE OF s)sql";
 
 // One statement, so one round trip and one implicit transaction: the batch
@@ -267,17 +269,19 @@ void stream_store::apply(const std::vector<stream_change>& batch) {
   unfolded_ += batch.size();
 }
 
-caf::expected<std::vector<std::uint32_t>>
+caf::expected<commit_result>
 stream_store::commit(const std::vector<stream_change>& batch) {
-  std::set<std::uint32_t> fenced;
-  // Changes of shards this store does not hold are fenced without asking.
+  commit_result result;
+  // Changes of shards this store does not hold, or of an earlier tenure of
+  // one it holds, are dropped without asking.
   std::vector<stream_change> rest;
   rest.reserve(batch.size());
   for (auto& c : batch) {
-    if (epochs_.count(c.shard) > 0)
+    auto i = epochs_.find(c.shard);
+    if (i != epochs_.end() && (c.epoch == 0 || c.epoch == i->second))
       rest.push_back(c);
     else
-      fenced.insert(c.shard);
+      result.dropped.emplace(c.shard, c.epoch);
   }
   while (!rest.empty()) {
     auto failed = try_commit(rest);
@@ -287,17 +291,21 @@ stream_store::commit(const std::vector<stream_change>& batch) {
       break;
     // Another node owns these shards now: nothing of theirs may ever be
     // written again. Commit the rest without them.
-    for (auto shard : *failed) {
-      fenced.insert(shard);
+    std::set<std::uint32_t> fenced(failed->begin(), failed->end());
+    for (auto shard : fenced) {
+      result.lost[shard] = epochs_[shard];
       disown(shard);
     }
-    rest.erase(std::remove_if(rest.begin(), rest.end(),
-                              [&fenced](const stream_change& c) {
-                                return fenced.count(c.shard) > 0;
-                              }),
-               rest.end());
+    auto kept = std::remove_if(rest.begin(), rest.end(),
+                               [&](const stream_change& c) {
+                                 if (fenced.count(c.shard) == 0)
+                                   return false;
+                                 result.dropped.emplace(c.shard, c.epoch);
+                                 return true;
+                               });
+    rest.erase(kept, rest.end());
   }
-  return std::vector<std::uint32_t>{fenced.begin(), fenced.end()};
+  return result;
 }
 
 caf::expected<std::vector<std::uint32_t>>

@@ -4,10 +4,12 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "caf/allowed_unsafe_message_type.hpp"
 #include "caf/expected.hpp"
 
 #include "persistence/pg_connection.hpp"
@@ -19,6 +21,21 @@ namespace videostreams {
 
 /// The owner epoch of each shard a writer holds: its fencing tokens.
 using shard_epochs = std::map<std::uint32_t, std::int64_t>;
+
+/// What a commit could not write.
+struct commit_result {
+  /// (shard, epoch as the change carried it) of every change dropped:
+  /// decided under an earlier tenure of the shard, or of a shard fenced now.
+  std::set<std::pair<std::uint32_t, std::int64_t>> dropped;
+  /// The shards fenced now, with the epoch this store held them under
+  /// (another node owns them; the store writes nothing more for them).
+  shard_epochs lost;
+
+  /// True if `c` was dropped.
+  bool dropped_change(const stream_change& c) const {
+    return dropped.count({c.shard, c.epoch}) > 0;
+  }
+};
 
 /// A stream as the database records it (its user and key are the key of
 /// the map that holds it).
@@ -184,14 +201,15 @@ public:
 
   /// Appends `batch` to the journal in one statement (one round trip, one
   /// transaction, one row). Changes to the same stream or limit must
-  /// already be coalesced. A shard whose epoch is no longer the one this
-  /// store holds (another node took it over, or its lease was released)
-  /// is fenced: its changes are dropped, the others' are committed (a
-  /// second statement, only then), and the fenced shards are returned (and
-  /// disowned). The shards' lease rows are locked FOR SHARE meanwhile, so
-  /// a node taking one over waits for the commit.
-  caf::expected<std::vector<std::uint32_t>>
-  commit(const std::vector<stream_change>& batch);
+  /// already be coalesced. A change of a shard this store does not hold,
+  /// or stamped with another epoch than the store holds its shard under
+  /// (an earlier tenure's), is dropped. A shard whose lease no longer
+  /// carries the store's epoch (another node took it over, or it was
+  /// released) is fenced: its changes are dropped, the others' committed
+  /// (a second statement, only then), and it is disowned. The shards' lease
+  /// rows are locked FOR SHARE meanwhile, so a node taking one over waits
+  /// for the commit.
+  caf::expected<commit_result> commit(const std::vector<stream_change>& batch);
 
   /// True when the journal has grown enough for the next fold step.
   bool fold_due() const noexcept;
@@ -277,3 +295,6 @@ private:
 };
 
 } // namespace videostreams
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(videostreams::shard_epochs)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(videostreams::commit_result)

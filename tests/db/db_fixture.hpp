@@ -129,10 +129,9 @@ inline void expire_leases(scratch_database& d,
                            + list + ")"));
 }
 
-/// True if a commit succeeded and found no shard fenced.
-inline bool all_committed(
-  const caf::expected<std::vector<std::uint32_t>>& x) {
-  return x && x->empty();
+/// True if a commit succeeded and dropped nothing.
+inline bool all_committed(const caf::expected<commit_result>& x) {
+  return x && x->dropped.empty() && x->lost.empty();
 }
 
 } // namespace videostreams::testing

@@ -200,7 +200,9 @@ TEST_CASE("a stale writer is fenced per shard: the shards it lost write "
   CHECK(taken.at(1) == 2);
   auto stale = a.store->commit({grant(5, "x", 0), grant(6, "y", 1)});
   REQUIRE(stale);
-  CHECK(*stale == std::vector<std::uint32_t>{1});
+  CHECK(stale->lost == shard_epochs{{1, 1}});
+  CHECK(stale->dropped == std::set<std::pair<std::uint32_t, std::int64_t>>{
+                            {1, 0}});
   // Shard 0 is still a's: its change is written; shard 1's is not, and a
   // writes nothing more for it.
   CHECK(streams_of(a.d, 5) == 1);
@@ -210,17 +212,46 @@ TEST_CASE("a stale writer is fenced per shard: the shards it lost write "
   REQUIRE(all_committed(b.commit({grant(6, "y", 1)})));
   CHECK(a.d.query("SELECT epoch FROM stream_sessions WHERE user_id = 6")
         == "2");
-  // A shard this store never held is fenced without asking.
+  // A shard this store never held is dropped without asking (not lost:
+  // it was never this store's).
   auto unowned = a.store->commit({grant(7, "z", 99)});
   REQUIRE(unowned);
-  CHECK(*unowned == std::vector<std::uint32_t>{99});
+  CHECK(unowned->lost.empty());
+  CHECK(unowned->dropped.count({99, 0}) == 1);
   // A released lease fences its old owner too (its epoch stays).
   auto leases = make_pg_lease_store(a.d.connect());
   REQUIRE(leases->release("node-a", {{0, a.epochs.at(0)}}));
   auto released = a.store->commit({grant(8, "w", 0)});
   REQUIRE(released);
-  CHECK(*released == std::vector<std::uint32_t>{0});
+  CHECK(released->lost == shard_epochs{{0, a.epochs.at(0)}});
   CHECK(streams_of(a.d, 8) == 0);
+}
+
+TEST_CASE("a change decided under an earlier tenure of a shard is never "
+          "written under a later one",
+          "[db]") {
+  store_fixture f;
+  // The store holds shard 1 under epoch 1. A change stamped with epoch 1
+  // is written; after the shard was lost and taken back (epoch 3 here), a
+  // change still stamped 1 (say, kept through a retry back-off) is not.
+  auto stamped = grant(1, "early", 1);
+  stamped.epoch = f.epochs.at(1);
+  REQUIRE(all_committed(f.store->commit({stamped})));
+  CHECK(streams_of(f.d, 1) == 1);
+  f.store->disown(1);
+  expire_leases(f.d, {1});
+  auto again = own_shards(f.d, *f.store, "node-a", {1});
+  REQUIRE(again.at(1) > f.epochs.at(1));
+  auto late = grant(2, "late", 1);
+  late.epoch = f.epochs.at(1);
+  auto current = grant(3, "now", 1);
+  current.epoch = again.at(1);
+  auto done = f.store->commit({late, current});
+  REQUIRE(done);
+  CHECK(done->lost.empty());
+  CHECK(done->dropped.count({1, f.epochs.at(1)}) == 1);
+  CHECK(streams_of(f.d, 2) == 0);
+  CHECK(streams_of(f.d, 3) == 1);
 }
 
 TEST_CASE("the persistence actor coalesces and group-commits", "[db]") {
@@ -269,12 +300,12 @@ TEST_CASE("a fenced shard's changes are answered with the error and "
   own_shards(f.d, other, "node-b", {2});
   running_persistence p{f};
   // The listener: a plain actor that keeps what it is told.
-  std::vector<std::uint32_t> heard;
+  shard_epochs heard;
   std::mutex mtx;
   auto listener = p.sys.spawn([&](caf::event_based_actor*) -> caf::behavior {
-    return {[&](fenced_atom, const std::vector<std::uint32_t>& shards) {
+    return {[&](fenced_atom, const shard_epochs& lost) {
       std::lock_guard<std::mutex> guard{mtx};
-      heard.insert(heard.end(), shards.begin(), shards.end());
+      heard.insert(lost.begin(), lost.end());
     }};
   });
   caf::anon_send(p.actor, listen_atom::value,
@@ -288,7 +319,7 @@ TEST_CASE("a fenced shard's changes are answered with the error and "
   }));
   CHECK(soon([&] {
     std::lock_guard<std::mutex> guard{mtx};
-    return heard == std::vector<std::uint32_t>{2};
+    return heard == shard_epochs{{2, f.epochs.at(2)}};
   }));
   CHECK(p.counters->fenced == 1);
   CHECK(p.counters->errors == 0);

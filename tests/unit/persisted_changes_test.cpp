@@ -177,3 +177,42 @@ TEST_CASE("sync durability: passivation waits for pending commits",
   CHECK(f.counters.live_user_actors == 0);
   CHECK(f.counters.passive_records == 1);
 }
+
+TEST_CASE("a command that arrives after its caller gave up decides nothing",
+          "[unit]") {
+  shard_fixture f{3, 0, true, true};
+  auto late = cmd(user_op::open_session, 4, "tv", 30);
+  late.answer_by_ns = f.clock->now().mono_ns; // the caller stops now
+  auto r = f.call(late);
+  CHECK(r.outcome == stream_outcome::unavailable);
+  CHECK(r.stream_count == 0);
+  CHECK(f.changes.empty());
+  CHECK(f.counters.late_commands == 1);
+  CHECK(f.counters.open_streams == 0);
+}
+
+TEST_CASE("a sync grant's commit must be confirmed while its caller still "
+          "waits, with room to undo it",
+          "[unit]") {
+  shard_fixture f{3, 0, true, true};
+  auto now = f.clock->now().mono_ns;
+  // Plenty of time: the commit is asked to answer a quarter of the time
+  // left before the caller's deadline.
+  auto c = cmd(user_op::open_session, 5, "tv", 30);
+  c.answer_by_ns = now + 2'000'000'000;
+  CHECK(f.call(c).outcome == stream_outcome::granted);
+  REQUIRE(f.changes.size() == 1);
+  CHECK(f.changes[0].answer_by_ns == now + 1'500'000'000);
+  // Too little time to commit and still undo: refused at once, nothing
+  // reserved (the close written after it is harmless).
+  auto hurried = cmd(user_op::open_session, 6, "tv", 30);
+  hurried.answer_by_ns = now + 150'000'000;
+  auto r = f.call(hurried);
+  CHECK(r.outcome == stream_outcome::unavailable);
+  CHECK(r.stream_count == 0);
+  CHECK(f.counters.late_commands == 1);
+  CHECK(f.counters.open_streams == 1);
+  REQUIRE(f.changes.size() == 2);
+  CHECK(f.changes[1].kind == change_kind::close);
+  CHECK(f.changes[1].user == 6);
+}

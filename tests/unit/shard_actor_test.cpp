@@ -257,7 +257,11 @@ TEST_CASE("past its shard's decision deadline a user actor decides nothing",
   CHECK(f.call(end, 9).outcome == stream_outcome::unavailable);
   CHECK(f.counters.lease_refusals == 2);
   CHECK(f.counters.open_streams == 1);
-  // Renewed: it decides again.
+  // A deadline set for another tenure of the shard (a later epoch) is not
+  // this actor's: it still decides nothing.
+  deadlines->set(17, shard_deadlines::forever, 4);
+  CHECK(f.call(end, 9).outcome == stream_outcome::unavailable);
+  // Renewed for its own tenure (epoch 0 here): it decides again.
   deadlines->set(17, shard_deadlines::forever);
   CHECK(f.call(end, 9).outcome == stream_outcome::closed);
 }
