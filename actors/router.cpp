@@ -53,18 +53,15 @@ router::call(const user_command& cmd, std::chrono::nanoseconds timeout) const {
   // one message hop each way locally. Measured faster than a scoped_actor
   // per request (see ../bench/README.md).
   auto to = route(shard_of_user(cmd.user));
-  if (!to) {
-    user_reply nobody;
-    nobody.outcome = stream_outcome::unavailable;
-    return nobody;
-  }
+  if (!to)
+    return user_reply::unavailable();
   auto slot = std::make_shared<reply_slot>();
-  auto stamped = cmd;
-  stamped.answer_by_ns
+  local_call call{cmd, slot};
+  call.cmd.answer_by_ns
     = std::chrono::duration_cast<std::chrono::nanoseconds>(
         (std::chrono::steady_clock::now() + timeout).time_since_epoch())
         .count();
-  caf::anon_send(to, local_call{std::move(stamped), slot});
+  caf::anon_send(to, std::move(call));
   if (!slot->wait_for(timeout))
     return caf::make_error(caf::sec::request_timeout);
   return slot->value();

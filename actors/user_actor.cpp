@@ -89,9 +89,6 @@ void grant_settled(user_pointer self) {
   }
 }
 
-/// Decides `cmd`, sends what changed to the persistence actor, and calls
-/// `answer` with the reply: at once, or (sync durability, a new stream)
-/// once its commit is confirmed.
 /// The least time a sync grant needs for its commit to be confirmed, or
 /// undone, before its caller gives up: what the persistence actor's
 /// periodic check may be late by, and then some.
@@ -106,6 +103,9 @@ user_reply refusal(const user_streams& streams, const user_settings& settings) {
   return r;
 }
 
+/// Decides `cmd`, sends what changed to the persistence actor, and calls
+/// `answer` with the reply: at once, or (sync durability, a new stream)
+/// once its commit is confirmed.
 template <class Answer>
 void run(user_pointer self, const user_command& cmd, Answer answer) {
   auto& st = self->state;

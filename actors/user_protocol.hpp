@@ -92,6 +92,13 @@ struct user_reply {
   /// All open sessions, oldest first: for `list_sessions`, and for an
   /// `open_session` denied at the limit.
   std::vector<session_view> sessions;
+
+  /// No node could decide now (503 with `Retry-After`).
+  static user_reply unavailable() {
+    user_reply r;
+    r.outcome = stream_outcome::unavailable;
+    return r;
+  }
 };
 
 template <class Inspector>

@@ -46,8 +46,11 @@ struct held_command {
   caf::typed_response_promise<user_reply> promise;
   peer_link_actor reply_to;
   std::uint64_t id = 0;
-  /// A local command that went to another node once already.
-  bool forwarded = false;
+  /// A local command that another node sent back as not its own: the
+  /// node that did (on to the next node, the command's second and last
+  /// try). From another node: the node that sent it here ("" on a first
+  /// try).
+  std::string referred_by;
   steady::time_point deadline;
 };
 
@@ -176,12 +179,6 @@ std::uint32_t shard_of_cmd(node_pointer self, const user_command& cmd) {
   return self->state.settings.routes->shard_of_user(cmd.user);
 }
 
-user_reply unavailable_reply() {
-  user_reply r;
-  r.outcome = stream_outcome::unavailable;
-  return r;
-}
-
 std::int64_t now_ns(node_pointer self) {
   return self->state.settings.clock->now().mono_ns;
 }
@@ -295,7 +292,7 @@ void hold(node_pointer self, std::uint32_t shard, held_command x) {
 /// Answers `x` with 503: no owner could decide in time.
 void give_up(node_pointer self, held_command& x) {
   if (x.slot)
-    x.slot->fulfill(unavailable_reply());
+    x.slot->fulfill(user_reply::unavailable());
   else if (x.reply_to)
     reply_to_peer(self, x.reply_to,
                   reply_without_decision(x.id, forward_result::unavailable));
@@ -333,11 +330,12 @@ void decide_here(node_pointer self, const shard_actor& actor,
 }
 
 /// Sends the local command `x` to another node through `link` (as a
-/// second try if it went to another node before).
+/// second try if another node sent it back before).
 void forward(node_pointer self, const peer_link_actor& link, held_command& x) {
   local_call call{std::move(x.cmd), std::move(x.slot)};
-  if (x.forwarded)
-    self->send(link, retry_atom::value, std::move(call));
+  if (!x.referred_by.empty())
+    self->send(link, retry_atom::value, std::move(call),
+               std::move(x.referred_by));
   else
     self->send(link, std::move(call));
 }
@@ -375,11 +373,16 @@ void dispatch(node_pointer self, std::uint32_t shard, held_command x) {
     case shard_mode::none:
       break;
   }
-  // Not ours. Hold what comes to a shard that is about to be ours; send the
-  // rest where it belongs, if that node can be reached.
+  // Not ours. Hold what comes to a shard that is about to be ours: one
+  // that targets this node, or whose owner (as far as this node knows)
+  // sent the command here itself (it is handing the shard to this node,
+  // whose news of it may still be on its way). Send the rest where it
+  // belongs, if that node can be reached.
   bool incoming = !st.leaving && !st.targets.empty()
                   && st.targets[shard] == self_id(self);
-  if (incoming) {
+  bool vouched = !st.leaving && !x.slot && !x.referred_by.empty()
+                 && (x.referred_by == e.owner || e.owner.empty());
+  if (incoming || vouched) {
     hold(self, shard, std::move(x));
     return;
   }
@@ -972,8 +975,8 @@ void learn(node_pointer self, const shard_claim& claim, bool live,
   e.lease_live = live;
   e.lease_state = lease_state;
   if (holds(e) && claim.epoch > e.epoch)
-    drop(self, claim.shard, "another node took it over");
-  if (e.mode == shard_mode::none) {
+    drop(self, claim.shard, "another node took it over"); // re-routes
+  else if (e.mode == shard_mode::none) {
     update_route(self, claim.shard);
     release_held(self, claim.shard);
   }
@@ -1355,6 +1358,7 @@ cluster_node_actor::behavior_type node_impl(node_pointer self,
         x.cmd = std::move(fc.cmd);
         x.reply_to = to;
         x.id = fc.id;
+        x.referred_by = std::move(fc.referred_by);
         dispatch(self, shard, std::move(x));
       }
     },
@@ -1396,7 +1400,7 @@ cluster_node_actor::behavior_type node_impl(node_pointer self,
         // Newer than what this node knows: route by it until the lease
         // table or news says more (the named node may not even be a known
         // member yet; then the command waits for it).
-        e.referred_by = std::move(from);
+        e.referred_by = from;
         e.referred_to = std::move(owner);
         e.referred_at = steady::now();
         update_route(self, shard);
@@ -1404,7 +1408,7 @@ cluster_node_actor::behavior_type node_impl(node_pointer self,
       held_command x;
       x.cmd = std::move(call.cmd);
       x.slot = std::move(call.slot);
-      x.forwarded = true;
+      x.referred_by = std::move(from);
       dispatch(self, shard, std::move(x));
     },
     [self](link_atom, const std::string& node, bool connected) {

@@ -23,17 +23,20 @@ namespace videostreams {
 /// A command forwarded to the node that owns its user's shard; `id` is the
 /// sending link's, to match the answer; `budget_ns` is the time its caller
 /// still waited when it was sent (the receiver turns it back into an
-/// `answer_by_ns` on its own clock; 0 = no limit).
+/// `answer_by_ns` on its own clock; 0 = no limit); `referred_by` is, on a
+/// second try, the node whose "not mine, ask this one" sent it here, and ""
+/// on a first try.
 struct forwarded_command {
   std::uint64_t id = 0;
   user_command cmd;
   std::int64_t budget_ns = 0;
+  std::string referred_by;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, forwarded_command& x) {
   return f(caf::meta::type_name("forwarded_command"), x.id, x.cmd,
-           x.budget_ns);
+           x.budget_ns, x.referred_by);
 }
 
 /// Commands from one node's link to another node, in the order they were

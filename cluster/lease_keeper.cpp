@@ -88,12 +88,9 @@ loader_impl(shard_loader_actor::pointer, std::shared_ptr<pg_connection> db) {
 
 lease_keeper_actor spawn_lease_keeper(caf::actor_system& sys,
                                       std::shared_ptr<lease_store> store,
-                                      std::shared_ptr<const time_source> clock,
-                                      bool detached) {
-  if (detached)
-    return sys.spawn<caf::detached>(keeper_impl, std::move(store),
-                                    std::move(clock));
-  return sys.spawn(keeper_impl, std::move(store), std::move(clock));
+                                      std::shared_ptr<const time_source> clock) {
+  return sys.spawn<caf::detached>(keeper_impl, std::move(store),
+                                  std::move(clock));
 }
 
 shard_loader_actor spawn_shard_loader(caf::actor_system& sys,

@@ -89,13 +89,11 @@ using lease_keeper_actor = caf::typed_actor<
 using shard_loader_actor = caf::typed_actor<
   caf::replies_to<load_atom, std::vector<std::uint32_t>>::with<loaded_shards>>;
 
-/// Starts the keeper on `store`, reading monotonic time from `clock`.
-/// `detached` = on a thread of its own (false only on the unit tests'
-/// deterministic scheduler).
+/// Starts the keeper on `store` (detached), reading monotonic time from
+/// `clock`.
 lease_keeper_actor spawn_lease_keeper(caf::actor_system& sys,
                                       std::shared_ptr<lease_store> store,
-                                      std::shared_ptr<const time_source> clock,
-                                      bool detached = true);
+                                      std::shared_ptr<const time_source> clock);
 
 /// Starts the loader on `db` (detached).
 shard_loader_actor spawn_shard_loader(caf::actor_system& sys,

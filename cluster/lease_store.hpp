@@ -75,8 +75,9 @@ struct held_lease {
 /// The cluster's coordination in PostgreSQL: members with heartbeats and
 /// shard leases. PostgreSQL's `now()` is the only clock that decides
 /// whether a heartbeat or a lease expired. Blocking; used by one detached
-/// actor at a time. An interface so that the cluster's logic can run
-/// against a fake in unit tests.
+/// actor at a time (the lease keeper). The cluster's I/O boundary: its
+/// SQL is tested against a real PostgreSQL (tests/db), the logic above it
+/// as pure functions (`plan_shards`, `decision_deadline`) and end to end.
 class lease_store {
 public:
   virtual ~lease_store() = default;

@@ -1,7 +1,6 @@
 #include "cluster/peer_link.hpp"
 
 #include <algorithm>
-#include <deque>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -102,9 +101,13 @@ struct pending_command {
   /// Exactly one of these two is set: a local caller's slot, or a request.
   std::shared_ptr<reply_slot> slot;
   caf::typed_response_promise<user_reply> promise;
-  /// Second try: a `not_owner` answer is final.
+  /// Second try (sent here by `referred_by`): a `not_owner` answer is
+  /// final.
   bool retry = false;
+  std::string referred_by;
   steady::time_point sent;
+  /// Answered 503 then (its caller has given up, or will have).
+  steady::time_point deadline;
 };
 
 struct link_state {
@@ -112,8 +115,6 @@ struct link_state {
   link_status status = link_status::connecting;
   cluster_endpoint remote;
   std::unordered_map<std::uint64_t, pending_command> pending;
-  /// Ids of commands sent, with their deadlines.
-  std::deque<std::pair<steady::time_point, std::uint64_t>> deadlines;
   std::vector<forwarded_command> outgoing;
   std::uint64_t next_id = 1;
   bool send_scheduled = false;
@@ -125,17 +126,11 @@ struct link_state {
 
 using link_pointer = peer_link_actor::stateful_pointer<link_state>;
 
-user_reply unavailable_reply() {
-  user_reply r;
-  r.outcome = stream_outcome::unavailable;
-  return r;
-}
-
 /// Answers `x` with 503 (no owner could decide).
 void fail(link_pointer self, pending_command& x) {
   self->state.settings.counters->failed.fetch_add(1, relaxed);
   if (x.slot)
-    x.slot->fulfill(unavailable_reply());
+    x.slot->fulfill(user_reply::unavailable());
   else
     x.promise.deliver(make_error(cluster_error::unavailable));
 }
@@ -145,7 +140,6 @@ void fail_all(link_pointer self) {
   for (auto& [id, x] : st.pending)
     fail(self, x);
   st.pending.clear();
-  st.deadlines.clear();
   st.outgoing.clear();
 }
 
@@ -199,7 +193,7 @@ void take(link_pointer self, pending_command x) {
   // Answered by the request timeout, or by when its caller gives up if
   // that is sooner; the peer gets the time left.
   auto deadline = x.sent + st.settings.request_timeout;
-  forwarded_command fc{id, x.cmd, 0};
+  forwarded_command fc{id, x.cmd, 0, x.referred_by};
   if (x.cmd.answer_by_ns != 0) {
     deadline = std::min(deadline,
                         steady::time_point{
@@ -212,7 +206,7 @@ void take(link_pointer self, pending_command x) {
     return;
   }
   st.outgoing.push_back(std::move(fc));
-  st.deadlines.emplace_back(deadline, id);
+  x.deadline = deadline;
   st.pending.emplace(id, std::move(x));
   schedule_send(self);
 }
@@ -324,25 +318,14 @@ void on_reply(link_pointer self, forwarded_reply& r) {
 void check(link_pointer self) {
   auto& st = self->state;
   auto now = steady::now();
-  auto late = std::stable_partition(st.deadlines.begin(), st.deadlines.end(),
-                                    [now](const auto& x) {
-                                      return x.first > now;
-                                    });
-  for (auto i = late; i != st.deadlines.end(); ++i)
-    if (auto j = st.pending.find(i->second); j != st.pending.end()) {
-      fail(self, j->second);
-      st.pending.erase(j);
+  for (auto i = st.pending.begin(); i != st.pending.end();) {
+    if (i->second.deadline <= now) {
+      fail(self, i->second);
+      i = st.pending.erase(i);
+    } else {
+      ++i;
     }
-  st.deadlines.erase(late, st.deadlines.end());
-  // Forget deadlines of commands answered meanwhile (they accumulate).
-  if (st.deadlines.size() > 2 * st.pending.size() + 64)
-    st.deadlines.erase(std::remove_if(st.deadlines.begin(),
-                                      st.deadlines.end(),
-                                      [&st](const auto& x) {
-                                        return st.pending.count(x.second)
-                                               == 0;
-                                      }),
-                       st.deadlines.end());
+  }
   if (st.status != link_status::up)
     dial(self);
 }
@@ -379,11 +362,12 @@ peer_link_actor::behavior_type link_impl(link_pointer self,
       x.slot = std::move(call.slot);
       take(self, std::move(x));
     },
-    [self](retry_atom, local_call& call) {
+    [self](retry_atom, local_call& call, std::string& referred_by) {
       pending_command x;
       x.cmd = std::move(call.cmd);
       x.slot = std::move(call.slot);
       x.retry = true;
+      x.referred_by = std::move(referred_by);
       take(self, std::move(x));
     },
     [self](reply_batch& batch) {

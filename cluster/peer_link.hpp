@@ -17,8 +17,8 @@
 
 namespace videostreams {
 
-/// With a local call: this command was forwarded once already (a link), or
-/// is to be tried again at another node (to the node; with that node's id).
+/// With a local call: this command is to be tried at another node, after
+/// the node named (the referrer) sent it back as not its own.
 using retry_atom = caf::atom_constant<caf::atom("retry")>;
 
 /// A link's news for its node: (link, peer id, connected).
@@ -48,10 +48,12 @@ using link_owner = caf::typed_actor<
 /// once (503), never held, except during the very first connect. A command
 /// not answered within the request timeout is answered `unavailable`. A
 /// command the peer does not own goes back to the node to be tried at the
-/// owner it names, once (`retry_atom`: this is the second try).
+/// owner it names, once (`retry_atom`, with the referrer: the second try,
+/// whose answer is final).
 using peer_link_actor = caf::typed_actor<
   caf::replies_to<user_command>::with<user_reply>, caf::reacts_to<local_call>,
-  caf::reacts_to<retry_atom, local_call>, caf::reacts_to<reply_batch>,
+  caf::reacts_to<retry_atom, local_call, std::string>,
+  caf::reacts_to<reply_batch>,
   caf::reacts_to<shard_news>, caf::reacts_to<send_atom>,
   caf::reacts_to<check_atom>>;
 

@@ -11,26 +11,23 @@ namespace {
 #define VIDEOSTREAMS_MS_FROM_NOW(t)                                            \
   "coalesce((extract(epoch FROM (" t " - now())) * 1000)::bigint, 0)"
 
-constexpr const char* join_sql = R"sql(
-INSERT INTO cluster_members (node_id, incarnation, advertise_host, http_port,
-                             cluster_port, status, lease_ttl_ms, started_at,
-                             heartbeat_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, now(), now())
-ON CONFLICT (node_id) DO UPDATE
+// A member's row as this process enters it: by a join, and by a heartbeat
+// that finds its row gone (an operator removed it).
+#define VIDEOSTREAMS_ENTER_MEMBER                                              \
+  "INSERT INTO cluster_members (node_id, incarnation, advertise_host, "       \
+  "http_port, cluster_port, status, lease_ttl_ms, started_at, heartbeat_at) " \
+  "VALUES ($1, $2, $3, $4, $5, $6, $7, now(), now()) "                        \
+  "ON CONFLICT (node_id) DO UPDATE "
+
+constexpr const char* join_sql = VIDEOSTREAMS_ENTER_MEMBER R"sql(
 SET incarnation = EXCLUDED.incarnation,
     advertise_host = EXCLUDED.advertise_host,
     http_port = EXCLUDED.http_port, cluster_port = EXCLUDED.cluster_port,
     status = EXCLUDED.status, lease_ttl_ms = EXCLUDED.lease_ttl_ms,
     started_at = now(), heartbeat_at = now())sql";
 
-// Written only while the row is still this process's; a row that is gone
-// (an operator removed it) is entered again.
-constexpr const char* heartbeat_sql = R"sql(
-INSERT INTO cluster_members (node_id, incarnation, advertise_host, http_port,
-                             cluster_port, status, lease_ttl_ms, started_at,
-                             heartbeat_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, now(), now())
-ON CONFLICT (node_id) DO UPDATE
+// Written only while the row is still this process's.
+constexpr const char* heartbeat_sql = VIDEOSTREAMS_ENTER_MEMBER R"sql(
 SET status = EXCLUDED.status, lease_ttl_ms = EXCLUDED.lease_ttl_ms,
     heartbeat_at = now()
 WHERE cluster_members.incarnation = EXCLUDED.incarnation

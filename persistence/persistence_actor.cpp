@@ -402,11 +402,7 @@ bool take(persistence_pointer self, stream_change& change,
   auto& st = self->state;
   auto shard = change.shard;
   auto epoch = change.epoch;
-  auto deadline = steady::now() + st.settings.commit_timeout;
-  if (change.answer_by_ns != 0)
-    deadline = std::min(deadline,
-                        steady::time_point{
-                          std::chrono::nanoseconds{change.answer_by_ns}});
+  auto answer_by_ns = change.answer_by_ns;
   st.counters->changes_received.fetch_add(1, relaxed);
   bool adds_state = change.kind == change_kind::grant
                     || change.kind == change_kind::set_limit;
@@ -419,9 +415,13 @@ bool take(persistence_pointer self, stream_change& change,
     st.counters->refused.fetch_add(1, relaxed);
     return false;
   }
-  if (waiting != nullptr)
-    st.gathering_waiters.push_back(
-      waiter{*waiting, deadline, shard, epoch});
+  if (waiting != nullptr) {
+    auto deadline = steady::now() + st.settings.commit_timeout;
+    if (answer_by_ns != 0)
+      deadline = std::min(deadline, steady::time_point{std::chrono::nanoseconds{
+                                      answer_by_ns}});
+    st.gathering_waiters.push_back(waiter{*waiting, deadline, shard, epoch});
+  }
   st.update_depth();
   if (st.gathering.size() >= st.settings.max_batch
       && st.retry_after.count() == 0)

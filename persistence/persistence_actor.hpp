@@ -57,6 +57,10 @@ using probe_atom = caf::atom_constant<caf::atom("probe")>;
 /// passed, notices a stalled commit or probe, and probes an idle database.
 using watch_atom = caf::atom_constant<caf::atom("watch")>;
 
+/// Told of the shards whose writes were fenced (see `persistence_actor`).
+using fence_listener
+  = caf::typed_actor<caf::reacts_to<fenced_atom, shard_epochs>>;
+
 /// The persistence actor: takes every change of the users' state, coalesces
 /// changes to the same stream or limit, and commits them in batches (group
 /// commit: a batch is committed as soon as the previous commit finished;
@@ -82,9 +86,6 @@ using watch_atom = caf::atom_constant<caf::atom("watch")>;
 /// listener, once named (`listen_atom`), is told of every fenced shard:
 /// another node owns it now, its changes were dropped, and nothing more
 /// is written for it.
-using fence_listener
-  = caf::typed_actor<caf::reacts_to<fenced_atom, shard_epochs>>;
-
 using persistence_actor = caf::typed_actor<
   caf::reacts_to<stream_change>,
   caf::replies_to<commit_atom, stream_change>::with<bool>,

@@ -67,7 +67,7 @@ SET position = EXCLUDED.position, epoch = EXCLUDED.epoch, taken_at = now(),
     limit_values = EXCLUDED.limit_values
 WHERE shard_snapshots.position <= EXCLUDED.position)sql";
 
-// Every shard written to has a snapshot row (take_shards makes one), so
+// Every shard written to has a snapshot row (taking its lease makes one), so
 // a journal row at or below every snapshot's position is folded into all
 // the shards it touches. Answers the oldest snapshot's position.
 constexpr const char* trim_sql = R"sql(

@@ -4,16 +4,10 @@
 #include <sstream>
 
 #include "actors/shard_map.hpp"
-#include "persistence/schema.hpp"
 
 namespace videostreams::cluster_testing {
 
 using namespace blackbox;
-
-cluster_database::cluster_database() {
-  auto db = connect();
-  REQUIRE(migrate(db));
-}
 
 test_node::test_node(int n, const std::string& dsn,
                      std::vector<std::string> extra)

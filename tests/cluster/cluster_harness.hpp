@@ -27,9 +27,7 @@ namespace videostreams::cluster_testing {
 namespace json = boost::json;
 
 /// A migrated scratch database for one test's cluster.
-struct cluster_database : videostreams::testing::scratch_database {
-  cluster_database();
-};
+using cluster_database = videostreams::testing::migrated_database;
 
 /// One node of a test cluster: the binary on 127.0.0.`n` with node id
 /// "n`n`", on `dsn`, with `extra` options (a lease TTL, say).

@@ -4,11 +4,8 @@
 
 #include <catch2/catch.hpp>
 
-#include <csignal>
-
 #include "cluster_harness.hpp"
 
-#include "actors/shard_map.hpp"
 #include "cluster/assignment.hpp"
 
 using namespace videostreams;
@@ -29,6 +26,32 @@ std::vector<std::string> with(std::vector<std::string> args,
 
 session_players::target target_of_node(const test_node& n) {
   return {n.host(), n.port()};
+}
+
+/// Checks that none of the players' requests failed (with the figures of
+/// `nodes` that say why, if some did).
+void check_no_failures(const session_players& players,
+                       const std::vector<const test_node*>& nodes) {
+  auto failures = players.failures();
+  CAPTURE(failures.size());
+  for (auto& f : failures)
+    UNSCOPED_INFO(f);
+  INFO(why_unavailable(nodes));
+  CHECK(failures.empty());
+}
+
+/// Checks that every stream the players hold is listed through `via`, and
+/// stored in `d`.
+void check_streams_kept(const session_players& players, const test_node& via,
+                        cluster_database& d) {
+  auto cli = via.client();
+  auto open = players.open();
+  auto missing = missing_streams(*cli, open);
+  for (auto& m : missing)
+    UNSCOPED_INFO(m);
+  CHECK(missing.empty());
+  for (auto& [user, sessions] : open)
+    CHECK(stored_streams(d, user) == static_cast<int>(sessions.size()));
 }
 
 } // namespace
@@ -191,21 +214,10 @@ TEST_CASE("a node that leaves under load hands its shards off: no request "
   // The bound for 128 shards, HTTP drain included.
   CHECK(leave_took < std::chrono::seconds{30});
   CHECK_THAT(n4.process().stderr_text(), Catch::Contains("handed off"));
-  auto failures = players.failures();
-  CAPTURE(failures.size());
-  for (auto& f : failures)
-    UNSCOPED_INFO(f);
-  INFO(why_unavailable({&n2, &n3}));
-  CHECK(failures.empty());
+  check_no_failures(players, {&n2, &n3});
   REQUIRE(wait_converged({&n2, &n3}));
-  auto cli = n2.client();
-  auto missing = missing_streams(*cli, players.open());
-  for (auto& m : missing)
-    UNSCOPED_INFO(m);
-  CHECK(missing.empty());
-  // The database agrees with the nodes.
-  for (auto& [user, sessions] : players.open())
-    CHECK(stored_streams(d, user) == static_cast<int>(sessions.size()));
+  // Every stream is there, and the database agrees with the nodes.
+  check_streams_kept(players, n2, d);
   CHECK(d.count("SELECT count(*) FROM cluster_members") == 2);
   auto handoffs = n3.metric("videostreams_cluster_takeovers_total");
   REQUIRE(handoffs);
@@ -228,24 +240,12 @@ TEST_CASE("a node that joins under load takes its share: no request fails "
   auto before = players.requests();
   REQUIRE(eventually([&] { return players.requests() > before + 300; }, 30s));
   players.stop();
-  auto failures = players.failures();
-  CAPTURE(failures.size());
-  for (auto& f : failures)
-    UNSCOPED_INFO(f);
-  INFO(why_unavailable({&n2, &n3, &n5}));
-
-  CHECK(failures.empty());
+  check_no_failures(players, {&n2, &n3, &n5});
   auto view = n5.view();
   REQUIRE(view);
   CHECK(owners(*view) == assign(128, {"n2", "n3", "n5"}));
   // Every stream is there, through the new node too.
-  auto cli = n5.client();
-  auto missing = missing_streams(*cli, players.open());
-  for (auto& m : missing)
-    UNSCOPED_INFO(m);
-  CHECK(missing.empty());
-  for (auto& [user, sessions] : players.open())
-    CHECK(stored_streams(d, user) == static_cast<int>(sessions.size()));
+  check_streams_kept(players, n5, d);
   auto handed = n2.metric("videostreams_cluster_handoffs_total");
   REQUIRE(handed);
   CHECK(*handed > 0);

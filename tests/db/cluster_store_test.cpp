@@ -1136,7 +1136,6 @@ TEST_CASE("user_records gives every restored stream a fresh TTL from the "
   CHECK(records.at(205).sessions().empty());
 }
 
-
 // -- Found by these tests, fixed ----------------------------------------------
 
 // Version 2 took every shard of its --shards at each start and never removed
