@@ -12,11 +12,31 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "app/db_command.hpp"
 #include "app/options.hpp"
 #include "app/service.hpp"
+
+namespace {
+
+/// Raises the open-file limit to its hard limit: every connection is a
+/// descriptor, and the soft limit (often 1024) is far below
+/// --max-connections. Returns the limit now in force.
+rlim_t raise_open_file_limit() {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0)
+    return 0;
+  if (lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+    ::getrlimit(RLIMIT_NOFILE, &lim);
+  }
+  return lim.rlim_cur;
+}
+
+} // namespace
 
 int main(int argc, char** argv) {
   using namespace videostreams;
@@ -42,13 +62,21 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
+  auto open_files = raise_open_file_limit();
+  if (open_files != 0 && open_files < cfg.values.max_connections + 256)
+    std::fprintf(stderr, "videostreams: warning: the open-file limit %llu "
+                         "is below --max-connections=%u\n",
+                 static_cast<unsigned long long>(open_files),
+                 cfg.values.max_connections);
 
   try {
     service node{cfg.values};
     auto port = node.bind();
     if (port < 0) {
-      std::fprintf(stderr, "videostreams: cannot listen on %s:%d\n",
-                   cfg.values.bind.c_str(), cfg.values.port);
+      std::fprintf(stderr, "videostreams: cannot listen on %s:%d (or on "
+                           "the operations port %d)\n",
+                   cfg.values.bind.c_str(), cfg.values.port,
+                   cfg.values.ops_port);
       return 1;
     }
     std::string changed;
@@ -62,9 +90,13 @@ int main(int argc, char** argv) {
     auto cluster = node.cluster_address();
     if (!cluster.empty())
       mode += ", cluster node " + cluster;
-    std::fprintf(stderr, "videostreams: listening on %s:%d, mode %s, "
-                         "options:%s\n",
-                 cfg.values.bind.c_str(), port, mode.c_str(),
+    std::string ops = node.ops_port() < 0
+                        ? std::string{"off"}
+                        : cfg.values.bind + ":"
+                            + std::to_string(node.ops_port());
+    std::fprintf(stderr, "videostreams: listening on %s:%d, operations on "
+                         "%s, mode %s, options:%s\n",
+                 cfg.values.bind.c_str(), port, ops.c_str(), mode.c_str(),
                  changed.empty() ? " defaults" : changed.c_str());
     std::string failure;
     std::thread server{[&node, &failure] {

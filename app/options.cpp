@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cstdio>
 #include <limits>
+#include <string_view>
 
 namespace videostreams {
 
@@ -124,11 +125,26 @@ const std::vector<option_spec>& option_table() {
                     "gets 503",
                     &options::request_timeout, milliseconds{1},
                     milliseconds{60000}),
+    integer_option<int>("ops-port",
+                        "TCP port (on --bind) of the operations listener: "
+                        "/healthz, /readyz, /metrics and the operator "
+                        "endpoints, on workers of their own (0 picks a free "
+                        "one, -1 = none)",
+                        &options::ops_port, -1, 65535),
     integer_option<std::uint32_t>(
       "http-threads",
-      "HTTP worker threads; each serves one connection at a time, so this "
-      "bounds the concurrent connections",
+      "HTTP worker threads kept ready; a worker runs one request at a time "
+      "(idle and slow connections hold none), and more are started while "
+      "every one is held up",
       &options::http_threads, 1, 4096),
+    integer_option<std::uint32_t>(
+      "http-max-threads", "HTTP worker threads at most",
+      &options::http_max_threads, 1, 16384),
+    integer_option<std::uint32_t>(
+      "max-connections",
+      "open HTTP connections at most; beyond, a new one replaces the "
+      "longest-idle keep-alive connection, or gets 503 and is closed",
+      &options::max_connections, 1, 1000000),
     integer_option<std::uint32_t>("actor-threads",
                                   "threads that run the actors",
                                   &options::actor_threads, 1, 256),
@@ -138,6 +154,16 @@ const std::vector<option_spec>& option_table() {
     integer_option<std::uint32_t>(
       "keep-alive-max-requests", "requests served on one connection",
       &options::keep_alive_max_requests, 1, 1000000000),
+    duration_option("read-timeout",
+                    "a request must arrive whole (header and body) within "
+                    "this of its first byte; a slower connection is cut",
+                    &options::read_timeout, milliseconds{1000},
+                    milliseconds{300000}),
+    duration_option("shutdown-timeout",
+                    "on SIGTERM, how long requests under way may finish "
+                    "before their connections are cut",
+                    &options::shutdown_timeout, milliseconds{0},
+                    milliseconds{300000}),
     integer_option<std::uint32_t>(
       "default-ttl", "lease seconds of a v2 session opened without ttlSeconds",
       &options::default_ttl_seconds, 1, 86400),
@@ -152,10 +178,14 @@ const std::vector<option_spec>& option_table() {
       "lease seconds of a stream opened by startstream; 0 = never expires",
       &options::legacy_stream_ttl_seconds, 0, 86400 * 365),
     {"admin-token",
-     "bearer token for the operator endpoints (PUT/DELETE .../limit); empty "
-     "= those answer 403",
+     "bearer token for the operator endpoints (PUT/DELETE .../limit); "
+     "characters A-Z a-z 0-9 . _ ~ + / = - only; empty = those answer 403",
      true,
      [](const std::string& text, options& opts) -> std::string {
+       if (!valid_admin_token(text))
+         return "may hold only A-Z a-z 0-9 . _ ~ + / = - (a client could "
+                "not send other characters as themselves: header values "
+                "are %-decoded)";
        opts.admin_token = text;
        return {};
      },
@@ -252,6 +282,14 @@ const option_spec* find_option(const std::string& name) {
 }
 
 } // namespace
+
+bool valid_admin_token(const std::string& x) {
+  for (unsigned char c : x)
+    if (!std::isalnum(c) && std::string_view{"._~+/=-"}.find(static_cast<char>(c))
+                              == std::string_view::npos)
+      return false;
+  return true;
+}
 
 bool valid_node_id(const std::string& x) {
   if (x.empty() || x.size() > 63)

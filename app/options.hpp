@@ -19,10 +19,19 @@ struct options {
   std::uint32_t shards = 128;
   std::chrono::milliseconds passivate_after{30000};
   std::chrono::milliseconds request_timeout{2000};
+  /// The operations port (probes, metrics, operator endpoints): 0 picks a
+  /// free one, -1 = none.
+  int ops_port = 9090;
   std::uint32_t http_threads = 64;
+  std::uint32_t http_max_threads = 1024;
+  std::uint32_t max_connections = 16000;
   std::uint32_t actor_threads = 1;
-  int keep_alive_timeout_seconds = 5;
+  int keep_alive_timeout_seconds = 60;
   std::uint32_t keep_alive_max_requests = 100000;
+  /// A request must arrive whole within this of its first byte.
+  std::chrono::milliseconds read_timeout{10000};
+  /// How long a stop lets requests under way finish before it cuts them.
+  std::chrono::milliseconds shutdown_timeout{10000};
   std::uint32_t default_ttl_seconds = 60;
   std::uint32_t min_ttl_seconds = 5;
   std::uint32_t max_ttl_seconds = 3600;
@@ -74,6 +83,10 @@ parse_options(const std::vector<std::string>& args,
 /// True for a node id the cluster accepts: 1-63 characters of
 /// [A-Za-z0-9._-] (a Kubernetes pod name is one).
 bool valid_node_id(const std::string& x);
+
+/// True for an admin token that a client can send as itself:
+/// [A-Za-z0-9._~+/=-] only (header values are %-decoded on arrival).
+bool valid_admin_token(const std::string& x);
 
 /// The `--help` text: every option, its variable, its default and meaning.
 std::string help_text();

@@ -1,5 +1,6 @@
 #include "app/service.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <random>
@@ -83,8 +84,27 @@ http_server_settings http_settings(const options& opts) {
   result.bind_address = opts.bind;
   result.port = opts.port;
   result.threads = opts.http_threads;
-  result.keep_alive_timeout_seconds = opts.keep_alive_timeout_seconds;
+  result.max_threads = std::max(opts.http_max_threads, opts.http_threads);
+  result.max_connections = opts.max_connections;
+  result.keep_alive_timeout = std::chrono::seconds{
+    opts.keep_alive_timeout_seconds};
   result.keep_alive_max_requests = opts.keep_alive_max_requests;
+  result.read_timeout = std::chrono::duration_cast<std::chrono::seconds>(
+    opts.read_timeout);
+  result.shutdown_timeout = opts.shutdown_timeout;
+  return result;
+}
+
+/// The operations listener: the same edge on a small pool of its own, so
+/// that probes never wait behind players.
+http_server_settings ops_settings(const options& opts) {
+  auto result = http_settings(opts);
+  result.port = opts.ops_port;
+  result.kind = listener_kind::ops;
+  result.operations_only = true;
+  result.threads = 2;
+  result.max_threads = 16;
+  result.max_connections = 1024;
   return result;
 }
 
@@ -163,7 +183,9 @@ struct service::impl {
     settings.cluster_figures = cluster;
     rest = std::make_unique<api>(*routes, settings, metrics, counters,
                                  persistence.get());
-    http = std::make_unique<http_server>(*rest, http_settings(opts));
+    http = std::make_unique<http_server>(*rest, http_settings(opts), metrics);
+    if (opts.ops_port >= 0)
+      ops = std::make_unique<http_server>(*rest, ops_settings(opts), metrics);
     start_node();
   }
 
@@ -309,8 +331,15 @@ struct service::impl {
   /// Joins the cluster (with a database), naming the HTTP port actually
   /// bound (--port=0 picks one).
   void join() {
-    if (!writer)
+    if (!writer) {
+      // In memory the node serves every shard as soon as its shard actors
+      // run: wait for that (bounded), so no request meets "starting".
+      for (int i = 0; i < 30000 && rest->current_readiness()
+                                     == readiness::starting;
+           ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds{1});
       return;
+    }
     caf::anon_send(node, join_atom::value,
                    static_cast<std::uint16_t>(cluster_port),
                    static_cast<std::uint16_t>(http_port));
@@ -409,6 +438,9 @@ struct service::impl {
   cluster_node_actor node;
   std::unique_ptr<api> rest;
   std::unique_ptr<http_server> http;
+  /// The operations listener; null when `--ops-port=-1`.
+  std::unique_ptr<http_server> ops;
+  int ops_port = -1;
 };
 
 service::service(const options& opts) : impl_(std::make_unique<impl>(opts)) {
@@ -419,7 +451,16 @@ service::~service() = default;
 
 int service::bind() {
   impl_->http_port = impl_->http->bind();
+  if (impl_->http_port > 0 && impl_->ops) {
+    impl_->ops_port = impl_->ops->bind();
+    if (impl_->ops_port < 0)
+      return -1;
+  }
   return impl_->http_port;
+}
+
+int service::ops_port() const {
+  return impl_->ops_port;
 }
 
 std::string service::cluster_address() const {
@@ -433,7 +474,16 @@ void service::run() {
   // Serve /healthz and /readyz ("starting") while the node takes and loads
   // its shards; user requests are held or answered 503 until then.
   impl_->join();
+  std::thread ops_thread;
+  if (impl_->ops)
+    ops_thread = std::thread{[this] { impl_->ops->run(); }};
   impl_->http->run();
+  // The operations port answers ("stopping") until the players' port has
+  // drained.
+  if (impl_->ops) {
+    impl_->ops->stop();
+    ops_thread.join();
+  }
   impl_->flush();
 }
 

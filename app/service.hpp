@@ -29,14 +29,20 @@ public:
   service(const service&) = delete;
   service& operator=(const service&) = delete;
 
-  /// Binds the HTTP port; returns it, or -1 when it cannot be bound.
+  /// Binds the HTTP port, and the operations port unless it is off;
+  /// returns the HTTP port, or -1 when either cannot be bound.
   int bind();
+
+  /// The bound operations port; -1 when it is off.
+  int ops_port() const;
 
   /// With a database: "NODE at HOST:PORT", how other nodes reach this one;
   /// "" in memory.
   std::string cluster_address() const;
 
-  /// Serves HTTP until `stop`; returns once in-flight requests are answered.
+  /// Serves HTTP until `stop`; returns once the HTTP listener has drained
+  /// (requests under way answered, or cut at the shutdown timeout) and the
+  /// last changes are flushed.
   void run();
 
   /// A graceful stop: `/readyz` turns 503, every shard is handed off to

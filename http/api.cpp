@@ -207,7 +207,7 @@ api::api(const router& users, api_settings settings, http_metrics& metrics,
   // Nothing else to do.
 }
 
-std::string api::error_body(int status) {
+std::string api::error_body(int status, std::string_view detail) {
   const char* msg;
   switch (status) {
     case 400:
@@ -225,11 +225,20 @@ std::string api::error_body(int status) {
     case 405:
       msg = "Method not allowed";
       break;
+    case 408:
+      msg = "Request Timeout";
+      break;
     case 413:
       msg = "Payload Too Large";
       break;
     case 414:
       msg = "URI Too Long";
+      break;
+    case 415:
+      msg = "Unsupported Media Type";
+      break;
+    case 431:
+      msg = "Request Header Fields Too Large";
       break;
     case 503:
       msg = "Service Unavailable";
@@ -237,7 +246,10 @@ std::string api::error_body(int status) {
     default:
       msg = status < 500 ? "Bad Request" : "Server Error";
   }
-  return json::serialize(json::object{{"msg", msg}});
+  json::object body{{"msg", msg}};
+  if (!detail.empty())
+    body["detail"] = detail;
+  return json::serialize(body);
 }
 
 api_response api::handle(const api_request& req) noexcept {

@@ -74,14 +74,20 @@ public:
   /// Answers one request; never throws (an internal failure is a 500).
   api_response handle(const api_request& req) noexcept;
 
+  /// What `/readyz` answers now.
+  readiness current_readiness() const noexcept {
+    return readiness_.load(std::memory_order_acquire);
+  }
+
   /// Changes what `/readyz` answers.
   void set_readiness(readiness x) noexcept {
     readiness_.store(x, std::memory_order_release);
   }
 
   /// The body of an error answer for `status`, e.g. `{"msg":"Route not
-  /// found"}`; used too for errors raised by the HTTP library itself.
-  static std::string error_body(int status);
+  /// found"}`, with `detail` if given; used too for errors raised by the
+  /// HTTP edge and library themselves.
+  static std::string error_body(int status, std::string_view detail = {});
 
 private:
   api_response dispatch(const api_request& req, const route_match& m);

@@ -74,6 +74,61 @@ void append_histogram(std::string& out, const char* name, const char* label,
                 static_cast<unsigned long long>(cumulative));
 }
 
+/// One series per listener ("api", "ops") of each edge figure.
+void render_listeners(std::string& out,
+                      const std::array<listener_figures, 2>& listeners) {
+  struct figure {
+    const char* name;
+    const char* type;
+    const char* help;
+    std::int64_t (*read)(const listener_figures&);
+  };
+  static const figure figures[] = {
+    {"videostreams_http_open_connections", "gauge",
+     "HTTP connections open, by listener.",
+     [](const listener_figures& f) { return f.open_connections.load(relaxed); }},
+    {"videostreams_http_connections_accepted_total", "counter",
+     "HTTP connections accepted, by listener.",
+     [](const listener_figures& f) {
+       return static_cast<std::int64_t>(f.accepted.load(relaxed));
+     }},
+    {"videostreams_http_connections_shed_total", "counter",
+     "Connections answered 503 and closed at the connection cap.",
+     [](const listener_figures& f) {
+       return static_cast<std::int64_t>(f.shed.load(relaxed));
+     }},
+    {"videostreams_http_connections_evicted_total", "counter",
+     "Idle keep-alive connections closed at the cap to admit a new one.",
+     [](const listener_figures& f) {
+       return static_cast<std::int64_t>(f.evicted.load(relaxed));
+     }},
+    {"videostreams_http_connections_timed_out_total", "counter",
+     "Connections cut because a request did not arrive whole in time.",
+     [](const listener_figures& f) {
+       return static_cast<std::int64_t>(f.timed_out.load(relaxed));
+     }},
+    {"videostreams_http_requests_refused_total", "counter",
+     "Requests refused by the edge (framing, size, encoding); the "
+     "connection is closed.",
+     [](const listener_figures& f) {
+       return static_cast<std::int64_t>(f.refused.load(relaxed));
+     }},
+    {"videostreams_http_workers", "gauge",
+     "HTTP worker threads, by listener.",
+     [](const listener_figures& f) { return f.workers.load(relaxed); }},
+    {"videostreams_http_busy_workers", "gauge",
+     "HTTP worker threads running a request, by listener.",
+     [](const listener_figures& f) { return f.busy_workers.load(relaxed); }},
+  };
+  static const char* const names[] = {"api", "ops"};
+  for (auto& x : figures) {
+    append_header(out, x.name, x.type, x.help);
+    for (std::size_t i = 0; i < listeners.size(); ++i)
+      append_format(out, "%s{listener=\"%s\"} %lld\n", x.name, names[i],
+                    static_cast<long long>(x.read(listeners[i])));
+  }
+}
+
 } // namespace
 
 std::size_t http_metrics::status_slot(int status) noexcept {
@@ -205,6 +260,7 @@ std::string http_metrics::render(const stream_counters& counters,
                      "route", route_template(static_cast<route>(r)),
                      latency_buckets, routes_[r].buckets,
                      routes_[r].latency_sum_ns);
+  render_listeners(out, listeners_);
   append_gauge(out, "videostreams_open_streams", "gauge",
                "Streams open on this node.", counters.open_streams);
   append_gauge(out, "videostreams_live_user_actors", "gauge",

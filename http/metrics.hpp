@@ -13,6 +13,26 @@
 
 namespace videostreams {
 
+/// The HTTP listeners: the API's port, and the operations port.
+enum class listener_kind : unsigned char { api, ops };
+
+/// What one listener's edge counts (DESIGN §2, "the HTTP edge").
+struct listener_figures {
+  std::atomic<std::int64_t> open_connections{0};
+  std::atomic<std::uint64_t> accepted{0};
+  /// Answered 503 and closed: the connection cap was reached with no idle
+  /// connection to close instead.
+  std::atomic<std::uint64_t> shed{0};
+  /// Idle keep-alive connections closed to make room for a new one.
+  std::atomic<std::uint64_t> evicted{0};
+  /// Cut because a request did not arrive whole within the read timeout.
+  std::atomic<std::uint64_t> timed_out{0};
+  /// Refused by the edge before reaching the API (framing, size, encoding).
+  std::atomic<std::uint64_t> refused{0};
+  std::atomic<std::int64_t> workers{0};
+  std::atomic<std::int64_t> busy_workers{0};
+};
+
 /// Request counters by route and status code, and a latency histogram per
 /// route, updated lock-free by the HTTP workers and rendered for `/metrics`.
 class http_metrics {
@@ -25,6 +45,11 @@ public:
   /// The status codes counted individually; any other lands in "other".
   static constexpr std::array<int, 14> status_codes{
     200, 201, 204, 400, 401, 403, 404, 405, 409, 413, 414, 429, 500, 503};
+
+  /// The edge's figures of listener `k`.
+  listener_figures& listener(listener_kind k) noexcept {
+    return listeners_[static_cast<std::size_t>(k)];
+  }
 
   /// Counts one answered request.
   void record(route r, int status, std::chrono::nanoseconds latency) noexcept;
@@ -52,6 +77,7 @@ private:
   };
 
   std::array<route_figures, route_count> routes_{};
+  std::array<listener_figures, 2> listeners_{};
 };
 
 } // namespace videostreams

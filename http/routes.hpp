@@ -40,6 +40,13 @@ route_match match_route(std::string_view path) noexcept;
 /// The route as its template, e.g. "/api/startstream/:user_id" (for metrics).
 std::string_view route_template(route r) noexcept;
 
+/// The routes the operations port serves: probes, metrics and the
+/// operator endpoints.
+constexpr bool is_operations_route(route r) noexcept {
+  return r == route::healthz || r == route::readyz || r == route::metrics
+         || r == route::cluster || r == route::v2_limit;
+}
+
 /// The methods a route answers, as an `Allow` header value.
 std::string_view allowed_methods(route r) noexcept;
 

@@ -1,15 +1,175 @@
 #include "http/server.hpp"
 
-#include <chrono>
-#include <thread>
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <httplib.h>
 
 namespace videostreams {
 
 namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+constexpr auto relaxed = std::memory_order_relaxed;
+
+/// How often the watchdog looks at the workers, and at the connections.
+constexpr std::chrono::milliseconds watchdog_tick{10};
+constexpr std::chrono::milliseconds scan_every{100};
+
+/// Every worker busy on its request for this long: the pool grows.
+constexpr std::chrono::milliseconds starved_after{50};
+
+/// A worker above the kept count that waited this long for work ends.
+constexpr int idle_worker_ms = 30000;
+
+/// Connections accepted per wake-up, at most (then the listener is re-armed,
+/// so a flood of connects cannot keep one worker from its other events).
+constexpr int accept_batch = 256;
+
+/// Bytes read per `recv`.
+constexpr std::size_t read_chunk = 16 * 1024;
+
+/// How long a connection whose request was refused still reads (and
+/// drops) what its client sends before it is closed.
+constexpr std::chrono::seconds linger_time{2};
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+           clock_type::now().time_since_epoch())
+    .count();
+}
+
+std::int64_t to_ns(std::chrono::nanoseconds d) {
+  return d.count();
+}
+
+const char* reason_phrase(int status) {
+  switch (status) {
+    case 400: return "Bad Request";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 431: return "Request Header Fields Too Large";
+    case 503: return "Service Unavailable";
+    default: return status < 500 ? "Bad Request" : "Server Error";
+  }
+}
+
+/// An answer the edge gives itself (a refused request, a connection shed),
+/// after which it closes the connection.
+std::string closing_answer(int status, std::string_view detail) {
+  auto body = api::error_body(status, detail);
+  std::string out = "HTTP/1.1 " + std::to_string(status) + " "
+                    + reason_phrase(status) + "\r\n";
+  out += "Access-Control-Allow-Origin: *\r\n";
+  out += "Connection: close\r\n";
+  out += "Content-Type: application/json; charset=utf-8\r\n";
+  if (status == 503)
+    out += "Retry-After: 1\r\n";
+  out += "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n";
+  out += body;
+  return out;
+}
+
+/// Writes all of `data`, waiting for the socket at most until `deadline`.
+bool send_all(int fd, std::string_view data, clock_type::time_point deadline) {
+  while (!data.empty()) {
+    auto n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      data.remove_prefix(static_cast<std::size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+      return false;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - clock_type::now());
+    if (left.count() <= 0)
+      return false;
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0
+        && errno != EINTR)
+      return false;
+  }
+  return true;
+}
+
+/// Bytes have arrived that no worker has read yet: the connection is not
+/// idle, its event is on its way to a worker.
+bool has_unread_bytes(int fd) {
+  char byte;
+  return ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
+void describe(const sockaddr_storage& a, std::string& ip, int& port) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (a.ss_family == AF_INET) {
+    auto& v4 = reinterpret_cast<const sockaddr_in&>(a);
+    ::inet_ntop(AF_INET, &v4.sin_addr, buf, sizeof(buf));
+    port = ntohs(v4.sin_port);
+  } else if (a.ss_family == AF_INET6) {
+    auto& v6 = reinterpret_cast<const sockaddr_in6&>(a);
+    ::inet_ntop(AF_INET6, &v6.sin6_addr, buf, sizeof(buf));
+    port = ntohs(v6.sin6_port);
+  }
+  ip = buf;
+}
+
+/// Markers for the two epoll entries that are no connection.
+char listener_marker;
+char wake_marker;
+
+/// One whole request, framed by the edge, as the stream cpp-httplib parses
+/// it from; what cpp-httplib writes is gathered for one `send`.
+class request_stream final : public httplib::Stream {
+public:
+  request_stream(std::string_view request, std::string& out,
+                 const http_server::connection& from);
+
+  bool is_readable() const override {
+    return pos_ < in_.size();
+  }
+  bool is_writable() const override {
+    return true;
+  }
+  ssize_t read(char* ptr, size_t size) override {
+    auto n = std::min(size, in_.size() - pos_);
+    std::memcpy(ptr, in_.data() + pos_, n);
+    pos_ += n;
+    return static_cast<ssize_t>(n);
+  }
+  ssize_t write(const char* ptr, size_t size) override {
+    out_.append(ptr, size);
+    return static_cast<ssize_t>(size);
+  }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override;
+  void get_local_ip_and_port(std::string& ip, int& port) const override;
+  /// No socket: the request is in memory. (cpp-httplib answers 500 for a
+  /// socket number at or above FD_SETSIZE, which it would `select` on.)
+  socket_t socket() const override {
+    return INVALID_SOCKET;
+  }
+
+private:
+  std::string_view in_;
+  std::size_t pos_ = 0;
+  std::string& out_;
+  const http_server::connection& from_;
+};
 
 void write_response(const api_response& x, httplib::Response& res) {
   res.status = x.status;
@@ -19,74 +179,149 @@ void write_response(const api_response& x, httplib::Response& res) {
     res.set_content(x.body, std::string{x.content_type});
 }
 
-/// cpp-httplib reads a request body only after pre-routing; requests that
-/// carry one go through the regular (post-body) handlers instead. Without
-/// Content-Length or Transfer-Encoding an HTTP/1.1 request has no body.
-bool has_body(const httplib::Request& req) {
-  return req.has_header("Transfer-Encoding")
-         || (req.has_header("Content-Length")
-             && req.get_header_value("Content-Length") != "0");
+/// The Authorization header as sent, after cpp-httplib's %-decoding of
+/// header values (which `get_header_value` would cut at a NUL).
+std::string_view authorization_of(const httplib::Request& req) {
+  auto it = req.headers.find("Authorization");
+  return it == req.headers.end() ? std::string_view{}
+                                 : std::string_view{it->second};
 }
 
-/// A Content-Length that is not a plain decimal number makes the request's
-/// framing unknowable (RFC 9112 §6.3): such a request must be refused, not
-/// guessed at. cpp-httplib would read it as 0.
-bool has_invalid_content_length(const httplib::Request& req) {
-  if (!req.has_header("Content-Length"))
-    return false;
-  auto value = req.get_header_value("Content-Length");
-  return value.empty()
-         || value.find_first_not_of("0123456789") != std::string::npos;
+bool has_control_character(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return u < 0x20 || u == 0x7f;
+  });
 }
 
 } // namespace
 
-http_server::http_server(api& handler, http_server_settings settings)
+/// One client connection. A worker owns it while it holds its (one-shot)
+/// event; the watchdog only reads its atomics and, under the server's
+/// mutex, cuts it (`shutdown`), which wakes its worker to close it.
+class http_server::connection {
+public:
+  connection(int fd, const sockaddr_storage& peer, const sockaddr_storage& local)
+    : fd(fd) {
+    describe(peer, peer_ip, peer_port);
+    describe(local, local_ip, local_port);
+    last_active_ns.store(now_ns(), relaxed);
+  }
+
+  const int fd;
+  std::string peer_ip;
+  int peer_port = 0;
+  std::string local_ip;
+  int local_port = 0;
+  /// Bytes read and not yet served (an incomplete request, or pipelined
+  /// requests behind the one being served).
+  std::string in;
+  std::size_t served = 0;
+  bool continue_sent = false;
+  /// When the last byte was read or the last answer written.
+  std::atomic<std::int64_t> last_active_ns{0};
+  /// When the first byte of the request still incomplete arrived; 0 if
+  /// none is.
+  std::atomic<std::int64_t> request_started_ns{0};
+  /// Until when it lingers after a refused request (0: it does not).
+  std::atomic<std::int64_t> linger_until_ns{0};
+  /// A worker holds it.
+  std::atomic<bool> busy{false};
+  /// It was cut: whoever takes its next event closes it.
+  std::atomic<bool> cut{false};
+};
+
+request_stream::request_stream(std::string_view request, std::string& out,
+                               const http_server::connection& from)
+  : in_(request), out_(out), from_(from) {
+  // Nothing else to do.
+}
+
+void request_stream::get_remote_ip_and_port(std::string& ip, int& port) const {
+  ip = from_.peer_ip;
+  port = from_.peer_port;
+}
+
+void request_stream::get_local_ip_and_port(std::string& ip, int& port) const {
+  ip = from_.local_ip;
+  port = from_.local_port;
+}
+
+/// cpp-httplib's server, used for its per-request entry point only: it
+/// parses one request from a stream, routes it, and writes the answer.
+class http_server::engine : public httplib::Server {
+public:
+  using httplib::Server::process_request;
+};
+
+http_server::http_server(api& handler, http_server_settings settings,
+                         http_metrics& metrics)
   : api_(handler),
     settings_(std::move(settings)),
-    server_(std::make_unique<httplib::Server>()) {
-  auto& svr = *server_;
-  svr.set_tcp_nodelay(true);
-  // cpp-httplib sets SO_REUSEPORT by default, which lets a second process
-  // bind the same port and silently take half the connections. Reuse the
-  // address (restart while old sockets linger in TIME_WAIT) but not the port.
-  svr.set_socket_options([this](socket_t sock) {
-    int yes = 1;
-    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-    listen_socket_ = sock;
-  });
-  auto threads = settings_.threads;
-  svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+    metrics_(metrics),
+    figures_(metrics.listener(settings_.kind)),
+    engine_(std::make_unique<engine>()) {
+  auto& svr = *engine_;
   svr.set_keep_alive_max_count(settings_.keep_alive_max_requests);
-  svr.set_keep_alive_timeout(settings_.keep_alive_timeout_seconds);
-  svr.set_payload_max_length(settings_.max_body_bytes);
+  svr.set_keep_alive_timeout(settings_.keep_alive_timeout.count());
+  svr.set_payload_max_length(settings_.limits.max_body_bytes);
   svr.set_default_headers({{"Access-Control-Allow-Origin", "*"}});
   auto serve = [this](const httplib::Request& req, httplib::Response& res) {
-    auto authorization = req.get_header_value("Authorization");
+    auto authorization = authorization_of(req);
+    if (has_control_character(authorization)) {
+      res.status = 400;
+      res.set_content(api::error_body(400, "the Authorization header holds "
+                                           "a control character (header "
+                                           "values are %-decoded)"),
+                      "application/json; charset=utf-8");
+      return;
+    }
+    if (settings_.operations_only
+        && !is_operations_route(match_route(req.path).which)) {
+      res.status = 404;
+      res.set_content(api::error_body(404, "the operations port serves "
+                                           "probes, metrics and operator "
+                                           "endpoints only"),
+                      "application/json; charset=utf-8");
+      return;
+    }
     write_response(
       api_.handle(api_request{req.method, req.path, req.body, authorization}),
       res);
   };
-  // Requests without a body (the hot path) are answered before cpp-httplib's
-  // regex routing; that also lets every method reach the API's 404/405.
+  // Requests without a body (the hot path) are answered before
+  // cpp-httplib's regex routing; that also lets every method reach the
+  // API's 404/405. The edge has framed every request already, so a body is
+  // exactly what Content-Length or the chunks say.
   svr.set_pre_routing_handler(
     [serve](const httplib::Request& req, httplib::Response& res) {
-      if (has_invalid_content_length(req)) {
-        res.status = 400;
-        return httplib::Server::HandlerResponse::Handled;
-      }
-      if (has_body(req))
+      if (req.has_header("Transfer-Encoding")
+          || (req.has_header("Content-Length")
+              && req.get_header_value("Content-Length") != "0"))
         return httplib::Server::HandlerResponse::Unhandled;
       serve(req, res);
       return httplib::Server::HandlerResponse::Handled;
     });
+  // Bodies go through content readers: cpp-httplib then neither parses a
+  // form body (which it caps at 8 KiB) nor decompresses (the edge refused
+  // any Content-Encoding); the edge bounded the body already.
+  auto with_body = [serve](const httplib::Request& req,
+                           httplib::Response& res,
+                           const httplib::ContentReader& read) {
+    auto& body = const_cast<httplib::Request&>(req).body;
+    read([&body](const char* data, std::size_t n) {
+      body.append(data, n);
+      return true;
+    });
+    serve(req, res);
+  };
+  svr.Post(".*", with_body);
+  svr.Put(".*", with_body);
+  svr.Patch(".*", with_body);
+  svr.Delete(".*", with_body);
   svr.Get(".*", serve);
-  svr.Post(".*", serve);
-  svr.Put(".*", serve);
-  svr.Patch(".*", serve);
-  svr.Delete(".*", serve);
   svr.Options(".*", serve);
-  // Errors that cpp-httplib raises itself (malformed request, 413, 414...)
+  // Errors that cpp-httplib raises itself (a malformed request line...)
   // get the same JSON bodies as the API's own.
   svr.set_error_handler(httplib::Server::HandlerWithResponse{
     [](const httplib::Request&, httplib::Response& res) {
@@ -98,38 +333,489 @@ http_server::http_server(api& handler, http_server_settings settings)
     }});
 }
 
-http_server::~http_server() = default;
+http_server::~http_server() {
+  for (auto* c : open_) {
+    ::close(c->fd);
+    delete c;
+  }
+  for (int fd : {listen_fd_, epoll_fd_, wake_fd_})
+    if (fd >= 0)
+      ::close(fd);
+}
 
 int http_server::bind() {
-  int port = settings_.port;
-  if (port == 0)
-    port = server_->bind_to_any_port(settings_.bind_address);
-  else if (!server_->bind_to_port(settings_.bind_address, port))
-    port = -1;
-  // cpp-httplib listens with a backlog of 5, which drops the SYNs of a burst
-  // of new connections (clients then retry after a second). Listening again
-  // on the bound socket raises the backlog.
-  if (port > 0 && listen_socket_ >= 0)
-    ::listen(listen_socket_, SOMAXCONN);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST;
+  addrinfo* found = nullptr;
+  auto service = std::to_string(settings_.port);
+  if (::getaddrinfo(settings_.bind_address.c_str(), service.c_str(), &hints,
+                    &found)
+        != 0
+      || found == nullptr)
+    return -1;
+  std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> guard{found,
+                                                              ::freeaddrinfo};
+  int fd = ::socket(found->ai_family,
+                    found->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                    found->ai_protocol);
+  if (fd < 0)
+    return -1;
+  // Reuse the address (restart while old sockets linger in TIME_WAIT) but
+  // not the port: SO_REUSEPORT would let a second process bind it too and
+  // silently take half the connections.
+  int yes = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  if (::bind(fd, found->ai_addr, found->ai_addrlen) != 0
+      || ::listen(fd, SOMAXCONN) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  sockaddr_storage bound{};
+  socklen_t len = sizeof(bound);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+  std::string ip;
+  int port = 0;
+  describe(bound, ip, port);
+  epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+  wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (epoll_fd_ < 0 || wake_fd_ < 0) {
+    ::close(fd);
+    return -1;
+  }
+  listen_fd_ = fd;
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLONESHOT;
+  ev.data.ptr = &listener_marker;
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &ev);
+  ev.events = EPOLLIN; // level-triggered: once written, wakes every worker
+  ev.data.ptr = &wake_marker;
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
   return port;
 }
 
+std::size_t http_server::connections() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return open_.size();
+}
+
 void http_server::run() {
-  running_.store(true);
-  if (!stop_requested_.load())
-    server_->listen_after_bind();
-  running_.store(false);
+  if (listen_fd_ < 0)
+    return;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    for (std::size_t i = 0; i < std::max<std::size_t>(settings_.threads, 1);
+         ++i)
+      spawn_worker();
+  }
+  watchdog_loop();
+  exiting_.store(true);
+  std::uint64_t one = 1;
+  [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof(one));
+  std::vector<worker> done;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    done.swap(workers_);
+  }
+  for (auto& w : done)
+    w.thread.join();
+  figures_.workers.store(0, relaxed);
 }
 
 void http_server::stop() {
-  // cpp-httplib ignores stop() until listen_after_bind() has set it running,
-  // so a stop that arrives just as `run` begins would be lost. Either `run`
-  // sees the request and never listens, or this waits (bounded) until it
-  // listens and then stops it.
-  stop_requested_.store(true);
-  for (int i = 0; i < 5000 && running_.load() && !server_->is_running(); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds{1});
-  server_->stop();
+  std::lock_guard<std::mutex> guard{mtx_};
+  if (stop_requested_)
+    return;
+  stop_requested_ = true;
+  drain_deadline_ = clock_type::now() + settings_.shutdown_timeout;
+  draining_.store(true);
+  stopped_.notify_all(); // the watchdog shuts the listener and drains
+}
+
+void http_server::spawn_worker() {
+  // Under mtx_. Ended workers are joined here, so the list stays short.
+  workers_.erase(std::remove_if(workers_.begin(), workers_.end(),
+                                [](worker& w) {
+                                  if (!w.done->load())
+                                    return false;
+                                  w.thread.join();
+                                  return true;
+                                }),
+                 workers_.end());
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  auto since = std::make_shared<std::atomic<std::int64_t>>(0);
+  workers_.push_back(worker{std::thread{[this, done, since] {
+                              worker_loop(*since);
+                              done->store(true);
+                            }},
+                            done, since});
+  ++live_workers_;
+  figures_.workers.store(static_cast<std::int64_t>(live_workers_), relaxed);
+}
+
+void http_server::worker_loop(std::atomic<std::int64_t>& busy_since) {
+  epoll_event ev{};
+  for (;;) {
+    int n = ::epoll_wait(epoll_fd_, &ev, 1, idle_worker_ms);
+    if (exiting_.load())
+      return;
+    if (n == 0) {
+      std::lock_guard<std::mutex> guard{mtx_};
+      if (live_workers_ > settings_.threads) {
+        --live_workers_;
+        figures_.workers.store(static_cast<std::int64_t>(live_workers_),
+                               relaxed);
+        return;
+      }
+      continue;
+    }
+    if (n < 0 || ev.data.ptr == &wake_marker)
+      continue;
+    busy_since.store(now_ns(), relaxed);
+    figures_.busy_workers.fetch_add(1, relaxed);
+    if (ev.data.ptr == &listener_marker)
+      accept_ready();
+    else
+      on_readable(static_cast<connection*>(ev.data.ptr));
+    figures_.busy_workers.fetch_sub(1, relaxed);
+    busy_since.store(0, relaxed);
+  }
+}
+
+void http_server::accept_ready() {
+  for (int i = 0; i < accept_batch; ++i) {
+    sockaddr_storage peer{};
+    socklen_t len = sizeof(peer);
+    int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &len,
+                       SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED)
+        continue;
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS
+          || errno == ENOMEM) {
+        // Out of descriptors: leave the listener disarmed for a moment (it
+        // stays readable, so arming it now would spin); the watchdog arms
+        // it again.
+        std::lock_guard<std::mutex> guard{mtx_};
+        listener_paused_until_ = clock_type::now() + scan_every;
+        return;
+      }
+      break; // EAGAIN, or the listener was shut down by `stop`
+    }
+    admit(fd, peer);
+  }
+  if (!draining_.load())
+    arm_listener();
+}
+
+void http_server::arm_listener() {
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLONESHOT;
+  ev.data.ptr = &listener_marker;
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, listen_fd_, &ev);
+}
+
+void http_server::close_listener() {
+  // Connections already queued get their answers too: accept them before
+  // the listener is shut (which resets whatever is still queued).
+  for (;;) {
+    sockaddr_storage peer{};
+    socklen_t len = sizeof(peer);
+    int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &len,
+                       SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED)
+        continue;
+      break;
+    }
+    admit(fd, peer);
+  }
+  ::shutdown(listen_fd_, SHUT_RDWR); // closed in the destructor
+}
+
+void http_server::admit(int fd, const sockaddr_storage& peer) {
+  figures_.accepted.fetch_add(1, relaxed);
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (open_.size() >= settings_.max_connections && !evict_idle()) {
+      figures_.shed.fetch_add(1, relaxed);
+    } else {
+      int yes = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &yes, sizeof(yes));
+      sockaddr_storage local{};
+      socklen_t len = sizeof(local);
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len);
+      auto* c = new connection(fd, peer, local);
+      open_.insert(c);
+      figures_.open_connections.fetch_add(1, relaxed);
+      epoll_event ev{};
+      ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
+      ev.data.ptr = c;
+      ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+      return;
+    }
+  }
+  // Beyond the cap with no idle connection to close: say so, at once.
+  send_all(fd, closing_answer(503, "too many connections"),
+           clock_type::now());
+  ::close(fd);
+}
+
+bool http_server::evict_idle() {
+  // Under mtx_: the longest-idle connection that holds no request.
+  connection* oldest = nullptr;
+  for (auto* c : open_) {
+    if (c->busy.load(relaxed) || c->cut.load(relaxed)
+        || c->request_started_ns.load(relaxed) != 0
+        || c->linger_until_ns.load(relaxed) != 0)
+      continue;
+    if (oldest == nullptr
+        || c->last_active_ns.load(relaxed)
+             < oldest->last_active_ns.load(relaxed))
+      oldest = c;
+  }
+  if (oldest == nullptr || has_unread_bytes(oldest->fd))
+    return false; // (a request has just arrived on it: it is not idle)
+  cut(oldest);
+  figures_.evicted.fetch_add(1, relaxed);
+  return true;
+}
+
+void http_server::cut(connection* c) {
+  // Under mtx_, so `c` (and its descriptor) is still open: only a worker
+  // holding its event closes it, after taking it out of `open_`.
+  if (c->cut.exchange(true))
+    return;
+  ::shutdown(c->fd, SHUT_RDWR); // its next event (HUP) reaches a worker
+}
+
+void http_server::close_connection(connection* c) {
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    open_.erase(c);
+    if (open_.empty() && draining_.load())
+      stopped_.notify_all();
+  }
+  ::close(c->fd); // also takes it out of the epoll set
+  figures_.open_connections.fetch_sub(1, relaxed);
+  delete c;
+}
+
+void http_server::rearm(connection* c) {
+  c->busy.store(false);
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
+  ev.data.ptr = c;
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+void http_server::on_readable(connection* c) {
+  c->busy.store(true);
+  if (c->cut.load()) {
+    close_connection(c);
+    return;
+  }
+  char buf[read_chunk];
+  if (c->linger_until_ns.load(relaxed) != 0) {
+    for (;;) {
+      auto n = ::recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+      if (n > 0 || (n < 0 && errno == EINTR))
+        continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        rearm(c);
+      else
+        close_connection(c); // the client closed too
+      return;
+    }
+  }
+  bool peer_closed = false;
+  // Read what has arrived, but never more than a request can be: the
+  // framing refuses anything larger anyway.
+  auto cap = settings_.limits.max_header_bytes
+             + 2 * settings_.limits.max_body_bytes + read_chunk;
+  while (c->in.size() < cap) {
+    auto n = ::recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n > 0) {
+      if (c->in.empty())
+        c->request_started_ns.store(now_ns(), relaxed);
+      c->in.append(buf, static_cast<std::size_t>(n));
+      if (static_cast<std::size_t>(n) < sizeof(buf))
+        break;
+      continue;
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+      peer_closed = true;
+    break;
+  }
+  c->last_active_ns.store(now_ns(), relaxed);
+  switch (serve_buffered(c, peer_closed)) {
+    case next_step::keep:
+      rearm(c);
+      break;
+    case next_step::linger:
+      linger(c);
+      break;
+    case next_step::close:
+      close_connection(c);
+      break;
+  }
+}
+
+void http_server::linger(connection* c) {
+  ::shutdown(c->fd, SHUT_WR);
+  std::string{}.swap(c->in);
+  c->request_started_ns.store(0, relaxed);
+  c->linger_until_ns.store(now_ns() + to_ns(linger_time), relaxed);
+  rearm(c);
+}
+
+http_server::next_step http_server::serve_buffered(connection* c,
+                                                   bool peer_closed) {
+  std::string out;
+  std::size_t consumed = 0;
+  bool keep = true;
+  bool refused = false;
+  while (keep && consumed < c->in.size()) {
+    std::string_view rest{c->in.data() + consumed, c->in.size() - consumed};
+    auto f = frame_request(rest, settings_.limits);
+    if (f.what == request_frame::state::incomplete) {
+      if (f.expects_continue && !c->continue_sent) {
+        out += "HTTP/1.1 100 Continue\r\n\r\n";
+        c->continue_sent = true;
+      }
+      break;
+    }
+    if (f.what == request_frame::state::refused) {
+      figures_.refused.fetch_add(1, relaxed);
+      out += closing_answer(f.status, f.reason);
+      consumed = c->in.size();
+      keep = false;
+      refused = true;
+      break;
+    }
+    c->continue_sent = false;
+    bool last = draining_.load()
+                || ++c->served >= settings_.keep_alive_max_requests;
+    bool client_closes = false;
+    bool parsed = false;
+    request_stream strm{rest.substr(f.skip, f.size), out, *c};
+    engine_->process_request(strm, last, client_closes,
+                             [&parsed](httplib::Request& req) {
+                               parsed = true;
+                               // The edge has the whole body already.
+                               req.headers.erase("Expect");
+                             });
+    consumed += f.skip + f.size;
+    // A request cpp-httplib could not parse was answered 400: its
+    // connection is closed, as after any refused request.
+    keep = !last && !client_closes && parsed;
+  }
+  c->in.erase(0, consumed);
+  if (c->in.empty()) {
+    c->request_started_ns.store(0, relaxed);
+    if (c->in.capacity() > read_chunk)
+      std::string{}.swap(c->in); // idle connections hold no buffer
+  } else if (consumed > 0) {
+    c->request_started_ns.store(now_ns(), relaxed); // the next one began
+  }
+  if (!out.empty()) {
+    // Stamped before the client can see the answer, so a connection used
+    // after another is always the younger.
+    c->last_active_ns.store(now_ns(), relaxed);
+    if (!send_all(c->fd, out, clock_type::now() + settings_.write_timeout))
+      return next_step::close;
+  }
+  // A peer that closed its side got the answers to its whole requests; a
+  // request it left incomplete can never complete.
+  if (peer_closed || c->cut.load())
+    return next_step::close;
+  if (refused)
+    return next_step::linger; // the rest of its bytes may still arrive
+  return keep ? next_step::keep : next_step::close;
+}
+
+void http_server::watchdog_loop() {
+  std::unique_lock<std::mutex> guard{mtx_};
+  auto next_scan = clock_type::now();
+  for (;;) {
+    stopped_.wait_for(guard, watchdog_tick);
+    if (draining_.load() && !listener_closed_) {
+      listener_closed_ = true;
+      guard.unlock();
+      close_listener();
+      guard.lock();
+    }
+    auto now = clock_type::now();
+    if (draining_.load() && (open_.empty() || now >= drain_deadline_)) {
+      if (open_.empty())
+        return;
+      for (auto* c : open_)
+        cut(c); // the shutdown timeout has passed
+      stopped_.wait_until(guard, now + settings_.write_timeout,
+                          [this] { return open_.empty(); });
+      return;
+    }
+    grow_if_starved(now);
+    if (listener_paused_until_ != clock_type::time_point{}
+        && now >= listener_paused_until_ && !draining_.load()) {
+      listener_paused_until_ = {};
+      arm_listener();
+    }
+    if (now < next_scan && !draining_.load())
+      continue;
+    next_scan = now + scan_every;
+    auto t = to_ns(now.time_since_epoch());
+    auto read_limit = to_ns(settings_.read_timeout);
+    auto idle_limit = to_ns(settings_.keep_alive_timeout);
+    for (auto* c : open_) {
+      if (c->cut.load(relaxed))
+        continue;
+      if (auto until = c->linger_until_ns.load(relaxed); until != 0) {
+        if (t > until)
+          cut(c);
+        continue;
+      }
+      auto started = c->request_started_ns.load(relaxed);
+      if (started != 0) {
+        if (t - started > read_limit) {
+          figures_.timed_out.fetch_add(1, relaxed);
+          cut(c);
+        }
+      } else if (!c->busy.load(relaxed)
+                 && (draining_.load()
+                     || t - c->last_active_ns.load(relaxed) > idle_limit)
+                 && !has_unread_bytes(c->fd)) {
+        cut(c); // idle: past its keep-alive, or the server is stopping
+      }
+    }
+  }
+}
+
+void http_server::grow_if_starved(clock_type::time_point now) {
+  // Under mtx_. Every worker busy on one request for a while (a handler
+  // waits, say, for a database that is down) would leave new requests
+  // unread: add workers, a quarter more at a time.
+  if (live_workers_ >= settings_.max_threads)
+    return;
+  auto t = to_ns(now.time_since_epoch());
+  std::size_t running = 0;
+  for (auto& w : workers_) {
+    if (w.done->load(relaxed))
+      continue;
+    ++running;
+    auto since = w.busy_since->load(relaxed);
+    if (since == 0 || t - since < to_ns(starved_after))
+      return; // a worker is free, or will be soon
+  }
+  if (running == 0)
+    return;
+  auto more = std::min(std::max<std::size_t>(live_workers_ / 4, 1),
+                       settings_.max_threads - live_workers_);
+  for (std::size_t i = 0; i < more; ++i)
+    spawn_worker();
 }
 
 } // namespace videostreams

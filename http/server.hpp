@@ -1,58 +1,149 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <condition_variable>
 #include <cstddef>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include <sys/socket.h>
 
 #include "http/api.hpp"
-
-namespace httplib {
-class Server;
-}
+#include "http/metrics.hpp"
+#include "http/request_framing.hpp"
 
 namespace videostreams {
 
-/// How the HTTP listener behaves.
+/// How one HTTP listener behaves.
 struct http_server_settings {
   std::string bind_address = "0.0.0.0";
   /// 0 picks a free port (read it back from `bind`).
   int port = 8080;
-  /// Worker threads. cpp-httplib keeps a connection on one worker for its
-  /// whole keep-alive life, so this bounds the concurrent connections served.
-  std::size_t threads = 64;
+  /// Which listener this is, in `/metrics`.
+  listener_kind kind = listener_kind::api;
+  /// Serve the operations routes only (`is_operations_route`); any other
+  /// path is a 404.
+  bool operations_only = false;
+  /// Worker threads kept ready; the pool grows while every worker is busy
+  /// (a worker runs one request at a time, never waits for a connection's
+  /// next bytes), up to `max_threads`.
+  std::size_t threads = 8;
+  std::size_t max_threads = 512;
+  /// Open connections at most; a connection beyond takes the place of the
+  /// longest-idle keep-alive connection, or is answered 503 and closed.
+  std::size_t max_connections = 16000;
   /// A keep-alive connection idle for this long is closed.
-  int keep_alive_timeout_seconds = 5;
+  std::chrono::seconds keep_alive_timeout{60};
   /// Requests served on one connection before it is closed.
   std::size_t keep_alive_max_requests = 100000;
-  /// Larger request bodies are answered 413.
-  std::size_t max_body_bytes = 16 * 1024;
+  /// A request must arrive whole (header and body) within this of its
+  /// first byte; a slower one is cut (slowloris).
+  std::chrono::seconds read_timeout{10};
+  /// An answer must be taken by the client within this.
+  std::chrono::seconds write_timeout{5};
+  /// How long `stop` lets requests already under way finish.
+  std::chrono::milliseconds shutdown_timeout{10000};
+  framing_limits limits;
 };
 
-/// The cpp-httplib listener in front of `api`: TCP_NODELAY, a fixed worker
-/// pool, long keep-alive, CORS and JSON error bodies on every answer.
+/// The HTTP edge in front of `api`: its own accept loop and connection
+/// table on epoll, with cpp-httplib parsing and answering each request.
+///
+/// A connection costs no thread while it is idle or while its request
+/// arrives: workers wait on one epoll set (every connection armed one-shot,
+/// so exactly one worker takes its event), read what has arrived, and frame
+/// it (`frame_request`). Only a whole request goes to cpp-httplib, which
+/// parses it from memory and writes its answer. So slow or idle clients
+/// hold no worker; a handler that blocks holds one, and the pool grows. A
+/// watchdog enforces the deadlines, grows the pool, and drains on `stop`.
 class http_server {
 public:
-  http_server(api& handler, http_server_settings settings);
+  http_server(api& handler, http_server_settings settings,
+              http_metrics& metrics);
   ~http_server();
+
+  http_server(const http_server&) = delete;
+  http_server& operator=(const http_server&) = delete;
 
   /// Binds the listening socket; returns the bound port, or -1 on failure.
   int bind();
 
-  /// Serves until `stop`; returns after in-flight requests have finished.
+  /// Serves until `stop`, then drains: returns once every connection is
+  /// closed (or cut at the shutdown timeout) and every worker is done.
   void run();
 
-  /// Stops accepting; `run` returns once the workers are done. Thread-safe.
+  /// Stops accepting and drains: idle connections are closed at once,
+  /// requests under way are answered with `Connection: close`, whatever
+  /// remains after the shutdown timeout is cut. Thread-safe; returns at
+  /// once (`run` returns when the drain is over).
   void stop();
 
+  /// Connections open now (tests).
+  std::size_t connections() const;
+
+  class connection;
+  class engine;
+
 private:
+  using clock_type = std::chrono::steady_clock;
+
+  struct worker {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+    /// When it took the event it is busy with; 0 while it waits.
+    std::shared_ptr<std::atomic<std::int64_t>> busy_since;
+  };
+
+  void worker_loop(std::atomic<std::int64_t>& busy_since);
+  void watchdog_loop();
+  void accept_ready();
+  void admit(int fd, const sockaddr_storage& peer);
+  void on_readable(connection* c);
+  enum class next_step { keep, close, linger };
+  /// Serves every whole request in `c`'s bytes; says what `c` does next.
+  next_step serve_buffered(connection* c, bool peer_closed);
+  /// Answered and half-closed: `c` reads (and drops) what the client still
+  /// sends, so that closing it does not reset the answer away.
+  void linger(connection* c);
+  void close_connection(connection* c);
+  void rearm(connection* c);
+  void arm_listener();
+  /// Accepts what is queued on the listener, then shuts it (`stop`).
+  void close_listener();
+  // Under mtx_:
+  void spawn_worker();
+  void grow_if_starved(clock_type::time_point now);
+  bool evict_idle();
+  /// Cuts `c`: its next event (at once) closes it.
+  void cut(connection* c);
+
   api& api_;
   http_server_settings settings_;
-  std::unique_ptr<httplib::Server> server_;
-  /// The listening socket, captured when cpp-httplib creates it.
-  int listen_socket_ = -1;
-  std::atomic<bool> stop_requested_{false};
-  std::atomic<bool> running_{false};
+  http_metrics& metrics_;
+  listener_figures& figures_;
+  std::unique_ptr<engine> engine_;
+  int listen_fd_ = -1;
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;
+
+  mutable std::mutex mtx_;
+  /// Wakes the watchdog: `stop`, or the last connection closed.
+  std::condition_variable stopped_;
+  std::unordered_set<connection*> open_;
+  std::vector<worker> workers_;
+  std::size_t live_workers_ = 0;
+  std::atomic<bool> draining_{false};
+  std::atomic<bool> exiting_{false};
+  bool stop_requested_ = false;
+  bool listener_closed_ = false;
+  clock_type::time_point drain_deadline_;
+  clock_type::time_point listener_paused_until_;
 };
 
 } // namespace videostreams

@@ -144,6 +144,24 @@ std::string raw_connection::read_response() {
   return response;
 }
 
+bool raw_connection::closed_by_peer(std::chrono::milliseconds limit) {
+  if (!buffered_.empty())
+    return false;
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    char byte;
+    auto n = ::recv(fd_, &byte, 1, 0);
+    if (n == 0 || (n < 0 && errno == ECONNRESET))
+      return true;
+    if (n > 0)
+      return false;
+    if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)
+      return false;
+    if (std::chrono::steady_clock::now() >= deadline)
+      return false;
+  }
+}
+
 std::optional<double> metric_value(const std::string& text,
                                    std::string_view series) {
   std::istringstream lines{text};

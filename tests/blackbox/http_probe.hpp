@@ -81,6 +81,12 @@ public:
   /// connection closed or timed out before a whole response arrived.
   std::string read_response();
 
+  /// True once the service has closed the connection (end of stream or a
+  /// reset) with nothing more to read; false if more bytes arrive or it is
+  /// still open after `limit`.
+  bool closed_by_peer(std::chrono::milliseconds limit
+                      = std::chrono::seconds{10});
+
 private:
   int fd_ = -1;
   std::string buffered_;

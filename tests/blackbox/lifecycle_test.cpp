@@ -80,7 +80,7 @@ TEST_CASE("requests in flight when SIGTERM arrives still get their answers",
           "[blackbox]") {
   constexpr int clients = 8;
   constexpr int max_requests_per_client = 200000;
-  service_process svc{{"--http-threads=16"}};
+  service_process svc{{"--http-threads=16", "--request-timeout=10s"}};
   std::vector<client_log> logs(clients);
   std::atomic<int> total{0};
   std::atomic<bool> quit{false};

@@ -21,10 +21,15 @@ const std::vector<std::pair<std::string, std::string>> every_option{
   {"--shards", "VIDEOSTREAMS_SHARDS"},
   {"--passivate-after", "VIDEOSTREAMS_PASSIVATE_AFTER"},
   {"--request-timeout", "VIDEOSTREAMS_REQUEST_TIMEOUT"},
+  {"--ops-port", "VIDEOSTREAMS_OPS_PORT"},
   {"--http-threads", "VIDEOSTREAMS_HTTP_THREADS"},
+  {"--http-max-threads", "VIDEOSTREAMS_HTTP_MAX_THREADS"},
+  {"--max-connections", "VIDEOSTREAMS_MAX_CONNECTIONS"},
   {"--actor-threads", "VIDEOSTREAMS_ACTOR_THREADS"},
   {"--keep-alive-timeout", "VIDEOSTREAMS_KEEP_ALIVE_TIMEOUT"},
   {"--keep-alive-max-requests", "VIDEOSTREAMS_KEEP_ALIVE_MAX_REQUESTS"},
+  {"--read-timeout", "VIDEOSTREAMS_READ_TIMEOUT"},
+  {"--shutdown-timeout", "VIDEOSTREAMS_SHUTDOWN_TIMEOUT"},
   {"--default-ttl", "VIDEOSTREAMS_DEFAULT_TTL"},
   {"--min-ttl", "VIDEOSTREAMS_MIN_TTL"},
   {"--max-ttl", "VIDEOSTREAMS_MAX_TTL"},
@@ -109,7 +114,9 @@ TEST_CASE("a bad option value exits 2 with a message", "[blackbox]") {
     "--max-streams=abc",   "--max-streams=1.5", "--shards=0",
     "--shards=-3",         "--http-threads=0",  "--actor-threads=0",
     "--passivate-after=x", "--passivate-after=-5s",
-    "--request-timeout=0ms", "--request-timeout=soon", "--bind="};
+    "--request-timeout=0ms", "--request-timeout=soon", "--bind=",
+    "--ops-port=-2",       "--ops-port=65536",  "--max-connections=0",
+    "--read-timeout=0",    "--shutdown-timeout=forever"};
   for (auto& arg : bad) {
     INFO(arg);
     auto name = arg.substr(0, arg.find('='));

@@ -175,7 +175,7 @@ service_process::service_process(std::vector<std::string> extra_args,
   // Free ports only, so that tests can run side by side; the cluster port
   // matters with a database only.
   std::vector<std::string> args{"--port=0", "--bind=" + host_,
-                                "--cluster-port=0"};
+                                "--cluster-port=0", "--ops-port=0"};
   auto start_line_prefix = "videostreams: listening on " + host_ + ":";
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   pipe_fds err;
@@ -192,6 +192,10 @@ service_process::service_process(std::vector<std::string> extra_args,
         auto comma = stderr_.find(',', digits);
         if (comma != std::string::npos) {
           port_ = std::atoi(stderr_.c_str() + digits);
+          auto ops_prefix = "operations on " + host_ + ":";
+          auto ops = stderr_.find(ops_prefix, comma);
+          if (ops != std::string::npos)
+            ops_port_ = std::atoi(stderr_.c_str() + ops + ops_prefix.size());
           break;
         }
       }

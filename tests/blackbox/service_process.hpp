@@ -81,6 +81,11 @@ public:
     return port_;
   }
 
+  /// The operations port, or -1 when it is off.
+  int ops_port() const noexcept {
+    return ops_port_;
+  }
+
   /// The address the service listens on.
   const std::string& host() const noexcept {
     return host_;
@@ -108,6 +113,7 @@ private:
   std::string host_;
   pid_t pid_ = -1;
   int port_ = -1;
+  int ops_port_ = -1;
   bool stopped_ = false;
   exit_status status_;
   mutable std::mutex mtx_;

@@ -599,7 +599,9 @@ TEST_CASE("v2 routes: other methods are a 405 with Allow, OPTIONS is the "
   };
   for (auto& rc : routes) {
     for (auto& method : rc.refused) {
-      for (bool with_body : {false, method != "HEAD"}) {
+      // A GET or HEAD with a body never reaches a route: the edge refuses
+      // it (edge_test.cpp).
+      for (bool with_body : {false, method != "HEAD" && method != "GET"}) {
         INFO(method << " " << rc.path << (with_body ? " with a body" : ""));
         auto body = with_body ? std::optional<std::string>{R"({"sessionId":"s1","maxStreams":0})"}
                               : std::nullopt;

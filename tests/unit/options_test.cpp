@@ -100,7 +100,9 @@ TEST_CASE("--help lists every option with its variable and default",
                     "max-ttl", "legacy-stream-ttl", "admin-token",
                     "database-url", "durability", "flush-interval",
                     "write-backlog", "fold-min-changes", "node-id",
-                    "advertise-host", "cluster-port", "lease-ttl"}) {
+                    "advertise-host", "cluster-port", "lease-ttl",
+                    "ops-port", "http-max-threads", "max-connections",
+                    "read-timeout", "shutdown-timeout"}) {
     INFO(name);
     CHECK_THAT(text, Catch::Contains(std::string{"--"} + name + "="));
   }

@@ -1,0 +1,388 @@
+// The HTTP edge (DESIGN §2, README "The HTTP edge"): idle and slow
+// connections hold no worker, framing that could smuggle a request is
+// refused and the connection closed, bodies are bounded whatever their
+// encoding, the operations port serves probes on its own, and a stop drains.
+
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "http_probe.hpp"
+#include "service_process.hpp"
+
+using namespace videostreams::blackbox;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// Generous for a busy machine: these tests are not about request timeouts.
+const std::string patient = "--request-timeout=10s";
+
+int status_of(const std::string& response) {
+  if (response.rfind("HTTP/1.1 ", 0) != 0)
+    return -1;
+  return std::atoi(response.c_str() + 9);
+}
+
+bool has_header(const std::string& response, const std::string& line) {
+  auto head = response.substr(0, response.find("\r\n\r\n"));
+  return head.find("\r\n" + line + "\r\n") != std::string::npos
+         || head.size() >= line.size()
+              && head.compare(head.size() - line.size(), line.size(), line)
+                   == 0;
+}
+
+std::string body_of(const std::string& response) {
+  auto at = response.find("\r\n\r\n");
+  return at == std::string::npos ? std::string{} : response.substr(at + 4);
+}
+
+/// The user's open streams, through a connection of its own.
+int streams_of(int port, int user) {
+  auto cli = make_client(port);
+  auto r = get(*cli, "/api/v2/users/" + std::to_string(user) + "/streams");
+  auto at = r.body.find("\"streamCount\":");
+  return at == std::string::npos ? -1 : std::atoi(r.body.c_str() + at + 14);
+}
+
+/// Sends `bytes` on a new connection, then expects one refusal with
+/// `status` and the connection closed.
+void check_refused(int port, const std::string& bytes, int status) {
+  INFO(bytes);
+  raw_connection conn{port};
+  REQUIRE(conn.connected());
+  REQUIRE(conn.write(bytes));
+  auto response = conn.read_response();
+  INFO("response: " << response);
+  CHECK(status_of(response) == status);
+  CHECK(has_header(response, "Connection: close"));
+  CHECK(has_header(response, "Access-Control-Allow-Origin: *"));
+  CHECK(body_of(response).find("\"msg\":") != std::string::npos);
+  CHECK(conn.closed_by_peer());
+}
+
+} // namespace
+
+TEST_CASE("idle and slow connections hold no worker: with two workers, a "
+          "new client is answered beside hundreds of them",
+          "[blackbox][edge]") {
+  service_process svc{{"--http-threads=2", "--http-max-threads=2", patient}};
+  std::vector<std::unique_ptr<raw_connection>> held;
+  // Idle keep-alive connections, each after one answered request.
+  for (int i = 0; i < 200; ++i) {
+    auto c = std::make_unique<raw_connection>(svc.port());
+    REQUIRE(c->connected());
+    REQUIRE(c->write("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"));
+    REQUIRE(status_of(c->read_response()) == 200);
+    held.push_back(std::move(c));
+  }
+  // Slow clients, each with half a request header.
+  for (int i = 0; i < 100; ++i) {
+    auto c = std::make_unique<raw_connection>(svc.port());
+    REQUIRE(c->connected());
+    REQUIRE(c->write("GET /api/startstream/5 HTTP/1.1\r\nHo"));
+    held.push_back(std::move(c));
+  }
+  // With a worker per connection (the old edge) both workers would be
+  // taken and these would wait until a held connection closed.
+  raw_connection fresh{svc.port()};
+  REQUIRE(fresh.write("GET /api/startstream/77 HTTP/1.1\r\nHost: t\r\n\r\n"));
+  CHECK(body_of(fresh.read_response()) == granted_body(1));
+  REQUIRE(fresh.write("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"));
+  CHECK(status_of(fresh.read_response()) == 200);
+  auto cli = make_client(svc.port());
+  auto metrics = scrape(*cli);
+  auto open = metric_value(metrics,
+                           "videostreams_http_open_connections{listener=\"api\"}");
+  REQUIRE(open);
+  CHECK(*open >= 301);
+  // The slow clients finish their requests: each is answered.
+  for (std::size_t i = 200; i < held.size(); ++i) {
+    REQUIRE(held[i]->write("st: t\r\n\r\n"));
+    CHECK(status_of(held[i]->read_response()) == 200);
+  }
+  CHECK(streams_of(svc.port(), 5) == 3); // 100 tries, the limit held
+}
+
+TEST_CASE("a request that does not arrive whole within --read-timeout is "
+          "cut",
+          "[blackbox][edge]") {
+  service_process svc{{"--read-timeout=1s"}};
+  raw_connection slow{svc.port()};
+  REQUIRE(slow.write("GET /api/startstream/5 HTTP/1.1\r\n"));
+  // One byte every 200 ms keeps it busy but never finishes the header.
+  bool closed = false;
+  for (int i = 0; i < 100 && !closed; ++i) {
+    if (!slow.write("X"))
+      closed = true;
+    else
+      closed = slow.closed_by_peer(200ms);
+  }
+  CHECK(closed);
+  CHECK(streams_of(svc.port(), 5) == 0);
+  auto cli = make_client(svc.port());
+  auto cut = metric_value(scrape(*cli), "videostreams_http_connections_timed_"
+                                        "out_total{listener=\"api\"}");
+  REQUIRE(cut);
+  CHECK(*cut == 1);
+}
+
+TEST_CASE("framing that could smuggle a request is a 400, the connection is "
+          "closed, and the smuggled request never runs",
+          "[blackbox][edge]") {
+  service_process svc;
+  const std::string smuggled = "GET /api/startstream/66 HTTP/1.1\r\nHost: t"
+                               "\r\n\r\n";
+  auto len = std::to_string(smuggled.size());
+  check_refused(svc.port(),
+                "POST /api/v2/users/1/streams HTTP/1.1\r\nHost: t\r\n"
+                "Content-Length: "
+                  + len + "\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                  + smuggled,
+                400);
+  check_refused(svc.port(),
+                "POST /api/v2/users/1/streams HTTP/1.1\r\nHost: t\r\n"
+                "Content-Length: 2\r\nContent-Length: "
+                  + std::to_string(2 + smuggled.size()) + "\r\n\r\n{}"
+                  + smuggled,
+                400);
+  for (std::string method : {"GET", "HEAD", "OPTIONS"})
+    check_refused(svc.port(),
+                  method + " /api/v2/users/1/streams HTTP/1.1\r\nHost: t\r\n"
+                           "Content-Length: "
+                    + len + "\r\n\r\n" + smuggled,
+                  400);
+  // The tail arrives in a later segment, after the first request's head.
+  {
+    raw_connection conn{svc.port()};
+    REQUIRE(conn.write("GET /api/startstream/66 HTTP/1.1\r\nHost: t\r\n"
+                       "Content-Length: "
+                       + len + "\r\n\r\n"));
+    std::this_thread::sleep_for(50ms); // a separate segment
+    conn.write(smuggled);
+    auto response = conn.read_response();
+    CHECK(status_of(response) == 400);
+    CHECK(conn.closed_by_peer());
+  }
+  check_refused(svc.port(),
+                "GET /api/startstream/6%2F6 HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+  check_refused(svc.port(),
+                "GET /api/startstream/6%2f6 HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+  check_refused(svc.port(), "GET /api/startstream/66 HTTP/1.1\nHost: t\n\n",
+                400);
+  CHECK(streams_of(svc.port(), 66) == 0);
+  CHECK(streams_of(svc.port(), 6) == 0);
+  CHECK(streams_of(svc.port(), 1) == 0);
+}
+
+TEST_CASE("bodies are bounded at 16 KiB whatever their framing, encoding or "
+          "content type",
+          "[blackbox][edge]") {
+  service_process svc;
+  const std::string post = "POST /api/v2/users/3/streams HTTP/1.1\r\nHost: t"
+                           "\r\n";
+  // Refused from the header alone: nothing of the body is needed.
+  check_refused(svc.port(), post + "Content-Length: 16385\r\n\r\n", 413);
+  // A chunked body is counted as it arrives.
+  {
+    raw_connection conn{svc.port()};
+    REQUIRE(conn.write(post + "Transfer-Encoding: chunked\r\n\r\n"));
+    std::string chunk = "1000\r\n" + std::string(4096, ' ') + "\r\n";
+    bool refused_early = false;
+    for (int i = 0; i < 64 * 256 && !refused_early; ++i) // up to 64 MiB
+      refused_early = !conn.write(chunk);
+    auto response = conn.read_response();
+    CHECK(status_of(response) == 413);
+  }
+  // Compressed bodies are refused, valid or not.
+  check_refused(svc.port(),
+                post + "Content-Encoding: gzip\r\nContent-Length: 4\r\n\r\n"
+                       "\x1f\x8b\x08\x00",
+                415);
+  check_refused(svc.port(),
+                post + "Content-Encoding: br\r\nContent-Length: 3\r\n\r\nxyz",
+                415);
+  CHECK(streams_of(svc.port(), 3) == 0);
+  // 12 KiB of JSON sent as a form (curl -d) is within the limit.
+  std::string body = R"({"sessionId":"form"})" + std::string(12 * 1024, ' ');
+  raw_connection conn{svc.port()};
+  REQUIRE(conn.write(post
+                     + "Content-Type: application/x-www-form-urlencoded\r\n"
+                       "Content-Length: "
+                     + std::to_string(body.size()) + "\r\n\r\n" + body));
+  auto response = conn.read_response();
+  INFO(response);
+  CHECK(status_of(response) == 201);
+  CHECK(streams_of(svc.port(), 3) == 1);
+}
+
+TEST_CASE("a body sent after 100 Continue, pipelined requests and HTTP/1.0 "
+          "are all answered",
+          "[blackbox][edge]") {
+  service_process svc;
+  {
+    raw_connection conn{svc.port()};
+    REQUIRE(conn.write("POST /api/v2/users/4/streams HTTP/1.1\r\nHost: t\r\n"
+                       "Expect: 100-continue\r\nContent-Length: 17\r\n\r\n"));
+    auto interim = conn.read_response();
+    CHECK(status_of(interim) == 100);
+    REQUIRE(conn.write(R"({"sessionId":"a"})"));
+    CHECK(status_of(conn.read_response()) == 201);
+  }
+  {
+    raw_connection conn{svc.port()};
+    REQUIRE(conn.write("GET /api/startstream/8 HTTP/1.1\r\nHost: t\r\n\r\n"
+                       "GET /api/startstream/8 HTTP/1.1\r\nHost: t\r\n\r\n"
+                       "GET /api/endstream/8 HTTP/1.1\r\nHost: t\r\n"
+                       "Connection: close\r\n\r\n"));
+    CHECK(body_of(conn.read_response()) == granted_body(1));
+    CHECK(body_of(conn.read_response()) == granted_body(2));
+    auto last = conn.read_response();
+    CHECK(body_of(last) == closed_body(1));
+    CHECK(has_header(last, "Connection: close"));
+    CHECK(conn.closed_by_peer());
+  }
+  {
+    raw_connection conn{svc.port()};
+    REQUIRE(conn.write("GET /healthz HTTP/1.0\r\n\r\n"));
+    CHECK(status_of(conn.read_response()) == 200);
+    CHECK(conn.closed_by_peer());
+  }
+}
+
+TEST_CASE("an Authorization value with a control character is a 400, and "
+          "an admin token a client could not send is refused at start",
+          "[blackbox][edge]") {
+  service_process svc{{"--admin-token=secret"}};
+  // cpp-httplib %-decodes header values: %00 arrives as a NUL.
+  raw_connection conn{svc.port()};
+  REQUIRE(conn.write("PUT /api/v2/users/9/limit HTTP/1.1\r\nHost: t\r\n"
+                     "Authorization: Bearer secret%00junk\r\n"
+                     "Content-Length: 16\r\n\r\n{\"maxStreams\":1}"));
+  auto response = conn.read_response();
+  INFO(response);
+  CHECK(status_of(response) == 400);
+  CHECK(body_of(response).find("Authorization") != std::string::npos);
+  auto cli = make_client(svc.port());
+  auto limit = get(*cli, "/api/v2/users/9/streams");
+  CHECK(limit.body.find("\"maxStreams\":3") != std::string::npos);
+  for (auto token : {"se%63ret", "two words", "tab\tbed"}) {
+    INFO(token);
+    auto refused = run_binary({"--port=0", "--ops-port=-1",
+                               std::string{"--admin-token="} + token});
+    CHECK(refused.status.describe() == "exit code 2");
+    CHECK(refused.err.find("admin-token") != std::string::npos);
+    CHECK(refused.err.find("listening") == std::string::npos);
+  }
+}
+
+TEST_CASE("the operations port serves probes, metrics and operator "
+          "endpoints, and nothing of the players' API",
+          "[blackbox][edge]") {
+  service_process svc{{"--admin-token=secret"}};
+  REQUIRE(svc.ops_port() > 0);
+  REQUIRE(svc.ops_port() != svc.port());
+  auto ops = make_client(svc.ops_port());
+  CHECK(get(*ops, "/healthz").status == 200);
+  CHECK(get(*ops, "/readyz").status == 200);
+  CHECK(get(*ops, "/metrics").body.find("videostreams_open_streams")
+        != std::string::npos);
+  CHECK(get(*ops, "/api/cluster").status == 401);
+  auto set = send(*ops, "PUT", "/api/v2/users/12/limit",
+                  std::string{R"({"maxStreams":1})"},
+                  {{"Authorization", "Bearer secret"}});
+  CHECK(set.status == 200);
+  auto players = get(*ops, "/api/startstream/12");
+  CHECK(players.status == 404);
+  CHECK(streams_of(svc.port(), 12) == 0);
+  // The players' port still serves the probes too.
+  auto api = make_client(svc.port());
+  CHECK(get(*api, "/healthz").status == 200);
+  CHECK(get(*api, "/api/startstream/12").body == granted_body(1));
+  CHECK(get(*api, "/api/startstream/12").body == denied_body(1));
+  service_process off{{"--ops-port=-1"}};
+  CHECK(off.ops_port() == -1);
+  CHECK(off.stderr_text().find("operations on off") != std::string::npos);
+}
+
+TEST_CASE("beyond --max-connections a new connection replaces the "
+          "longest-idle one, or gets a 503 when none is idle",
+          "[blackbox][edge]") {
+  service_process svc{{"--max-connections=4", patient}};
+  auto open_connections = [&] {
+    auto text = raw_exchange(svc.ops_port(), "GET /metrics HTTP/1.1\r\n"
+                                             "Host: t\r\n\r\n");
+    return metric_value(body_of(text),
+                        "videostreams_http_open_connections{listener="
+                        "\"api\"}")
+      .value_or(-1);
+  };
+  // (The start-up probe's connection is gone.)
+  REQUIRE(eventually([&] { return open_connections() == 0; }));
+  std::vector<std::unique_ptr<raw_connection>> idle;
+  for (int i = 0; i < 4; ++i) {
+    auto c = std::make_unique<raw_connection>(svc.port());
+    REQUIRE(c->write("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"));
+    REQUIRE(status_of(c->read_response()) == 200);
+    idle.push_back(std::move(c));
+  }
+  {
+    raw_connection fifth{svc.port()};
+    REQUIRE(fifth.write("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"));
+    CHECK(status_of(fifth.read_response()) == 200);
+    CHECK(idle.front()->closed_by_peer()); // the longest idle made room
+  }
+  idle.clear();
+  REQUIRE(eventually([&] { return open_connections() == 0; }));
+  // Now every connection holds part of a request: none is idle.
+  std::vector<std::unique_ptr<raw_connection>> busy;
+  while (busy.size() < 4) {
+    auto c = std::make_unique<raw_connection>(svc.port());
+    REQUIRE(c->write("GET /healthz HTTP/1.1\r\n"));
+    busy.push_back(std::move(c));
+    REQUIRE(eventually([&] {
+      return open_connections() == static_cast<double>(busy.size());
+    }));
+  }
+  raw_connection shed{svc.port()};
+  auto response = shed.read_response();
+  INFO(response);
+  CHECK(status_of(response) == 503);
+  CHECK(has_header(response, "Connection: close"));
+  CHECK(has_header(response, "Retry-After: 1"));
+  for (auto& c : busy) {
+    REQUIRE(c->write("Host: t\r\n\r\n"));
+    CHECK(status_of(c->read_response()) == 200);
+  }
+}
+
+TEST_CASE("SIGTERM drains: idle connections close at once, a request under "
+          "way is answered with Connection: close, slow clients are cut at "
+          "--shutdown-timeout",
+          "[blackbox][edge]") {
+  service_process svc{{"--shutdown-timeout=2s", "--read-timeout=120s"}};
+  raw_connection idle{svc.port()};
+  REQUIRE(idle.write("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"));
+  REQUIRE(status_of(idle.read_response()) == 200);
+  raw_connection under_way{svc.port()};
+  REQUIRE(under_way.write("GET /api/startstream/21 HTTP/1.1\r\n"));
+  std::vector<std::unique_ptr<raw_connection>> slow;
+  for (int i = 0; i < 5; ++i) {
+    slow.push_back(std::make_unique<raw_connection>(svc.port()));
+    REQUIRE(slow.back()->write("GET /api/startstream/22 HTTP/1.1\r\nX"));
+  }
+  svc.send_signal(SIGTERM);
+  CHECK(idle.closed_by_peer());
+  REQUIRE(under_way.write("Host: t\r\n\r\n"));
+  auto response = under_way.read_response();
+  CHECK(body_of(response) == granted_body(1));
+  CHECK(has_header(response, "Connection: close"));
+  CHECK(under_way.closed_by_peer());
+  for (auto& c : slow)
+    CHECK(c->closed_by_peer(30s));
+  auto status = svc.stop(60s);
+  CHECK(status.describe() == "exit code 0");
+}
