@@ -28,6 +28,11 @@ constexpr auto relaxed = std::memory_order_relaxed;
 constexpr std::chrono::milliseconds watchdog_tick{10};
 constexpr std::chrono::milliseconds scan_every{100};
 
+/// On a stop, an idle connection used this recently is left to send its
+/// next request (answered with `Connection: close`) rather than cut: its
+/// client may be sending one now, which a cut would reset unanswered.
+constexpr std::chrono::milliseconds drain_idle_grace{250};
+
 /// Every worker busy on its request for this long: the pool grows.
 constexpr std::chrono::milliseconds starved_after{50};
 
@@ -784,11 +789,11 @@ void http_server::watchdog_loop() {
           figures_.timed_out.fetch_add(1, relaxed);
           cut(c);
         }
-      } else if (!c->busy.load(relaxed)
-                 && (draining_.load()
-                     || t - c->last_active_ns.load(relaxed) > idle_limit)
-                 && !has_unread_bytes(c->fd)) {
-        cut(c); // idle: past its keep-alive, or the server is stopping
+      } else if (!c->busy.load(relaxed) && !has_unread_bytes(c->fd)) {
+        auto idle_for = t - c->last_active_ns.load(relaxed);
+        if (idle_for > idle_limit
+            || (draining_.load() && idle_for > to_ns(drain_idle_grace)))
+          cut(c); // idle: past its keep-alive, or the server is stopping
       }
     }
   }
