@@ -263,7 +263,6 @@ http_server::http_server(api& handler, http_server_settings settings,
                          http_metrics& metrics)
   : api_(handler),
     settings_(std::move(settings)),
-    metrics_(metrics),
     figures_(metrics.listener(settings_.kind)),
     engine_(std::make_unique<engine>()) {
   auto& svr = *engine_;
@@ -398,11 +397,6 @@ int http_server::bind() {
   ev.data.ptr = &wake_marker;
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
   return port;
-}
-
-std::size_t http_server::connections() const {
-  std::lock_guard<std::mutex> guard{mtx_};
-  return open_.size();
 }
 
 void http_server::run() {

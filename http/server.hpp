@@ -84,9 +84,6 @@ public:
   /// once (`run` returns when the drain is over).
   void stop();
 
-  /// Connections open now (tests).
-  std::size_t connections() const;
-
   class connection;
   class engine;
 
@@ -125,7 +122,6 @@ private:
 
   api& api_;
   http_server_settings settings_;
-  http_metrics& metrics_;
   listener_figures& figures_;
   std::unique_ptr<engine> engine_;
   int listen_fd_ = -1;
