@@ -1350,9 +1350,17 @@ cluster_node_actor::behavior_type node_impl(node_pointer self,
       auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
                    steady::now().time_since_epoch())
                    .count();
+      auto wall = wall_now_ns();
       for (auto& fc : batch.commands) {
-        // The caller's patience, on this node's clock.
-        fc.cmd.answer_by_ns = fc.budget_ns > 0 ? now + fc.budget_ns : 0;
+        // The caller's patience, on this node's clock, less the time the
+        // command took to get here (by the wall clocks, which agree across
+        // nodes as far as NTP keeps them; never counted negative). A
+        // command that sat in the socket of a paused node arrives with
+        // nothing left, and is answered 503, never decided.
+        auto on_the_way = std::max<std::int64_t>(0, wall - fc.sent_wall_ns);
+        fc.cmd.answer_by_ns = fc.budget_ns > 0
+                                ? now + fc.budget_ns - on_the_way
+                                : 0;
         auto shard = shard_of_cmd(self, fc.cmd);
         held_command x;
         x.cmd = std::move(fc.cmd);

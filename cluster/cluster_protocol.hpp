@@ -6,6 +6,7 @@
 // serializable (0.17-style `inspect`) and registered on every node by
 // `register_cluster_message_types`.
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -31,12 +32,16 @@ struct forwarded_command {
   user_command cmd;
   std::int64_t budget_ns = 0;
   std::string referred_by;
+  /// The sender's wall clock when it sent the command (ns since the
+  /// epoch): the receiver deducts the time the command spent on the way,
+  /// which the budget alone cannot show (a paused node reads it late).
+  std::int64_t sent_wall_ns = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, forwarded_command& x) {
   return f(caf::meta::type_name("forwarded_command"), x.id, x.cmd,
-           x.budget_ns, x.referred_by);
+           x.budget_ns, x.referred_by, x.sent_wall_ns);
 }
 
 /// Commands from one node's link to another node, in the order they were
@@ -128,5 +133,12 @@ using cluster_endpoint
 
 /// Registers the types of this header with `cfg` (on every node).
 void register_cluster_message_types(caf::actor_system_config& cfg);
+
+/// The wall clock in ns since the epoch, as `forwarded_command` carries it.
+inline std::int64_t wall_now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
 
 } // namespace videostreams

@@ -200,6 +200,7 @@ void take(link_pointer self, pending_command x) {
                           std::chrono::nanoseconds{x.cmd.answer_by_ns}});
     fc.budget_ns = std::max<std::int64_t>(
       1, (deadline - x.sent).count());
+    fc.sent_wall_ns = wall_now_ns();
   }
   if (deadline <= x.sent) {
     fail(self, x); // its caller has given up already

@@ -199,3 +199,48 @@ TEST_CASE("a node paused past its leases grants nothing when it wakes: "
                 "GROUP BY user_id HAVING count(*) > 3) AS over")
         == 0);
 }
+
+TEST_CASE("a command forwarded to a paused owner is never decided after its "
+          "caller was answered 503, even when the owner wakes still holding "
+          "its leases",
+          "[cluster]") {
+  // Leases that outlast the pause: the owner wakes up still deciding for
+  // its shards, and finds the forwarded commands waiting in its socket.
+  three_nodes c{{"--lease-ttl=30s", "--request-timeout=1s"}};
+  auto& d = c.d;
+  auto& n2 = c.n2;
+  auto& n4 = c.n4;
+  auto view = n2.view();
+  REQUIRE(view);
+  auto users = users_owned_by(*view, "n4", 5);
+  auto late_on_n4 = [&] {
+    auto cli = n4.client();
+    return metric_value(scrape(*cli), "videostreams_stream_late_commands_"
+                                      "total")
+      .value_or(-1);
+  };
+  auto late_before = late_on_n4();
+  REQUIRE(late_before >= 0);
+  n4.process().send_signal(SIGSTOP);
+  auto n2c = n2.client();
+  for (auto user : users) {
+    auto r = get(*n2c, "/api/startstream/" + std::to_string(user));
+    INFO(r.status << " " << r.body);
+    CHECK(r.status == 503); // forwarded to n4, which sleeps
+  }
+  n4.process().send_signal(SIGCONT);
+  // n4 reads the commands when it wakes: each reaches its user's actor
+  // with nothing left of its caller's time, and is refused.
+  CHECK(eventually(
+    [&] {
+      return late_on_n4()
+             >= late_before + static_cast<double>(users.size());
+    },
+    30s));
+  for (auto user : users) {
+    INFO("user " << user);
+    CHECK(get(*n2c, "/api/startstream/" + std::to_string(user)).body
+          == granted_body(1));
+    CHECK(stored_streams(d, user) == 1);
+  }
+}
