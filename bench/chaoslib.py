@@ -602,6 +602,11 @@ def analyse(path):
     grant_recs = [r for r in recs if r["op"] in ("post", "lstart")]
     return {
         "fault": cfg["fault"],
+        "faults": sum(1 for e in events if e["ev"] == "fault"
+                      and e.get("kind") in ("kill -9", "SIGSTOP",
+                                            "pg_ctl -m immediate stop",
+                                            "SIGSTOP PostgreSQL")),
+        "unplanned": sum(1 for e in reloads if e.get("unplanned")),
         "requests": len(recs),
         "grants": sum(1 for r in grant_recs if granted(r) is True),
         "unavailable": sum(1 for r in grant_recs if granted(r) is None),
