@@ -633,7 +633,10 @@ void load(node_pointer self, shard_epochs epochs) {
         auto& st = self->state;
         st.load_in_flight = false;
         auto now = st.settings.clock->now();
-        for (auto& [s, committed] : loaded.state->shards) {
+        for (auto& [shard, committed] : loaded.state->shards) {
+          // A copy: lambdas cannot capture a structured binding before
+          // C++20 (clang rejects it; the fuzz tree builds with clang).
+          auto s = shard;
           auto i = epochs.find(s);
           auto& e = st.shards[s];
           if (i == epochs.end() || e.mode != shard_mode::loading
