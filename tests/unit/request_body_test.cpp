@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <limits>
 #include <set>
 
 #include <boost/json.hpp>
@@ -87,4 +88,29 @@ TEST_CASE("string fields are checked for type", "[unit]") {
   auto bad = optional_string(object_of(R"({"sessionId":7})"), "sessionId");
   REQUIRE(std::holds_alternative<field_error>(bad));
   CHECK(std::get<field_error>(bad).field == "sessionId");
+}
+
+TEST_CASE("integral doubles at the edge of int64 are read exactly or refused",
+          "[unit]") {
+  // Found by tests/fuzz (fuzz_request_body): 2^63 as a double passed a
+  // bound of INT64_MAX (which rounds to 2^63) and was then converted to an
+  // int64, which is undefined (INT64_MIN on x86-64).
+  constexpr auto lo = std::numeric_limits<std::int64_t>::min();
+  constexpr auto hi = std::numeric_limits<std::int64_t>::max();
+  using opt = std::optional<std::int64_t>;
+  auto get = [&](std::string_view body) {
+    return optional_integer(object_of(body), "n", lo, hi);
+  };
+  for (auto bad : {R"({"n":9223372036854775808.0})",
+                   R"({"n":9223372036854775807e0})", R"({"n":1e19})",
+                   R"({"n":-9223372036854777856.0})", R"({"n":1e400})"}) {
+    INFO(bad);
+    auto r = get(bad);
+    REQUIRE(std::holds_alternative<field_error>(r));
+    CHECK(std::get<field_error>(r).field == "n");
+  }
+  // The largest double below 2^63, and -2^63, are int64 values.
+  CHECK(std::get<opt>(get(R"({"n":9223372036854774784.0})"))
+        == 9223372036854774784);
+  CHECK(std::get<opt>(get(R"({"n":-9223372036854775808.0})")) == lo);
 }
