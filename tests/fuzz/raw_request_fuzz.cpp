@@ -115,7 +115,7 @@ struct server_under_test {
     http_server_settings hs;
     hs.bind_address = "127.0.0.1";
     hs.port = 0;
-    http = std::make_unique<http_server>(*rest, hs);
+    http = std::make_unique<http_server>(*rest, hs, metrics);
     port = http->bind();
     FUZZ_CHECK(port > 0, std::string{"cannot bind 127.0.0.1:0"});
     runner = std::thread{[this] { http->run(); }};
