@@ -706,6 +706,9 @@ http_server::next_step http_server::serve_buffered(connection* c,
                                parsed = true;
                                // The edge has the whole body already.
                                req.headers.erase("Expect");
+                               // The API's answers are never partial:
+                               // cpp-httplib would cut them to a Range.
+                               req.ranges.clear();
                              });
     consumed += f.skip + f.size;
     // A request cpp-httplib could not parse was answered 400: its

@@ -219,8 +219,8 @@ TEST_CASE("bodies are bounded at 16 KiB whatever their framing, encoding or "
   CHECK(streams_of(svc.port(), 3) == 1);
 }
 
-TEST_CASE("a body sent after 100 Continue, pipelined requests and HTTP/1.0 "
-          "are all answered",
+TEST_CASE("a body sent after 100 Continue, pipelined requests, a Range "
+          "header and HTTP/1.0 are all answered in full",
           "[blackbox][edge]") {
   service_process svc;
   {
@@ -244,6 +244,15 @@ TEST_CASE("a body sent after 100 Continue, pipelined requests and HTTP/1.0 "
     CHECK(body_of(last) == closed_body(1));
     CHECK(has_header(last, "Connection: close"));
     CHECK(conn.closed_by_peer());
+  }
+  {
+    // A Range header is ignored: an answer is never cut to it.
+    raw_connection conn{svc.port()};
+    REQUIRE(conn.write("GET /api/startstream/9 HTTP/1.1\r\nHost: t\r\n"
+                       "Range: bytes=0-10\r\n\r\n"));
+    auto response = conn.read_response();
+    CHECK(status_of(response) == 200);
+    CHECK(body_of(response) == granted_body(1));
   }
   {
     raw_connection conn{svc.port()};
