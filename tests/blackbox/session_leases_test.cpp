@@ -271,3 +271,28 @@ TEST_CASE("the option --legacy-stream-ttl gives startstream streams a "
   CHECK(get(*cli, "/api/endstream/45").body == nothing_to_close_body(0));
   CHECK(get(*cli, "/api/startstream/45").body == granted_body(1));
 }
+
+TEST_CASE("startstream streams have a 6 h lease by default, and none with "
+          "--legacy-stream-ttl=0",
+          "[blackbox]") {
+  service_process svc;
+  auto cli = make_client(svc.port());
+  auto before = wall_ms();
+  REQUIRE(get(*cli, "/api/startstream/46").body == granted_body(1));
+  auto after = wall_ms();
+  auto l = require_listing(*cli, "46");
+  REQUIRE(l.count == 1);
+  REQUIRE(l.sessions.at(0).expires_at_ms.has_value());
+  CHECK(*l.sessions.at(0).expires_at_ms >= before + 21'600'000 - clock_slack_ms);
+  CHECK(*l.sessions.at(0).expires_at_ms <= after + 21'600'000 + clock_slack_ms);
+
+  service_process never{{"--legacy-stream-ttl=0"}};
+  auto never_cli = make_client(never.port());
+  REQUIRE(get(*never_cli, "/api/startstream/46").body == granted_body(1));
+  auto n = require_listing(*never_cli, "46");
+  REQUIRE(n.count == 1);
+  CHECK_FALSE(n.sessions.at(0).expires_at_ms.has_value());
+  CHECK(get(*never_cli, "/api/v2/users/46/streams").body.find(
+          R"("expiresAt":null)")
+        != std::string::npos);
+}
