@@ -641,7 +641,8 @@ void load(node_pointer self, shard_epochs epochs) {
             continue; // dropped meanwhile
           auto epoch = e.epoch;
           auto actor = e.actor;
-          for (auto& [user, record] : user_records(committed, now))
+          auto legacy_ttl = st.settings.legacy_stream_ttl_seconds;
+          for (auto& [user, record] : user_records(committed, now, legacy_ttl))
             self->send(actor, restore_atom::value, user, std::move(record));
           auto state = std::make_shared<committed_shard>(std::move(committed));
           // The writer must know the epoch before the first change of the

@@ -616,7 +616,7 @@ TEST_CASE("the journal folds into snapshots, and the state reads the same",
   std::size_t loaded_streams = 0;
   std::size_t loaded_limits = 0;
   for (auto& [shard, state] : loaded->shards)
-    for (auto& [user, record] : user_records(state, clock_reading{})) {
+    for (auto& [user, record] : user_records(state, clock_reading{}, 0)) {
       loaded_streams += record.sessions().size();
       loaded_limits += record.own_limit() ? 1 : 0;
     }
