@@ -4,64 +4,19 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
-#include <cstdlib>
-#include <fstream>
 
 #include <boost/json.hpp>
 
 #include "http_probe.hpp"
+#include "own_postgres.hpp"
 #include "service_process.hpp"
-
-#include "persistence/pg_connection.hpp"
-#include "persistence/schema.hpp"
 
 using namespace videostreams;
 using namespace videostreams::blackbox;
+using namespace videostreams::testing;
 using namespace std::chrono_literals;
 
 namespace {
-
-/// A PostgreSQL of this test's own, which it can halt and resume.
-struct own_postgres {
-  explicit own_postgres(const std::string& name)
-    : state(std::string{VIDEOSTREAMS_TEST_STATE_DIR} + "/" + name) {
-    run("start");
-    std::ifstream in{state + "/dsn"};
-    std::getline(in, dsn);
-    auto db = pg_connection::connect(dsn);
-    REQUIRE(db);
-    REQUIRE(migrate(*db));
-  }
-
-  ~own_postgres() {
-    std::system((script + " stop " + state + " >/dev/null 2>&1").c_str());
-  }
-
-  void run(const std::string& verb) {
-    REQUIRE(std::system((script + " " + verb + " " + state + " >/dev/null")
-                          .c_str())
-            == 0);
-  }
-
-  int count(const std::string& sql) {
-    auto db = pg_connection::connect(dsn);
-    REQUIRE(db);
-    auto rows = db->exec(sql);
-    REQUIRE(rows);
-    return std::stoi(rows->at(0, 0));
-  }
-
-  std::string script = VIDEOSTREAMS_TEST_POSTGRES_SCRIPT;
-  std::string state;
-  std::string dsn;
-};
-
-std::string database_status(httplib::Client& cli) {
-  auto r = get(cli, "/readyz");
-  if (r.status != 200)
-    return "readyz " + std::to_string(r.status);
-  return std::string{boost::json::parse(r.body).at("database").as_string()};
-}
 
 /// Opens session `id` for user 1.
 reply open_session(httplib::Client& cli, const std::string& id) {
@@ -77,17 +32,6 @@ bool backlog_drained(httplib::Client& cli) {
              == 0;
     },
     10s);
-}
-
-/// Another session locking every shard's epoch row: each commit waits on
-/// it, as on a server that stopped answering. Released by `ROLLBACK` or
-/// when the connection closes.
-pg_connection lock_every_shard(const std::string& dsn) {
-  auto locker = pg_connection::connect(dsn);
-  REQUIRE(locker);
-  REQUIRE(locker->exec("BEGIN"));
-  REQUIRE(locker->exec("SELECT * FROM shard_leases FOR UPDATE"));
-  return std::move(*locker);
 }
 
 } // namespace
