@@ -178,7 +178,9 @@ TEST_CASE("a passivated user's lease expires with no request for that user",
           "[blackbox]") {
   service_process svc{{"--passivate-after=100ms", "--min-ttl=1"}};
   auto cli = make_client(svc.port());
-  auto exp = check_session_answer(open_session(*cli, "43", open_body("p", 2)),
+  // 6 s: passivation (normally within 0.2 s) must come before the expiry
+  // even on a loaded machine.
+  auto exp = check_session_answer(open_session(*cli, "43", open_body("p", 6)),
                                   201, 43, "p", 1, 3);
   // First the actor is passivated, the lease kept in the shard's record...
   reading r;
@@ -213,9 +215,11 @@ TEST_CASE("a passivated user's renewed lease survives and the other expires",
           "[blackbox]") {
   service_process svc{{"--passivate-after=100ms", "--min-ttl=1"}};
   auto cli = make_client(svc.port());
+  // 6 s: passivation (normally within 0.2 s) must come before the
+  // heartbeat is due, even on a loaded machine.
   auto exp_a = check_session_answer(
-    open_session(*cli, "44", open_body("a", 2)), 201, 44, "a", 1, 3);
-  check_session_answer(open_session(*cli, "44", open_body("b", 2)), 201, 44,
+    open_session(*cli, "44", open_body("a", 6)), 201, 44, "a", 1, 3);
+  check_session_answer(open_session(*cli, "44", open_body("b", 6)), 201, 44,
                        "b", 2, 3);
   // Let the user passivate, then renew b only (which re-activates it).
   REQUIRE(eventually(
