@@ -284,3 +284,53 @@ TEST_CASE("a startstream stream keeps the expiry it was granted with across "
         == std::vector<std::optional<std::string>>{std::string{"tv"}});
   CHECK(eventually([&] { return stored_streams(d, user).size() == 1; }, 30s));
 }
+
+TEST_CASE("startstream streams whose lease ran out while no node served "
+          "them are closed at the start, in the database too",
+          "[db]") {
+  migrated_database d;
+  std::int64_t started_11 = 0;
+  {
+    // Granted under a legacy TTL of 0 (an earlier version's default).
+    node a{d.dsn, {"--legacy-stream-ttl=0"}};
+    started_11 = wall_ms();
+    REQUIRE(get(*a.client, "/api/startstream/11").body == granted_body(1));
+    a.kill();
+  }
+  std::int64_t expires_10 = 0;
+  {
+    node a{d.dsn, {"--legacy-stream-ttl=2s"}};
+    REQUIRE(get(*a.client, "/api/startstream/10").body == granted_body(1));
+    auto l = require_listing(*a.client, "10");
+    REQUIRE(l.sessions.at(0).expires_at_ms.has_value());
+    expires_10 = *l.sessions.at(0).expires_at_ms;
+    a.kill();
+  }
+  REQUIRE(stored_streams(d, 10).size() == 1);
+  REQUIRE(stored_streams(d, 11).size() == 1);
+  CHECK(stored_streams(d, 11).at(0).expires_ms == 0);
+  // Both leases (user 11's: 2 s from its start, as the next node sees it)
+  // run out while no node runs.
+  REQUIRE(eventually(
+    [&] {
+      return wall_ms() > std::max(expires_10, started_11 + 2000) + 100;
+    },
+    30s));
+  node b{d.dsn, {"--legacy-stream-ttl=2s"}};
+  // User 10 does not count at the first look (a fresh lease from the load
+  // would count it for 2 s more).
+  CHECK(require_listing(*b.client, "10").count == 0);
+  // User 11, never asked for, is closed by its shard's sweep; both closes
+  // are written.
+  CHECK(eventually(
+    [&] {
+      return stored_streams(d, 10).empty() && stored_streams(d, 11).empty();
+    },
+    30s));
+  auto text = scrape(*b.client);
+  CHECK(metric_value(text, "videostreams_open_streams") == 0);
+  CHECK(metric_value(text, "videostreams_stream_expirations_total") == 2);
+  // Only user 10's listing started an actor.
+  CHECK(metric_value(text, "videostreams_user_activations_total") == 1);
+  CHECK(require_listing(*b.client, "11").count == 0);
+}
