@@ -95,6 +95,40 @@ option_spec duration_option(const char* name, const char* help,
     [=](const options& opts) { return format_duration(opts.*field); }};
 }
 
+/// A duration in whole seconds into a field of seconds: "90s", "30m",
+/// "6h", "2000ms" or a bare number of seconds; `min`/`max` in seconds.
+option_spec seconds_option(const char* name, const char* help,
+                           std::uint32_t options::*field, std::uint32_t min,
+                           std::uint32_t max) {
+  auto render = [](std::uint32_t seconds) {
+    if (seconds != 0 && seconds % 3600 == 0)
+      return std::to_string(seconds / 3600) + "h";
+    if (seconds != 0 && seconds % 60 == 0)
+      return std::to_string(seconds / 60) + "m";
+    return std::to_string(seconds) + (seconds == 0 ? "" : "s");
+  };
+  return {
+    name, help, false,
+    [=](const std::string& text, options& opts) -> std::string {
+      std::optional<std::chrono::milliseconds> v;
+      if (text.size() > 1 && text.back() == 'h') {
+        auto hours = parse_integer<long long>(text.substr(0, text.size() - 1));
+        if (hours && *hours >= 0 && *hours <= 24LL * 366)
+          v = std::chrono::hours{*hours};
+      } else {
+        v = parse_duration(text);
+      }
+      if (!v || v->count() % 1000 != 0 || v->count() / 1000 < min
+          || v->count() / 1000 > max)
+        return "must be a duration in whole seconds such as 90s, 30m or 6h "
+               "(a bare number is seconds), from "
+               + render(min) + " to " + render(max);
+      opts.*field = static_cast<std::uint32_t>(v->count() / 1000);
+      return {};
+    },
+    [=](const options& opts) { return render(opts.*field); }};
+}
+
 const std::vector<option_spec>& option_table() {
   using std::chrono::milliseconds;
   static const std::vector<option_spec> table{
@@ -173,9 +207,12 @@ const std::vector<option_spec>& option_table() {
     integer_option<std::uint32_t>(
       "max-ttl", "largest ttlSeconds a client may ask for (above: 400)",
       &options::max_ttl_seconds, 1, 86400),
-    integer_option<std::uint32_t>(
+    seconds_option(
       "legacy-stream-ttl",
-      "lease seconds of a stream opened by startstream; 0 = never expires",
+      "lease of a stream opened by startstream, counted from its start and "
+      "never renewed (a restart keeps its expiry): a stream whose endstream "
+      "was lost, or whose grant was answered 503 but committed, counts this "
+      "long at most; 0 = never expires",
       &options::legacy_stream_ttl_seconds, 0, 86400 * 365),
     {"admin-token",
      "bearer token for the operator endpoints (PUT/DELETE .../limit); "

@@ -35,7 +35,10 @@ struct options {
   std::uint32_t default_ttl_seconds = 60;
   std::uint32_t min_ttl_seconds = 5;
   std::uint32_t max_ttl_seconds = 3600;
-  std::uint32_t legacy_stream_ttl_seconds = 0;
+  /// Lease of a stream opened by `startstream`, never renewed; 0 = never
+  /// expires. 6 h: a film ends sooner, and a stream whose close was lost
+  /// (or whose grant was answered 503 but committed) stops counting then.
+  std::uint32_t legacy_stream_ttl_seconds = 21600;
   std::string admin_token;
   /// PostgreSQL (libpq URI or connection string); empty = in memory only.
   std::string database_url;

@@ -281,6 +281,7 @@ struct service::impl {
     settings.self.lease_ttl = opts.lease_ttl;
     settings.shard_count = opts.shards;
     settings.request_timeout = opts.request_timeout;
+    settings.legacy_stream_ttl_seconds = opts.legacy_stream_ttl_seconds;
     settings.clock = clock;
     auto passivate_after = opts.passivate_after;
     auto* trim = &trimmer;

@@ -644,36 +644,42 @@ void load(node_pointer self, shard_epochs epochs) {
             continue; // dropped meanwhile
           auto epoch = e.epoch;
           auto actor = e.actor;
-          for (auto& [user, record] : user_records(committed, now))
-            self->send(actor, restore_atom::value, user, std::move(record));
+          auto records = user_records(committed, now,
+                                      st.settings.legacy_stream_ttl_seconds);
           auto state = std::make_shared<committed_shard>(std::move(committed));
           // The writer must know the epoch before the first change of the
-          // shard reaches it; the shard must hold every record before it
-          // decides.
-          self
-            ->request(st.settings.persistence, caf::infinite,
-                      adopt_atom::value,
-                      adopted_shard{s, epoch, std::move(state),
-                                    loaded.state->position})
-            .then(
-              [self, s, epoch, actor](bool) {
-                self->request(actor, caf::infinite, restore_atom::value)
-                  .then(
-                    [self, s, epoch](std::uint64_t) {
-                      auto& e = self->state.shards[s];
-                      if (e.mode == shard_mode::loading && e.epoch == epoch) {
-                        become_serving(self, s);
-                        plan(self);
-                        publish_view(self);
-                      }
-                    },
-                    [self, s](caf::error&) {
-                      drop(self, s, "its new actor failed while loading");
-                    });
-              },
-              [self, s](caf::error&) {
-                drop(self, s, "the persistence actor refused it");
-              });
+          // shard reaches it, so the adoption goes out before any record:
+          // a record may hold a startstream stream whose lease has already
+          // run out, which the shard's next sweep closes, loading or not,
+          // and that close must not reach the writer first (it would be
+          // dropped, left in the database). The shard must hold every record
+          // before it decides (the restore request below comes after them).
+          auto adopted
+            = self->request(st.settings.persistence, caf::infinite,
+                            adopt_atom::value,
+                            adopted_shard{s, epoch, std::move(state),
+                                          loaded.state->position});
+          for (auto& [user, record] : records)
+            self->send(actor, restore_atom::value, user, std::move(record));
+          adopted.then(
+            [self, s, epoch, actor](bool) {
+              self->request(actor, caf::infinite, restore_atom::value)
+                .then(
+                  [self, s, epoch](std::uint64_t) {
+                    auto& e = self->state.shards[s];
+                    if (e.mode == shard_mode::loading && e.epoch == epoch) {
+                      become_serving(self, s);
+                      plan(self);
+                      publish_view(self);
+                    }
+                  },
+                  [self, s](caf::error&) {
+                    drop(self, s, "its new actor failed while loading");
+                  });
+            },
+            [self, s](caf::error&) {
+              drop(self, s, "the persistence actor refused it");
+            });
         }
         load_next(self);
       },

@@ -75,6 +75,9 @@ struct cluster_node_settings {
   /// How long a command may be held while its shard changes hands, and
   /// how long a forwarded command may wait for its answer.
   std::chrono::milliseconds request_timeout{2000};
+  /// The lease of a stream opened by `startstream` (0 = never expires):
+  /// given, from its start, to such a stream loaded without one.
+  std::uint32_t legacy_stream_ttl_seconds = 0;
   /// Where shard actors read the time (the decision deadlines too).
   std::shared_ptr<const time_source> clock;
   /// Makes a fresh, empty actor for a shard held under an epoch.

@@ -132,8 +132,8 @@ writer_impl(writer_actor::stateful_pointer<writer_state> self,
       auto start = steady::now();
       self->request(st.folder, caf::infinite, fold_atom::value, fold_step{job})
         .then(
-          [self, counters, start, state_size](std::uint64_t trimmed,
-                                              std::int64_t lag) {
+          [self, store, counters, start, state_size](std::uint64_t trimmed,
+                                                     std::int64_t lag) {
             self->state.folding = false;
             counters->folds.fetch_add(1, relaxed);
             counters->journal_rows_trimmed.fetch_add(trimmed, relaxed);
@@ -142,6 +142,11 @@ writer_impl(writer_actor::stateful_pointer<writer_state> self,
               relaxed);
             counters->state_size.store(state_size, relaxed);
             counters->journal_lag.store(lag, relaxed);
+            // The commits made while this step ran may have made the next
+            // one due; its trigger found this one running. Take it now,
+            // not after a commit that may be long in coming.
+            if (store->fold_due())
+              self->send(self, fold_atom::value);
           },
           [self, store, counters, job](caf::error&) {
             // The same shards again, after the next commit.

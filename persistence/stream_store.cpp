@@ -199,19 +199,50 @@ ORDER BY 2, 1)sql";
   return result;
 }
 
+namespace {
+
+constexpr std::int64_t ns_per_ms = 1'000'000;
+constexpr std::int64_t ms_per_second = 1000;
+
+/// The monotonic deadline of a legacy stream that expires at `wall_ms`
+/// (ms since the epoch); one that has passed is due at once. Never 0
+/// (which would mean "never expires").
+std::int64_t legacy_deadline(std::int64_t wall_ms, const clock_reading& now) {
+  auto left_ms = std::max<std::int64_t>(wall_ms - now.wall_ms, 0);
+  return std::max<std::int64_t>(now.mono_ns + left_ms * ns_per_ms, 1);
+}
+
+} // namespace
+
 std::map<std::uint64_t, user_streams>
-user_records(const committed_shard& shard, const clock_reading& now) {
+user_records(const committed_shard& shard, const clock_reading& now,
+             std::uint32_t legacy_ttl_seconds) {
   std::map<std::uint64_t, user_streams> result;
   for (auto& [id, row] : shard.streams) {
     stream_session s;
     s.id = id.second;
     s.started_at_ms = row.started_ms;
     s.ttl_seconds = row.ttl_seconds;
-    s.expires_at_ns = row.ttl_seconds == 0
-                        ? 0
-                        : now.mono_ns
-                            + static_cast<std::int64_t>(row.ttl_seconds)
-                                * 1'000'000'000;
+    if (row.has_id) {
+      s.expires_at_ns = row.ttl_seconds == 0
+                          ? 0
+                          : now.mono_ns
+                              + static_cast<std::int64_t>(row.ttl_seconds)
+                                  * ms_per_second * ns_per_ms;
+    } else if (row.ttl_seconds > 0) {
+      auto expires_ms
+        = row.expires_ms != 0
+            ? row.expires_ms
+            : row.started_ms
+                + static_cast<std::int64_t>(row.ttl_seconds) * ms_per_second;
+      s.expires_at_ns = legacy_deadline(expires_ms, now);
+    } else if (legacy_ttl_seconds > 0) {
+      s.ttl_seconds = legacy_ttl_seconds;
+      s.expires_at_ns = legacy_deadline(
+        row.started_ms
+          + static_cast<std::int64_t>(legacy_ttl_seconds) * ms_per_second,
+        now);
+    }
     result[id.first].restore(std::move(s));
   }
   for (auto& [user, limit] : shard.limits)

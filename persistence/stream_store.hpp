@@ -86,11 +86,22 @@ caf::expected<committed_state>
 read_committed_state(pg_connection& db,
                      const std::vector<std::uint32_t>& shards);
 
-/// The users of `shard` as the records their actors continue from. Every
-/// lease gets a fresh TTL from `now` (its old deadline may have passed while
-/// no node served it).
+/// The users of `shard` as the records their actors continue from.
+///
+/// A session with an id gets a fresh TTL from `now`: heartbeats are never
+/// written, so its stored expiry may be long renewed (and its old deadline
+/// may have passed while no node served it).
+///
+/// A stream opened by `startstream` keeps the expiry it was granted with
+/// (nothing renews it, so the stored one is exact): a restart never
+/// prolongs it, so a stream whose close was lost counts for at most one
+/// legacy TTL after its start. One whose expiry has passed is restored
+/// already due, so that the shard's next sweep closes it and writes the
+/// close. One stored without an expiry (granted under a legacy TTL of 0)
+/// gets `legacy_ttl_seconds` counted from its start, unless that is 0 too.
 std::map<std::uint64_t, user_streams>
-user_records(const committed_shard& shard, const clock_reading& now);
+user_records(const committed_shard& shard, const clock_reading& now,
+             std::uint32_t legacy_ttl_seconds);
 
 /// How often the store folds its journal into snapshots.
 struct fold_settings {

@@ -26,9 +26,11 @@ std::unique_ptr<httplib::Client> make_client(const std::string& host, int port,
   cli->set_keep_alive(keep_alive);
   // Paths are sent exactly as the tests write them ("%20", "+1").
   cli->set_url_encode(false);
-  cli->set_connection_timeout(5);
-  cli->set_read_timeout(5);
-  cli->set_write_timeout(5);
+  // Longer than any request timeout a test gives the service (10 s unless
+  // it is about timeouts), so that a slow answer is an answer.
+  cli->set_connection_timeout(30);
+  cli->set_read_timeout(30);
+  cli->set_write_timeout(30);
   return cli;
 }
 
@@ -79,7 +81,7 @@ raw_connection::raw_connection(int port) {
   fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd_ < 0)
     return;
-  timeval tv{5, 0};
+  timeval tv{30, 0};
   ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
   int one = 1;
@@ -112,7 +114,7 @@ bool raw_connection::write(std::string_view bytes) {
 }
 
 std::string raw_connection::read_response() {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{5};
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{30};
   auto fill = [&] {
     char buf[4096];
     for (;;) {

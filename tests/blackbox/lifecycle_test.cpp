@@ -69,7 +69,7 @@ TEST_CASE("a stop signal right after the start line still stops the service",
     service_process svc{{}, {}, false};
     auto sig = i % 2 == 0 ? SIGTERM : SIGINT;
     svc.send_signal(sig);
-    auto status = svc.stop(std::chrono::seconds{5});
+    auto status = svc.stop(process_deadline);
     INFO("attempt " << i << ", signal " << sig << ", stderr:\n"
                     << svc.stderr_text());
     REQUIRE(status.describe() == "exit code 0");

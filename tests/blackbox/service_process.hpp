@@ -17,8 +17,15 @@ namespace videostreams::blackbox {
 /// that a developer's shell cannot change what a test sees).
 using environment = std::vector<std::pair<std::string, std::string>>;
 
-/// How long the harness waits for the binary to start or to exit.
-constexpr std::chrono::seconds process_deadline{10};
+/// How long the harness waits for the binary to start or to exit: long,
+/// since a loaded machine is slow, and only a broken binary waits it out.
+constexpr std::chrono::seconds process_deadline{30};
+
+/// The `--request-timeout` every process gets unless the test sets one
+/// (flag or environment): a test that is not about a timeout must not fail
+/// because a loaded machine answers (or commits) slowly. A test about a
+/// timeout sets its own.
+constexpr const char* patient_request_timeout = "--request-timeout=10s";
 
 /// What became of a child process, as `waitpid` reported it.
 struct exit_status {
@@ -61,8 +68,10 @@ run_result run_binary(const std::vector<std::string>& args,
 class service_process {
 public:
   /// Starts the binary with `--port=0 --bind=HOST --cluster-port=0`
-  /// followed by `extra_args`, waits for its start line and then, with
-  /// `wait_until_serving`, until `GET /healthz` answers 200. Throws
+  /// (and `patient_request_timeout`, unless `extra_args` or `env` set a
+  /// request timeout) followed by `extra_args`, waits for its start line
+  /// and then, with `wait_until_serving`, until `GET /healthz` answers 200
+  /// (and, in memory, `GET /readyz`: every shard served). Throws
   /// `std::runtime_error` (with everything the child wrote) when it does not
   /// get that far within `process_deadline`. `host` is any loopback
   /// address (127.0.0.2, 127.0.0.3, ... work without setup).

@@ -158,6 +158,8 @@ TEST_CASE("TTL options that contradict each other stop the start with exit 2",
     {"--min-ttl=0"},
     {"--max-ttl=abc"},
     {"--legacy-stream-ttl=-1"},
+    {"--legacy-stream-ttl=1500ms"},
+    {"--legacy-stream-ttl=6d"},
   };
   for (auto args : bad) {
     args.insert(args.begin(), "--port=0");
@@ -178,7 +180,7 @@ TEST_CASE("TTL options that contradict each other stop the start with exit 2",
          {"--default-ttl=60", "VIDEOSTREAMS_DEFAULT_TTL"},
          {"--min-ttl=5", "VIDEOSTREAMS_MIN_TTL"},
          {"--max-ttl=3600", "VIDEOSTREAMS_MAX_TTL"},
-         {"--legacy-stream-ttl=0", "VIDEOSTREAMS_LEGACY_STREAM_TTL"},
+         {"--legacy-stream-ttl=6h", "VIDEOSTREAMS_LEGACY_STREAM_TTL"},
          {"--admin-token", "VIDEOSTREAMS_ADMIN_TOKEN"}}) {
     INFO(flag);
     CHECK(help.out.find(flag) != std::string::npos);

@@ -178,7 +178,9 @@ TEST_CASE("a passivated user's lease expires with no request for that user",
           "[blackbox]") {
   service_process svc{{"--passivate-after=100ms", "--min-ttl=1"}};
   auto cli = make_client(svc.port());
-  auto exp = check_session_answer(open_session(*cli, "43", open_body("p", 2)),
+  // 6 s: passivation (normally within 0.2 s) must come before the expiry
+  // even on a loaded machine.
+  auto exp = check_session_answer(open_session(*cli, "43", open_body("p", 6)),
                                   201, 43, "p", 1, 3);
   // First the actor is passivated, the lease kept in the shard's record...
   reading r;
@@ -213,9 +215,11 @@ TEST_CASE("a passivated user's renewed lease survives and the other expires",
           "[blackbox]") {
   service_process svc{{"--passivate-after=100ms", "--min-ttl=1"}};
   auto cli = make_client(svc.port());
+  // 6 s: passivation (normally within 0.2 s) must come before the
+  // heartbeat is due, even on a loaded machine.
   auto exp_a = check_session_answer(
-    open_session(*cli, "44", open_body("a", 2)), 201, 44, "a", 1, 3);
-  check_session_answer(open_session(*cli, "44", open_body("b", 2)), 201, 44,
+    open_session(*cli, "44", open_body("a", 6)), 201, 44, "a", 1, 3);
+  check_session_answer(open_session(*cli, "44", open_body("b", 6)), 201, 44,
                        "b", 2, 3);
   // Let the user passivate, then renew b only (which re-activates it).
   REQUIRE(eventually(
@@ -270,4 +274,29 @@ TEST_CASE("the option --legacy-stream-ttl gives startstream streams a "
         == 2);
   CHECK(get(*cli, "/api/endstream/45").body == nothing_to_close_body(0));
   CHECK(get(*cli, "/api/startstream/45").body == granted_body(1));
+}
+
+TEST_CASE("startstream streams have a 6 h lease by default, and none with "
+          "--legacy-stream-ttl=0",
+          "[blackbox]") {
+  service_process svc;
+  auto cli = make_client(svc.port());
+  auto before = wall_ms();
+  REQUIRE(get(*cli, "/api/startstream/46").body == granted_body(1));
+  auto after = wall_ms();
+  auto l = require_listing(*cli, "46");
+  REQUIRE(l.count == 1);
+  REQUIRE(l.sessions.at(0).expires_at_ms.has_value());
+  CHECK(*l.sessions.at(0).expires_at_ms >= before + 21'600'000 - clock_slack_ms);
+  CHECK(*l.sessions.at(0).expires_at_ms <= after + 21'600'000 + clock_slack_ms);
+
+  service_process never{{"--legacy-stream-ttl=0"}};
+  auto never_cli = make_client(never.port());
+  REQUIRE(get(*never_cli, "/api/startstream/46").body == granted_body(1));
+  auto n = require_listing(*never_cli, "46");
+  REQUIRE(n.count == 1);
+  CHECK_FALSE(n.sessions.at(0).expires_at_ms.has_value());
+  CHECK(get(*never_cli, "/api/v2/users/46/streams").body.find(
+          R"("expiresAt":null)")
+        != std::string::npos);
 }

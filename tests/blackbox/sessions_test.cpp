@@ -237,7 +237,12 @@ TEST_CASE("POST at the limit is a 409 that lists the open sessions and "
     CHECK(sessions[0].id == id("a"));
     CHECK(sessions[0].expires_at_ms == exp_a);
     CHECK_FALSE(sessions[1].id.has_value());
-    CHECK_FALSE(sessions[1].expires_at_ms.has_value());
+    // The default legacy lease: 6 h from its start.
+    REQUIRE(sessions[1].expires_at_ms.has_value());
+    CHECK(*sessions[1].expires_at_ms - sessions[1].started_at_ms
+          >= 21'600'000 - 50);
+    CHECK(*sessions[1].expires_at_ms - sessions[1].started_at_ms
+          <= 21'600'000 + 50);
     CHECK(sessions[2].id == id("b"));
     CHECK(sessions[2].expires_at_ms == exp_b);
   }
@@ -357,7 +362,12 @@ TEST_CASE("startstream streams appear in v2 with null ids, share the limit, "
   CHECK(l.ids() == ids_t{std::nullopt, id("a"), std::nullopt});
   for (auto i : {0, 2}) {
     INFO("legacy entry " << i);
-    CHECK_FALSE(l.sessions[i].expires_at_ms.has_value());
+    // The default legacy lease: 6 h from its start.
+    REQUIRE(l.sessions[i].expires_at_ms.has_value());
+    CHECK(*l.sessions[i].expires_at_ms - l.sessions[i].started_at_ms
+          >= 21'600'000 - 50);
+    CHECK(*l.sessions[i].expires_at_ms - l.sessions[i].started_at_ms
+          <= 21'600'000 + 50);
     CHECK(l.sessions[i].started_at_ms >= before - 1000);
     CHECK(l.sessions[i].started_at_ms <= after + 1000);
   }

@@ -901,8 +901,11 @@ TEST_CASE("after a reshard to 32 the service starts only with --shards=32 "
     limits[std::stoull(own->at(i, 0))] = std::stoi(own->at(i, 1));
   REQUIRE(moved > 5);
   REQUIRE(limits.at(4) == 5);
-  service_process p{
-    std::vector<std::string>{url_of(d), "--shards=32", "--node-id=solo"}};
+  // User 103's legacy stream was granted under a legacy TTL of 0 at a fixed
+  // date long past: a node with a legacy TTL would close it at once
+  // (README, Decisions), and this test is about the shards, not that.
+  service_process p{std::vector<std::string>{
+    url_of(d), "--shards=32", "--node-id=solo", "--legacy-stream-ttl=0"}};
   auto client = make_client(p.port(), true);
   REQUIRE(eventually([&] { return get(*client, "/readyz").status == 200; },
                      seconds{30}));
@@ -1082,8 +1085,8 @@ TEST_CASE("read_committed_state returns exactly the committed streams and "
   CHECK(none->position >= f.last_commit);
 }
 
-TEST_CASE("user_records gives every restored stream a fresh TTL from the "
-          "given clock",
+TEST_CASE("user_records gives every restored session with an id a fresh TTL "
+          "from the given clock",
           "[db]") {
   loaded_shards f;
   auto db = f.d.connect();
@@ -1094,7 +1097,7 @@ TEST_CASE("user_records gives every restored stream a fresh TTL from the "
   now.wall_ms = 1'800'000'000'000;
   for (auto& [shard, committed] : state->shards) {
     INFO("shard " << shard);
-    auto records = user_records(committed, now);
+    auto records = user_records(committed, now, 0);
     std::size_t sessions = 0;
     std::size_t limits = 0;
     for (auto& [user, record] : records) {
@@ -1124,7 +1127,7 @@ TEST_CASE("user_records gives every restored stream a fresh TTL from the "
     CHECK(limits == committed.limits.size());
   }
   // The stream whose TTL changed to 120 s and the one that never expires.
-  auto records = user_records(state->shards.at(2), now);
+  auto records = user_records(state->shards.at(2), now, 0);
   auto& renewed = records.at(201).sessions();
   REQUIRE(renewed.size() == 1);
   CHECK(renewed.at(0).id == "b");
@@ -1134,6 +1137,71 @@ TEST_CASE("user_records gives every restored stream a fresh TTL from the "
   CHECK(legacy.at(0).expires_at_ns == 0);
   CHECK(records.at(205).own_limit() == 0u);
   CHECK(records.at(205).sessions().empty());
+}
+
+TEST_CASE("user_records restores a startstream stream at the expiry it was "
+          "granted with, not a fresh lease",
+          "[db]") {
+  migrated_database d;
+  auto store = std::make_unique<stream_store>(d.connect());
+  REQUIRE(store->prepare_for_commits());
+  own_shards(d, *store, "node-a", {0});
+  auto legacy = [](std::uint64_t user, std::uint32_t ttl) {
+    auto c = grant(user, "~" + std::to_string(user), 0, ttl);
+    c.has_id = false;
+    return c;
+  };
+  // Started at S + user ms (see grant()); stored expiry S + user + TTL.
+  REQUIRE(all_committed(store->commit({
+    legacy(11, 3600), // expires in the future
+    legacy(12, 60),   // expired while nobody served the shard
+    legacy(13, 0),    // granted under --legacy-stream-ttl=0
+    grant(14, "tv", 0, 60),
+  })));
+  auto db = d.connect();
+  auto state = read_committed_state(db, {0});
+  REQUIRE(state);
+  auto& shard = state->shards.at(0);
+  const std::int64_t s = 1'767'225'600'000;
+  clock_reading now;
+  now.mono_ns = 987'654'321'000;
+  now.wall_ms = s + 1'000'000; // 1000 s after the starts
+  auto ns = [](std::int64_t ms) { return ms * 1'000'000; };
+  auto only = [](const std::map<std::uint64_t, user_streams>& records,
+                 std::uint64_t user) {
+    auto& sessions = records.at(user).sessions();
+    REQUIRE(sessions.size() == 1);
+    return sessions.front();
+  };
+
+  auto records = user_records(shard, now, 0);
+  // Its stored expiry, S + 11 + 3600 s, on this node's monotonic clock.
+  auto a = only(records, 11);
+  CHECK(a.ttl_seconds == 3600);
+  CHECK(a.expires_at_ns == now.mono_ns + ns(s + 11 + 3'600'000 - now.wall_ms));
+  // Past its expiry: due at once, so the first sweep closes it.
+  auto b = only(records, 12);
+  CHECK(b.expires_at_ns == now.mono_ns);
+  auto swept = records.at(12);
+  CHECK(swept.expire(now.mono_ns) == 1);
+  CHECK(swept.count() == 0);
+  // Never expires while the legacy TTL is 0 ...
+  CHECK(only(records, 13).expires_at_ns == 0);
+  CHECK(only(records, 13).ttl_seconds == 0);
+  // ... and a session with an id gets a fresh TTL (heartbeats are not
+  // written, so its stored expiry may be long renewed).
+  CHECK(only(records, 14).expires_at_ns == now.mono_ns + ns(60'000));
+
+  // A node with a legacy TTL gives a stream stored without one that TTL
+  // from its start: 6 h after S + 13 ms, or at once when that has passed.
+  auto healed = user_records(shard, now, 21600);
+  auto c = only(healed, 13);
+  CHECK(c.ttl_seconds == 21600);
+  CHECK(c.expires_at_ns == now.mono_ns + ns(s + 13 + 21'600'000 - now.wall_ms));
+  CHECK(only(user_records(shard, now, 600), 13).expires_at_ns == now.mono_ns);
+  // Streams stored with a TTL keep theirs, whatever the node's.
+  CHECK(only(healed, 11).expires_at_ns == a.expires_at_ns);
+  CHECK(only(healed, 11).ttl_seconds == 3600);
 }
 
 // -- Found by these tests, fixed ----------------------------------------------

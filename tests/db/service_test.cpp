@@ -25,9 +25,9 @@ struct node {
   node(const std::string& dsn, std::vector<std::string> extra = {})
     : process(with_url(dsn, std::move(extra))),
       client(make_client(process.port(), true)) {
-    REQUIRE(eventually([this] {
-      return get(*client, "/readyz").status == 200;
-    }));
+    REQUIRE(eventually(
+      [this] { return get(*client, "/readyz").status == 200; },
+      std::chrono::seconds{30}));
   }
 
   static std::vector<std::string> with_url(const std::string& dsn,
@@ -168,7 +168,7 @@ TEST_CASE("limits are persisted and restored", "[db]") {
 
 TEST_CASE("a node fenced out by a newer one cannot grant", "[db]") {
   migrated_database d;
-  node a{d.dsn, {"--request-timeout=2s"}};
+  node a{d.dsn};
   CHECK(a.open(4, "x") == 201);
   // A second process takes every shard over (its epochs are newer).
   node b{d.dsn};

@@ -3,6 +3,9 @@
 #include <catch2/catch.hpp>
 
 #include <map>
+#include <string>
+#include <utility>
+#include <vector>
 
 using namespace videostreams;
 
@@ -121,6 +124,45 @@ TEST_CASE("lease options are checked against each other", "[unit]") {
              Catch::Contains("--min-ttl"));
   CHECK_THAT(parse_error({"--default-ttl=4000"}),
              Catch::Contains("--default-ttl"));
+}
+
+TEST_CASE("--legacy-stream-ttl: 6 h by default, a duration in whole "
+          "seconds, 0 = never expires",
+          "[unit]") {
+  CHECK(parse_ok({}).values.legacy_stream_ttl_seconds == 21600);
+  CHECK(parse_ok({"--legacy-stream-ttl=6h"}).changed.empty());
+  CHECK(parse_ok({"--legacy-stream-ttl=21600"}).changed.empty());
+  for (auto& [text, seconds] : std::vector<std::pair<std::string, int>>{
+         {"0", 0},
+         {"0s", 0},
+         {"0h", 0},
+         {"3", 3},
+         {"3s", 3},
+         {"2000ms", 2},
+         {"90m", 5400},
+         {"1h", 3600},
+         {"8760h", 31536000}}) {
+    INFO(text);
+    auto p = parse_ok({"--legacy-stream-ttl=" + text});
+    CHECK(p.values.legacy_stream_ttl_seconds
+          == static_cast<std::uint32_t>(seconds));
+  }
+  CHECK(parse_ok({"--legacy-stream-ttl=0"}).changed
+        == std::vector<std::string>{"--legacy-stream-ttl=0"});
+  CHECK(parse_ok({"--legacy-stream-ttl=90m"}).changed
+        == std::vector<std::string>{"--legacy-stream-ttl=90m"});
+  CHECK(parse_ok({"--legacy-stream-ttl=61"}).changed
+        == std::vector<std::string>{"--legacy-stream-ttl=61s"});
+  fake_env env{{{"VIDEOSTREAMS_LEGACY_STREAM_TTL", "2h"}}};
+  CHECK(parse_ok({}, env).values.legacy_stream_ttl_seconds == 7200);
+  for (auto bad : {"-1", "-1h", "1500ms", "1.5h", "h", "6 h", "6d", "8761h",
+                   "31536001", "soon", ""}) {
+    INFO(bad);
+    CHECK_THAT(parse_error({std::string{"--legacy-stream-ttl="} + bad}),
+               Catch::Contains("--legacy-stream-ttl")
+                 && Catch::Contains("whole seconds"));
+  }
+  CHECK_THAT(help_text(), Catch::Contains("--legacy-stream-ttl=6h"));
 }
 
 TEST_CASE("the admin token is never echoed", "[unit]") {
