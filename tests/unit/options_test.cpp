@@ -126,8 +126,8 @@ TEST_CASE("lease options are checked against each other", "[unit]") {
              Catch::Contains("--default-ttl"));
 }
 
-TEST_CASE("--legacy-stream-ttl: 6 h by default, a duration in whole "
-          "seconds, 0 = never expires",
+TEST_CASE("the legacy stream TTL (--legacy-stream-ttl): 6 h by default, "
+          "a duration in whole seconds, 0 = never expires",
           "[unit]") {
   CHECK(parse_ok({}).values.legacy_stream_ttl_seconds == 21600);
   CHECK(parse_ok({"--legacy-stream-ttl=6h"}).changed.empty());
