@@ -31,7 +31,7 @@ constexpr std::chrono::milliseconds scan_every{100};
 /// On a stop, an idle connection used this recently is left to send its
 /// next request (answered with `Connection: close`) rather than cut: its
 /// client may be sending one now, which a cut would reset unanswered.
-constexpr std::chrono::milliseconds drain_idle_grace{250};
+constexpr std::chrono::milliseconds drain_idle_grace{1000};
 
 /// Every worker busy on its request for this long: the pool grows.
 constexpr std::chrono::milliseconds starved_after{50};
