@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <string>
 
 namespace videostreams {
 
@@ -24,6 +25,10 @@ struct clock_reading {
     return (mono + wall_offset_ns) / 1'000'000;
   }
 };
+
+/// `wall_ms` (milliseconds since the Unix epoch) as RFC 3339 in UTC with
+/// milliseconds, e.g. "2026-11-28T16:05:09.120Z".
+std::string rfc3339(std::int64_t wall_ms);
 
 /// Where actors read the time. The real one reads the system clocks; tests
 /// inject a `manual_clock` so that no test has to sleep.

@@ -1,7 +1,6 @@
 #include "cluster/cluster_node.hpp"
 
 #include <algorithm>
-#include <ctime>
 #include <map>
 #include <optional>
 #include <set>
@@ -472,15 +471,6 @@ void set_deadline(node_pointer self, std::uint32_t shard) {
     e.epoch);
 }
 
-std::string rfc3339_now() {
-  auto t = std::time(nullptr);
-  std::tm utc{};
-  gmtime_r(&t, &utc);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S.000Z", &utc);
-  return buf;
-}
-
 void publish_view(node_pointer self) {
   auto& st = self->state;
   auto view = std::make_shared<cluster_view>();
@@ -520,7 +510,7 @@ void publish_view(node_pointer self) {
     me.cluster_port = st.settings.self.cluster_port;
     me.status = "up";
     me.shards = owned[self_id(self)];
-    me.last_heartbeat = rfc3339_now();
+    me.last_heartbeat = rfc3339(wall_now_ns() / 1'000'000);
     view->members.push_back(std::move(me));
   } else {
     for (auto& m : st.members) {

@@ -4,13 +4,13 @@
 #include <cctype>
 #include <cstdio>
 #include <optional>
-#include <ctime>
 #include <variant>
 
 #include <boost/json.hpp>
 
 #include "caf/sec.hpp"
 
+#include "actors/clock.hpp"
 #include "http/request_body.hpp"
 #include "http/user_id.hpp"
 
@@ -45,22 +45,6 @@ api_response bad_request(const field_error& err) {
 const field_error bad_user_id{
   "user_id",
   "must be a non-negative decimal integer of at most 9223372036854775807"};
-
-/// RFC 3339 in UTC with milliseconds, e.g. "2026-11-28T16:05:09.120Z".
-std::string rfc3339(std::int64_t wall_ms) {
-  auto seconds = static_cast<std::time_t>(wall_ms / 1000);
-  auto millis = static_cast<int>(wall_ms % 1000);
-  if (millis < 0) {
-    seconds -= 1;
-    millis += 1000;
-  }
-  std::tm utc{};
-  gmtime_r(&seconds, &utc);
-  char buf[40];
-  auto n = std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &utc);
-  std::snprintf(buf + n, sizeof(buf) - n, ".%03dZ", millis);
-  return buf;
-}
 
 json::value optional_time(std::int64_t wall_ms) {
   if (wall_ms == 0)

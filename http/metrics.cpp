@@ -74,7 +74,7 @@ void append_histogram(std::string& out, const char* name, const char* label,
                 static_cast<unsigned long long>(cumulative));
 }
 
-/// One series per listener ("api", "ops") of each edge figure.
+/// One series per listener of each edge figure.
 void render_listeners(std::string& out,
                       const std::array<listener_figures, 2>& listeners) {
   struct figure {
@@ -120,11 +120,11 @@ void render_listeners(std::string& out,
      "HTTP worker threads running a request, by listener.",
      [](const listener_figures& f) { return f.busy_workers.load(relaxed); }},
   };
-  static const char* const names[] = {"api", "ops"};
   for (auto& x : figures) {
     append_header(out, x.name, x.type, x.help);
     for (std::size_t i = 0; i < listeners.size(); ++i)
-      append_format(out, "%s{listener=\"%s\"} %lld\n", x.name, names[i],
+      append_format(out, "%s{listener=\"%s\"} %lld\n", x.name,
+                    listener_name(static_cast<listener_kind>(i)),
                     static_cast<long long>(x.read(listeners[i])));
   }
 }

@@ -16,6 +16,11 @@ namespace videostreams {
 /// The HTTP listeners: the API's port, and the operations port.
 enum class listener_kind : unsigned char { api, ops };
 
+/// The listener's label value on /metrics.
+constexpr const char* listener_name(listener_kind k) noexcept {
+  return k == listener_kind::api ? "api" : "ops";
+}
+
 /// What one listener's edge counts (DESIGN §2, "the HTTP edge").
 struct listener_figures {
   std::atomic<std::int64_t> open_connections{0};

@@ -279,6 +279,7 @@ request_frame frame_request(std::string_view in, const framing_limits& limits) {
   if (facts.length > limits.max_body_bytes)
     return refuse(413, "the body is too large");
   f.header_complete = true;
+  f.http10 = facts.http10;
   f.expects_continue = has_body && facts.expects_continue;
   if (facts.chunked)
     return frame_chunks(in, at, limits, f);

@@ -40,6 +40,8 @@ struct request_frame {
   bool header_complete = false;
   /// The header asks for `100 Continue` before the body is sent.
   bool expects_continue = false;
+  /// An HTTP/1.0 request: the edge closes its connection after the answer.
+  bool http10 = false;
 };
 
 /// Finds the end of the first request in `bytes`, checking its framing

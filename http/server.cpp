@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -482,8 +483,8 @@ void http_server::worker_loop(std::atomic<std::int64_t>& busy_since) {
   }
 }
 
-void http_server::accept_ready() {
-  for (int i = 0; i < accept_batch; ++i) {
+bool http_server::accept_queued(int limit) {
+  for (int i = 0; i < limit; ++i) {
     sockaddr_storage peer{};
     socklen_t len = sizeof(peer);
     int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &len,
@@ -491,18 +492,22 @@ void http_server::accept_ready() {
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED)
         continue;
-      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS
-          || errno == ENOMEM) {
-        // Out of descriptors: leave the listener disarmed for a moment (it
-        // stays readable, so arming it now would spin); the watchdog arms
-        // it again.
-        std::lock_guard<std::mutex> guard{mtx_};
-        listener_paused_until_ = clock_type::now() + scan_every;
-        return;
-      }
-      break; // EAGAIN, or the listener was shut down by `stop`
+      return errno != EMFILE && errno != ENFILE && errno != ENOBUFS
+             && errno != ENOMEM;
     }
     admit(fd, peer);
+  }
+  return true;
+}
+
+void http_server::accept_ready() {
+  if (!accept_queued(accept_batch)) {
+    // Out of descriptors: leave the listener disarmed for a moment (it
+    // stays readable, so arming it now would spin); the watchdog arms it
+    // again.
+    std::lock_guard<std::mutex> guard{mtx_};
+    listener_paused_until_ = clock_type::now() + scan_every;
+    return;
   }
   if (!draining_.load())
     arm_listener();
@@ -518,18 +523,7 @@ void http_server::arm_listener() {
 void http_server::close_listener() {
   // Connections already queued get their answers too: accept them before
   // the listener is shut (which resets whatever is still queued).
-  for (;;) {
-    sockaddr_storage peer{};
-    socklen_t len = sizeof(peer);
-    int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &len,
-                       SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED)
-        continue;
-      break;
-    }
-    admit(fd, peer);
-  }
+  accept_queued(std::numeric_limits<int>::max());
   ::shutdown(listen_fd_, SHUT_RDWR); // closed in the destructor
 }
 
@@ -696,7 +690,7 @@ http_server::next_step http_server::serve_buffered(connection* c,
       break;
     }
     c->continue_sent = false;
-    bool last = draining_.load()
+    bool last = f.http10 || draining_.load()
                 || ++c->served >= settings_.keep_alive_max_requests;
     bool client_closes = false;
     bool parsed = false;

@@ -99,6 +99,10 @@ private:
 
   void worker_loop(std::atomic<std::int64_t>& busy_since);
   void watchdog_loop();
+  /// Accepts up to `limit` queued connections; false when it stopped for
+  /// want of descriptors (or memory).
+  bool accept_queued(int limit);
+  /// The listener is readable: accepts a batch and arms it again.
   void accept_ready();
   void admit(int fd, const sockaddr_storage& peer);
   void on_readable(connection* c);

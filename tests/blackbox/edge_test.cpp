@@ -257,7 +257,11 @@ TEST_CASE("a body sent after 100 Continue, pipelined requests, a Range "
   {
     raw_connection conn{svc.port()};
     REQUIRE(conn.write("GET /healthz HTTP/1.0\r\n\r\n"));
-    CHECK(status_of(conn.read_response()) == 200);
+    auto response = conn.read_response();
+    CHECK(status_of(response) == 200);
+    // The edge keeps no HTTP/1.0 connection alive, and says so.
+    CHECK(has_header(response, "Connection: close"));
+    CHECK(response.find("Keep-Alive:") == std::string::npos);
     CHECK(conn.closed_by_peer());
   }
 }

@@ -60,10 +60,7 @@ TEST_CASE("three nodes form a cluster: every node names the same owner for "
           "every shard, as rendezvous hashing assigns them",
           "[cluster]") {
   three_nodes c{patient};
-  auto& d = c.d;
-  auto& n2 = c.n2;
-  auto& n3 = c.n3;
-  auto& n4 = c.n4;
+  auto& [d, n2, n3, n4] = c;
   auto view = n3.view();
   REQUIRE(view);
   CHECK(view->at("nodeId") == "n3");
@@ -110,10 +107,7 @@ TEST_CASE("concurrent starts for one user through every node grant exactly "
           "the limit",
           "[cluster]") {
   three_nodes c{patient};
-  auto& d = c.d;
-  auto& n2 = c.n2;
-  auto& n3 = c.n3;
-  auto& n4 = c.n4;
+  auto& [d, n2, n3, n4] = c;
   std::vector<test_node*> nodes{&n2, &n3, &n4};
   constexpr int per_node = 16;
   std::atomic<int> granted{0}, denied{0}, opened{0}, refused{0}, other{0};
@@ -161,10 +155,7 @@ TEST_CASE("a limit set through a node that does not own the user applies "
           "[cluster]") {
   auto args = with(patient, {"--admin-token=s3cret"});
   three_nodes c{args};
-  auto& d = c.d;
-  auto& n2 = c.n2;
-  auto& n3 = c.n3;
-  auto& n4 = c.n4;
+  auto& [d, n2, n3, n4] = c;
   auto view = n2.view();
   REQUIRE(view);
   auto user = std::to_string(users_owned_by(*view, "n2", 1).front());
@@ -195,10 +186,7 @@ TEST_CASE("a node that leaves under load hands its shards off: no request "
           "fails and no stream is lost",
           "[cluster]") {
   three_nodes c{patient};
-  auto& d = c.d;
-  auto& n2 = c.n2;
-  auto& n3 = c.n3;
-  auto& n4 = c.n4;
+  auto& [d, n2, n3, n4] = c;
   // Players use n2 and n3, as a Service does once n4 is no longer ready.
   session_players players{{target_of_node(n2), target_of_node(n3)}, 10000, 6,
                           40};

@@ -37,10 +37,7 @@ TEST_CASE("kill -9 of a node: its users are served elsewhere within the "
   // which a route could point at nothing.
   constexpr auto ttl = 5s;
   three_nodes c{{"--request-timeout=10s"}};
-  auto& d = c.d;
-  auto& n2 = c.n2;
-  auto& n3 = c.n3;
-  auto& n4 = c.n4;
+  auto& [d, n2, n3, n4] = c;
   auto view = n2.view();
   REQUIRE(view);
   auto victims = users_owned_by(*view, "n4", 24);
@@ -118,10 +115,7 @@ TEST_CASE("a node paused past its leases grants nothing when it wakes: "
           "others took its shards, its state is stale, and it rejoins",
           "[cluster]") {
   three_nodes c{short_leases};
-  auto& d = c.d;
-  auto& n2 = c.n2;
-  auto& n3 = c.n3;
-  auto& n4 = c.n4;
+  auto& [d, n2, n3, n4] = c;
   auto view = n2.view();
   REQUIRE(view);
   // Users of n4's shards, each at the limit of 3, granted through n4.
@@ -212,9 +206,7 @@ TEST_CASE("a command forwarded to a paused owner is never decided after its "
   // Leases that outlast the pause: the owner wakes up still deciding for
   // its shards, and finds the forwarded commands waiting in its socket.
   three_nodes c{{"--lease-ttl=30s", "--request-timeout=1s"}};
-  auto& d = c.d;
-  auto& n2 = c.n2;
-  auto& n4 = c.n4;
+  auto& [d, n2, n3, n4] = c;
   auto view = n2.view();
   REQUIRE(view);
   auto users = users_owned_by(*view, "n4", 5);

@@ -42,6 +42,8 @@ TEST_CASE("a request without a body ends after its header", "[framing]") {
   CHECK(f.what == state::complete);
   CHECK(f.skip == 0);
   CHECK(f.size == req.size());
+  CHECK_FALSE(f.http10);
+  CHECK(frame("GET / HTTP/1.0\r\n\r\n").http10);
 }
 
 TEST_CASE("a Content-Length body belongs to its request", "[framing]") {
