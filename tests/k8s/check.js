@@ -384,7 +384,7 @@ function schemaErrors(obj) {
   };
   const copy = JSON.parse(JSON.stringify(obj));
   const valid = schema.validate(wrap(copy, ''));
-  const errors = valid ? [] : (schema.validate.errors || []).map((e) => `${e.instancePath || '/'} ${e.message}${e.params && e.params.allowedValues ? ' ' + JSON.stringify(e.params.allowedValues) : ''}`);
+  const errors = valid ? [] : (schema.validate.errors || []).map((e) => `${e.instancePath || '/'}: ${e.message || e.keyword} ${JSON.stringify(e.params || {})}`);
   for (const r of records)
     for (const k of Object.keys(r.value)) if (!r.read.has(k)) errors.push(`${r.at}/${k}: unknown field`);
   return errors;
