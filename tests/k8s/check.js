@@ -734,33 +734,49 @@ function dockerfile() {
   return dockerfileCache;
 }
 
-function dpkgOwner(file) {
-  const candidates = [file, fs.realpathSync(file)];
-  for (const f of [...candidates]) {
-    if (f.startsWith('/lib')) candidates.push('/usr' + f);
-    if (f.startsWith('/usr/lib')) candidates.push(f.slice(4));
+// The package that owns each file (dpkg -S, in one call: it reads every
+// package's file list). Debian 12 has /lib -> /usr/lib, and dpkg knows each
+// file under one of the two names.
+function dpkgOwners(files) {
+  const candidates = new Map();
+  for (const file of files) {
+    const names = [file, fs.realpathSync(file)];
+    for (const f of [...names]) {
+      if (f.startsWith('/lib')) names.push('/usr' + f);
+      if (f.startsWith('/usr/lib')) names.push(f.slice(4));
+    }
+    candidates.set(file, [...new Set(names)]);
   }
-  for (const f of candidates) {
-    const r = run('dpkg', ['-S', f]);
-    if (r.status === 0) return r.stdout.split(':')[0].trim();
+  const r = run('dpkg', ['-S', ...new Set([...candidates.values()].flat())]);
+  const owner = new Map();
+  for (const line of r.stdout.split('\n')) {
+    const m = /^([^:]+(?::[a-z0-9]+)?(?:, [^:]+(?::[a-z0-9]+)?)*): (\/.*)$/.exec(line);
+    if (m) owner.set(m[2], m[1].split(', ')[0].split(':')[0]);
   }
-  return null;
+  return new Map(files.map((f) => [f, candidates.get(f).map((c) => owner.get(c)).find(Boolean) || null]));
 }
 // The packages `roots` bring with them (Depends, Pre-Depends), as installed
 // on this machine, which builds the binary from the same Debian release.
 function dependencyClosure(roots) {
+  const installed = new Map();
+  const provides = new Map();
+  const out = runOk('dpkg-query', ['-W', '-f=${Package}\t${Status}\t${Depends}, ${Pre-Depends}\t${Provides}\n']);
+  for (const line of out.split('\n').filter(Boolean)) {
+    const [name, status, deps, prov] = line.split('\t');
+    if (!status.includes('install ok installed')) continue;
+    installed.set(name, deps);
+    for (const v of (prov || '').split(',').map((x) => x.trim().split(/[\s(]/)[0]).filter(Boolean)) provides.set(v, name);
+  }
   const seen = new Set();
   const todo = [...roots];
   while (todo.length) {
     const p = todo.pop();
     if (seen.has(p)) continue;
     seen.add(p);
-    const r = run('dpkg-query', ['-W', '-f=${Depends}, ${Pre-Depends}', p]);
-    if (r.status !== 0) continue;
-    for (const dep of r.stdout.split(',').map((s) => s.trim()).filter(Boolean)) {
+    for (const dep of (installed.get(p) || '').split(',').map((x) => x.trim()).filter(Boolean)) {
       const alternatives = dep.split('|').map((a) => a.trim().split(/[\s:(]/)[0]);
-      const installed = alternatives.find((a) => run('dpkg-query', ['-W', '-f=${Status}', a]).stdout.includes('install ok installed'));
-      todo.push(installed || alternatives[0]);
+      const chosen = alternatives.find((a) => installed.has(a)) || alternatives.map((a) => provides.get(a)).find(Boolean);
+      todo.push(chosen || alternatives[0]);
     }
   }
   return seen;
@@ -781,8 +797,7 @@ async function checkImage() {
   const ldd = runOk('ldd', [binary]);
   const libs = ldd.split('\n').map((l) => (/=>\s+(\S+)/.exec(l) || /^\s*(\/\S+)/.exec(l) || [])[1]).filter((f) => f && f.startsWith('/'));
   const owners = new Map();
-  for (const lib of libs) {
-    const p = dpkgOwner(lib);
+  for (const [lib, p] of dpkgOwners(libs)) {
     if (!p) problems.push(`${lib}: no Debian package owns it (dpkg -S)`);
     else owners.set(lib, p);
   }
