@@ -182,7 +182,12 @@ void session_players::play(std::size_t index) {
     ++counter;
     if (open.size() < 2) {
       auto id = "p" + std::to_string(index) + "-" + std::to_string(counter);
-      auto r = send(cli, "POST", base, R"({"sessionId":")" + id + R"("})");
+      // The longest lease there is: the player heartbeats only its older
+      // session, and on a busy machine a run outlasts the default TTL, so
+      // that a stream still open at the end would otherwise expire while
+      // the test reads the database.
+      auto r = send(cli, "POST", base,
+                    R"({"sessionId":")" + id + R"(","ttlSeconds":3600})");
       if (r.status == 201) {
         open.push_back(id);
         std::lock_guard<std::mutex> guard{mtx_};

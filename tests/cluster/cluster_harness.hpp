@@ -104,9 +104,9 @@ std::optional<std::multiset<std::string>>
 sessions_of(httplib::Client& cli, std::uint64_t user);
 
 /// Players on the v2 API: `threads` threads, each with users of its own
-/// (`users_per_thread` from `first_user` on), opening sessions (at most two
-/// open per user, so the limit of 3 never refuses one), heartbeating and
-/// closing them, every request to the next of `targets` in turn. Every
+/// (`users_per_thread` from `first_user` on), opening sessions with an
+/// hour's lease (at most two open per user, so the limit of 3 never refuses
+/// one), heartbeating and closing them, every request to the next of `targets` in turn. Every
 /// answer that is not the one a healthy service gives (201 for an open,
 /// 200 for a heartbeat or close) is recorded as a failure, and every
 /// session acknowledged open and not acknowledged closed is remembered.
