@@ -187,7 +187,11 @@ api::api(const router& users, api_settings settings, http_metrics& metrics,
     settings_(std::move(settings)),
     metrics_(metrics),
     counters_(counters),
-    persistence_(persistence) {
+    persistence_(persistence),
+    member_metrics_(settings_.member_metrics, [this] {
+      return metrics_.render(counters_, persistence_,
+                             settings_.cluster_figures.get());
+    }) {
   // Nothing else to do.
 }
 
@@ -253,6 +257,18 @@ api_response api::handle(const api_request& req) noexcept {
 api_response api::dispatch(const api_request& req, const route_match& m) {
   if (m.which == route::unmatched)
     return error_response(404);
+  // A file that is not served is a path like any unknown one.
+  const served_file* file = nullptr;
+  if (m.which == route::ui_index)
+    file = served_files.find("/ui/index.html");
+  else if (m.which == route::ui_file)
+    file = served_files.find("/ui/" + std::string{m.file});
+  else if (m.which == route::openapi)
+    file = served_files.find("/api/openapi.json");
+  if ((m.which == route::ui_index || m.which == route::ui_file
+       || m.which == route::openapi)
+      && !file)
+    return error_response(404);
   if (req.method == "OPTIONS") {
     // CORS preflight; Access-Control-Allow-Origin is added to every answer.
     api_response res;
@@ -298,6 +314,18 @@ api_response api::dispatch(const api_request& req, const route_match& m) {
       if (auto refused = refuse_operator(req.authorization, false))
         return std::move(*refused);
       return cluster();
+    case route::cluster_metrics:
+      if (auto refused = refuse_operator(req.authorization, false))
+        return std::move(*refused);
+      return cluster_metrics();
+    case route::cluster_user:
+      if (auto refused = refuse_operator(req.authorization, false))
+        return std::move(*refused);
+      return cluster_user(m.user_id);
+    case route::ui_index:
+    case route::ui_file:
+    case route::openapi:
+      return served(*file, req.if_none_match);
     case route::metrics: {
       api_response res;
       res.body = metrics_.render(counters_, persistence_,
@@ -483,6 +511,84 @@ api_response api::cluster() const {
   if (!view)
     return unavailable(settings_.retry_after_seconds);
   return json_response(200, cluster_json(*view));
+}
+
+api_response api::cluster_metrics() {
+  auto view = settings_.cluster ? settings_.cluster->get() : nullptr;
+  if (!view)
+    return unavailable(settings_.retry_after_seconds);
+  api_response res;
+  res.body = member_metrics_.collect(*view);
+  return res;
+}
+
+api_response api::cluster_user(std::string_view user_id_text) {
+  auto user = parse_user_id(user_id_text);
+  if (!user)
+    return bad_request(bad_user_id);
+  auto view = settings_.cluster ? settings_.cluster->get() : nullptr;
+  if (!view)
+    return unavailable(settings_.retry_after_seconds);
+  auto shard = users_.shard_of_user(*user);
+  json::object out{{"userId", static_cast<std::int64_t>(*user)},
+                   {"shard", shard},
+                   {"shardCount", users_.shard_count()},
+                   {"owner", nullptr},
+                   {"epoch", nullptr},
+                   {"state", "unowned"}};
+  for (auto& s : view->shards) {
+    if (s.shard != shard)
+      continue;
+    if (!s.owner.empty())
+      out["owner"] = s.owner;
+    out["epoch"] = s.epoch;
+    out["state"] = s.state;
+    break;
+  }
+  // The user's streams as the owner sees them: a look-up is for an
+  // operator, who also wants the shard's owner when that owner does not
+  // answer, so a failed call leaves "streams" null and says why.
+  user_command cmd;
+  cmd.op = user_op::list_sessions;
+  cmd.user = *user;
+  auto reply = users_.call(cmd, settings_.request_timeout);
+  if (reply && reply->outcome == stream_outcome::listed) {
+    out["streams"] = json::object{{"streamCount", reply->stream_count},
+                                  {"maxStreams", reply->max_streams},
+                                  {"sessions", sessions_json(reply->sessions)}};
+  } else {
+    out["streams"] = nullptr;
+    out["detail"] = !reply && reply.error() == caf::sec::request_timeout
+                      ? "the shard's owner did not answer in time"
+                      : "the shard's owner could not answer now";
+  }
+  return json_response(200, out);
+}
+
+api_response api::served(const served_file& file,
+                         std::string_view if_none_match) {
+  api_response res;
+  // Revalidated on every use (a 304 costs a few bytes), so a browser never
+  // shows a page older than the binary that serves it.
+  res.headers.emplace_back("ETag", std::string{file.etag});
+  res.headers.emplace_back("Cache-Control", "no-cache");
+  res.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  if (file.content_type.substr(0, 9) == "text/html")
+    // The pages are self-contained: nothing from elsewhere may load, and
+    // they talk to this node only.
+    res.headers.emplace_back(
+      "Content-Security-Policy",
+      "default-src 'none'; script-src 'self' 'unsafe-inline'; "
+      "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+      "connect-src 'self'; base-uri 'none'; form-action 'none'; "
+      "frame-ancestors 'none'");
+  if (etag_matches(if_none_match, file.etag)) {
+    res.status = 304;
+    return res;
+  }
+  res.body = std::string{file.body};
+  res.content_type = file.content_type;
+  return res;
 }
 
 api_response api::readyz() const {

@@ -14,9 +14,11 @@
 #include "actors/router.hpp"
 #include "actors/stream_counters.hpp"
 #include "cluster/cluster_view.hpp"
+#include "http/member_metrics.hpp"
 #include "http/metrics.hpp"
 #include "persistence/persistence_actor.hpp"
 #include "http/routes.hpp"
+#include "http/served_files.hpp"
 
 namespace videostreams {
 
@@ -28,6 +30,8 @@ struct api_request {
   std::string_view body;
   /// The `Authorization` header, if any.
   std::string_view authorization;
+  /// The `If-None-Match` header, if any (the served files' 304).
+  std::string_view if_none_match = {};
 };
 
 /// An HTTP answer, independent of the server library.
@@ -60,6 +64,8 @@ struct api_settings {
   /// cluster node's figures for `/metrics`; either may be null.
   std::shared_ptr<const cluster_view_box> cluster;
   std::shared_ptr<const cluster_counters> cluster_figures;
+  /// How `GET /api/cluster/metrics` reaches the other members.
+  member_metrics_settings member_metrics;
 };
 
 /// The HTTP API of DESIGN §2: maps a request to a command for the user's
@@ -95,6 +101,10 @@ private:
   api_response session_command(const api_request& req, const route_match& m);
   api_response readyz() const;
   api_response cluster() const;
+  api_response cluster_metrics();
+  api_response cluster_user(std::string_view user_id_text);
+  static api_response served(const served_file& file,
+                             std::string_view if_none_match);
 
   /// Nothing when `authorization` carries the admin token; else the answer
   /// that refuses the request (403 without a configured token when
@@ -107,6 +117,7 @@ private:
   http_metrics& metrics_;
   const stream_counters& counters_;
   const persistence_counters* persistence_;
+  member_metrics_collector member_metrics_;
   std::atomic<readiness> readiness_{readiness::starting};
 };
 

@@ -34,10 +34,20 @@ route_match match_route(std::string_view path) noexcept {
       return {route::readyz, {}, {}};
     if (seg[0] == "metrics")
       return {route::metrics, {}, {}};
+    if (seg[0] == "ui")
+      return {route::ui_index, {}, {}};
     return {};
   }
+  if (n == 2 && seg[0] == "ui")
+    return {route::ui_file, {}, {}, seg[1]};
   if (n == 2 && seg[0] == "api" && seg[1] == "cluster")
     return {route::cluster, {}, {}};
+  if (n == 2 && seg[0] == "api" && seg[1] == "openapi.json")
+    return {route::openapi, {}, {}};
+  if (n == 3 && seg[0] == "api" && seg[1] == "cluster" && seg[2] == "metrics")
+    return {route::cluster_metrics, {}, {}};
+  if (n == 4 && seg[0] == "api" && seg[1] == "cluster" && seg[2] == "users")
+    return {route::cluster_user, seg[3], {}};
   if (n == 3 && seg[0] == "api") {
     if (seg[1] == "startstream")
       return {route::startstream, seg[2], {}};
@@ -78,6 +88,16 @@ std::string_view route_template(route r) noexcept {
       return "/api/v2/users/:user_id/limit";
     case route::cluster:
       return "/api/cluster";
+    case route::cluster_metrics:
+      return "/api/cluster/metrics";
+    case route::cluster_user:
+      return "/api/cluster/users/:user_id";
+    case route::ui_index:
+      return "/ui/";
+    case route::ui_file:
+      return "/ui/:file";
+    case route::openapi:
+      return "/api/openapi.json";
     case route::unmatched:
       break;
   }

@@ -17,6 +17,11 @@ enum class route : unsigned char {
   v2_stream,   ///< PUT, DELETE /api/v2/users/:user_id/streams/:session_id
   v2_limit,    ///< PUT, DELETE /api/v2/users/:user_id/limit
   cluster,     ///< GET /api/cluster
+  cluster_metrics, ///< GET /api/cluster/metrics
+  cluster_user,    ///< GET /api/cluster/users/:user_id
+  ui_index,    ///< GET /ui/ (the operator page)
+  ui_file,     ///< GET /ui/:file
+  openapi,     ///< GET /api/openapi.json
   unmatched,   ///< any other path
 };
 
@@ -30,6 +35,8 @@ struct route_match {
   route which = route::unmatched;
   std::string_view user_id;
   std::string_view session_id;
+  /// The file name of `ui_file`.
+  std::string_view file = {};
 };
 
 /// Resolves a request path (without query string). Segments match exactly
@@ -40,11 +47,14 @@ route_match match_route(std::string_view path) noexcept;
 /// The route as its template, e.g. "/api/startstream/:user_id" (for metrics).
 std::string_view route_template(route r) noexcept;
 
-/// The routes the operations port serves: probes, metrics and the
-/// operator endpoints.
+/// The routes the operations port serves: probes, metrics, the operator
+/// endpoints, the operator page and the API's description.
 constexpr bool is_operations_route(route r) noexcept {
   return r == route::healthz || r == route::readyz || r == route::metrics
-         || r == route::cluster || r == route::v2_limit;
+         || r == route::cluster || r == route::v2_limit
+         || r == route::cluster_metrics || r == route::cluster_user
+         || r == route::ui_index || r == route::ui_file
+         || r == route::openapi;
 }
 
 /// The methods a route answers, as an `Allow` header value.

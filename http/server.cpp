@@ -290,8 +290,12 @@ http_server::http_server(api& handler, http_server_settings settings,
                       "application/json; charset=utf-8");
       return;
     }
+    auto if_none_match = req.headers.find("If-None-Match");
     write_response(
-      api_.handle(api_request{req.method, req.path, req.body, authorization}),
+      api_.handle(api_request{req.method, req.path, req.body, authorization,
+                              if_none_match == req.headers.end()
+                                ? std::string_view{}
+                                : std::string_view{if_none_match->second}}),
       res);
   };
   // Requests without a body (the hot path) are answered before

@@ -36,6 +36,7 @@
 #include "http/metrics.hpp"
 #include "http/request_body.hpp"
 #include "http/routes.hpp"
+#include "http/served_files.hpp"
 #include "http/user_id.hpp"
 
 #include "fuzz_check.hpp"
@@ -50,7 +51,8 @@ constexpr std::string_view admin_token = "fuzz-token";
 
 struct route_template_ref {
   route which;
-  std::array<std::string_view, 6> segments; // ":u" user id, ":s" session id
+  // ":u" user id, ":s" session id, ":f" file name
+  std::array<std::string_view, 6> segments;
   std::size_t count;
   std::string_view methods; // as documented, the Allow header's value
 };
@@ -61,6 +63,16 @@ const route_template_ref templates[] = {
   {route::readyz, {"readyz"}, 1, "GET, HEAD, OPTIONS"},
   {route::metrics, {"metrics"}, 1, "GET, HEAD, OPTIONS"},
   {route::cluster, {"api", "cluster"}, 2, "GET, HEAD, OPTIONS"},
+  {route::cluster_metrics,
+   {"api", "cluster", "metrics"},
+   3,
+   "GET, HEAD, OPTIONS"},
+  {route::cluster_user,
+   {"api", "cluster", "users", ":u"},
+   4,
+   "GET, HEAD, OPTIONS"},
+  {route::ui_index, {"ui"}, 1, "GET, HEAD, OPTIONS"},
+  {route::ui_file, {"ui", ":f"}, 2, "GET, HEAD, OPTIONS"},
   {route::startstream, {"api", "startstream", ":u"}, 3, "GET, OPTIONS"},
   {route::endstream, {"api", "endstream", ":u"}, 3, "GET, OPTIONS"},
   {route::v2_streams,
@@ -81,6 +93,7 @@ struct reference_match {
   const route_template_ref* tmpl = nullptr;
   std::string_view user_id;
   std::string_view session_id;
+  std::string_view file;
 };
 
 /// Splits the path on '/' (one trailing slash ignored) and compares the
@@ -104,7 +117,7 @@ reference_match match_reference(std::string_view path) {
   for (auto& t : templates) {
     if (t.count != segs.size())
       continue;
-    reference_match m{&t, {}, {}};
+    reference_match m{&t, {}, {}, {}};
     bool ok = true;
     for (std::size_t i = 0; ok && i < t.count; ++i) {
       if (t.segments[i] == ":u") {
@@ -112,6 +125,9 @@ reference_match match_reference(std::string_view path) {
         ok = !segs[i].empty();
       } else if (t.segments[i] == ":s") {
         m.session_id = segs[i];
+        ok = !segs[i].empty();
+      } else if (t.segments[i] == ":f") {
+        m.file = segs[i];
         ok = !segs[i].empty();
       } else {
         ok = segs[i] == t.segments[i];
@@ -155,6 +171,10 @@ struct expectation {
 expectation expected(const api_request& req, const reference_match& m) {
   if (m.tmpl == nullptr)
     return {404, {}};
+  // A file name that is not served is a 404 like an unknown path.
+  if (m.tmpl->which == route::ui_file
+      && !served_files.find("/ui/" + std::string{m.file}))
+    return {404, {}};
   if (req.method == "OPTIONS")
     return {204, {}};
   if (!documented(m.tmpl->methods, req.method))
@@ -166,8 +186,20 @@ expectation expected(const api_request& req, const reference_match& m) {
     case route::readyz:
     case route::metrics:
       return {200, {}};
+    case route::ui_index:
+    case route::ui_file:
+      return {200, {}};
     case route::cluster:
+    case route::cluster_metrics:
       return {authorized(req.authorization) ? 200 : 401, {}};
+    case route::cluster_user:
+      // With no shard behind the router, the look-up still answers: its
+      // streams are null.
+      if (!authorized(req.authorization))
+        return {401, {}};
+      if (!parse_user_id(m.user_id))
+        return {400, "user_id"};
+      return {200, {}};
     case route::startstream:
     case route::endstream:
       if (!parse_user_id(m.user_id))
@@ -265,7 +297,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
   auto ref = match_reference(path);
   auto m = match_route(path);
   FUZZ_CHECK(m.which == (ref.tmpl ? ref.tmpl->which : route::unmatched)
-               && m.user_id == ref.user_id && m.session_id == ref.session_id,
+               && m.user_id == ref.user_id && m.session_id == ref.session_id
+               && m.file == ref.file,
              "match_route gave route " + std::string{route_template(m.which)}
                + " user '" + printable(m.user_id) + "' session '"
                + printable(m.session_id) + "' for " + printable(path));

@@ -53,3 +53,32 @@ TEST_CASE("v2 paths resolve with their parameters", "[unit]") {
   CHECK(allowed_methods(route::v2_streams) == "GET, HEAD, POST, OPTIONS");
   CHECK(allowed_methods(route::v2_stream) == "PUT, DELETE, OPTIONS");
 }
+
+TEST_CASE("the operator page's paths resolve, on both ports", "[unit]") {
+  CHECK(match_route("/ui/").which == route::ui_index);
+  CHECK(match_route("/ui").which == route::ui_index);
+  auto file = match_route("/ui/index.html");
+  CHECK(file.which == route::ui_file);
+  CHECK(file.file == "index.html");
+  CHECK(match_route("/ui/player.html/").file == "player.html");
+  CHECK(match_route("/api/cluster/metrics").which == route::cluster_metrics);
+  auto user = match_route("/api/cluster/users/42");
+  CHECK(user.which == route::cluster_user);
+  CHECK(user.user_id == "42");
+  for (auto path : {"/ui//", "/ui/a/b", "/UI/", "/api/cluster/users",
+                    "/api/cluster/users/1/x", "/api/cluster/metric",
+                    "/api/cluster/metrics/x", "/api/ui/"}) {
+    INFO(path);
+    CHECK(match_route(path).which == route::unmatched);
+  }
+  for (auto r : {route::ui_index, route::ui_file, route::cluster_metrics,
+                 route::cluster_user}) {
+    INFO(route_template(r));
+    CHECK(is_operations_route(r));
+    CHECK(allowed_methods(r) == "GET, HEAD, OPTIONS");
+  }
+  CHECK(route_template(route::ui_index) == "/ui/");
+  CHECK(route_template(route::ui_file) == "/ui/:file");
+  CHECK(route_template(route::cluster_metrics) == "/api/cluster/metrics");
+  CHECK(route_template(route::cluster_user) == "/api/cluster/users/:user_id");
+}
