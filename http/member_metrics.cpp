@@ -2,9 +2,7 @@
 
 #include <array>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
-#include <ctime>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -12,6 +10,7 @@
 #include <boost/json.hpp>
 #include <httplib.h>
 
+#include "actors/clock.hpp"
 #include "http/routes.hpp"
 
 namespace videostreams {
@@ -109,22 +108,6 @@ bool is_user_route(std::string_view tmpl) {
     if (route_template(r) == tmpl)
       return true;
   return false;
-}
-
-/// RFC 3339 in UTC with milliseconds.
-std::string rfc3339_now() {
-  auto now = std::chrono::system_clock::now();
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-              now.time_since_epoch())
-              .count();
-  auto seconds = static_cast<std::time_t>(ms / 1000);
-  std::tm utc{};
-  gmtime_r(&seconds, &utc);
-  char buf[40];
-  auto n = std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &utc);
-  std::snprintf(buf + n, sizeof(buf) - n, ".%03dZ",
-                static_cast<int>(ms % 1000));
-  return buf;
 }
 
 json::object figures_json(const std::string& node_id,
@@ -289,8 +272,11 @@ std::string member_metrics_collector::collect(const cluster_view& view) {
     else
       members.emplace_back(std::move(answers[next++]));
   }
+  auto wall_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+                   .count();
   last_ = json::serialize(json::object{{"nodeId", view.node_id},
-                                       {"collectedAt", rfc3339_now()},
+                                       {"collectedAt", rfc3339(wall_ms)},
                                        {"members", std::move(members)}});
   collected_at_ = clock_type::now();
   return last_;

@@ -73,6 +73,7 @@ const route_template_ref templates[] = {
    "GET, HEAD, OPTIONS"},
   {route::ui_index, {"ui"}, 1, "GET, HEAD, OPTIONS"},
   {route::ui_file, {"ui", ":f"}, 2, "GET, HEAD, OPTIONS"},
+  {route::openapi, {"api", "openapi.json"}, 2, "GET, HEAD, OPTIONS"},
   {route::startstream, {"api", "startstream", ":u"}, 3, "GET, OPTIONS"},
   {route::endstream, {"api", "endstream", ":u"}, 3, "GET, OPTIONS"},
   {route::v2_streams,
@@ -188,6 +189,7 @@ expectation expected(const api_request& req, const reference_match& m) {
       return {200, {}};
     case route::ui_index:
     case route::ui_file:
+    case route::openapi:
       return {200, {}};
     case route::cluster:
     case route::cluster_metrics:

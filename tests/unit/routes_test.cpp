@@ -62,17 +62,20 @@ TEST_CASE("the operator page's paths resolve, on both ports", "[unit]") {
   CHECK(file.file == "index.html");
   CHECK(match_route("/ui/player.html/").file == "player.html");
   CHECK(match_route("/api/cluster/metrics").which == route::cluster_metrics);
+  CHECK(match_route("/api/openapi.json").which == route::openapi);
+  CHECK(match_route("/api/openapi.json/").which == route::openapi);
   auto user = match_route("/api/cluster/users/42");
   CHECK(user.which == route::cluster_user);
   CHECK(user.user_id == "42");
   for (auto path : {"/ui//", "/ui/a/b", "/UI/", "/api/cluster/users",
                     "/api/cluster/users/1/x", "/api/cluster/metric",
-                    "/api/cluster/metrics/x", "/api/ui/"}) {
+                    "/api/cluster/metrics/x", "/api/ui/",
+                    "/api/openapi", "/openapi.json", "/api/openapi.json/x"}) {
     INFO(path);
     CHECK(match_route(path).which == route::unmatched);
   }
   for (auto r : {route::ui_index, route::ui_file, route::cluster_metrics,
-                 route::cluster_user}) {
+                 route::cluster_user, route::openapi}) {
     INFO(route_template(r));
     CHECK(is_operations_route(r));
     CHECK(allowed_methods(r) == "GET, HEAD, OPTIONS");
@@ -81,4 +84,5 @@ TEST_CASE("the operator page's paths resolve, on both ports", "[unit]") {
   CHECK(route_template(route::ui_file) == "/ui/:file");
   CHECK(route_template(route::cluster_metrics) == "/api/cluster/metrics");
   CHECK(route_template(route::cluster_user) == "/api/cluster/users/:user_id");
+  CHECK(route_template(route::openapi) == "/api/openapi.json");
 }

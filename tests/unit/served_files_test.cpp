@@ -39,7 +39,13 @@ TEST_CASE("an embedded file's ETag is a strong tag of its SHA-256", "[unit]") {
         == "\"e3b0c44298fc1c149afbf4c8996fb924\"");
 }
 
-TEST_CASE("the service's files: the operator page as HTML", "[unit]") {
+TEST_CASE("the service's files: the operator page as HTML, the OpenAPI "
+          "description as JSON",
+          "[unit]") {
+  auto* doc = served_files.find("/api/openapi.json");
+  REQUIRE(doc != nullptr);
+  CHECK(doc->content_type == "application/json; charset=utf-8");
+  CHECK(doc->body.find("\"openapi\": \"3.0.") != std::string_view::npos);
   auto* page = served_files.find("/ui/index.html");
   REQUIRE(page != nullptr);
   CHECK(page->content_type == "text/html; charset=utf-8");
