@@ -88,12 +88,6 @@ std::string problems_of(const videostreams::testing::exposition_report& r) {
   return out;
 }
 
-/// The body of a raw response (after its head).
-std::string body_of(const std::string& response) {
-  auto at = response.find("\r\n\r\n");
-  return at == std::string::npos ? std::string{} : response.substr(at + 4);
-}
-
 } // namespace
 
 TEST_CASE("with --log-format=json every line is a JSON object with the node "
