@@ -196,25 +196,29 @@ namespace {
 /// The cluster node's figures, and the forwarding to each peer.
 void render_cluster(std::string& out, const cluster_counters& c) {
   append_gauge(out, "videostreams_cluster_members", "gauge",
-               "Live members of the cluster, this node included.",
+               "Live members of the cluster, this node included (1 without a "
+               "database).",
                c.members);
   append_gauge(out, "videostreams_cluster_shards_owned", "gauge",
-               "Shards this node serves.", c.shards_owned);
+               "Shards this node serves (every shard without a database).", c.shards_owned);
   append_gauge(out, "videostreams_cluster_takeovers_total", "counter",
-               "Shards this node took and loaded.", c.takeovers);
+               "Shards this node took and loaded (0 without a database).", c.takeovers);
   append_gauge(out, "videostreams_cluster_handoffs_total", "counter",
-               "Shards this node handed off to another node.", c.handoffs);
+               "Shards this node handed off to another node (0 without a "
+               "database).", c.handoffs);
   append_gauge(out, "videostreams_cluster_shards_lost_total", "counter",
                "Shards this node dropped because another node owned them by "
-               "then (its lease lapsed, or its writes were fenced).",
+               "then (its lease lapsed, or its writes were fenced; 0 without "
+               "a database).",
                c.shards_lost);
   append_gauge(out, "videostreams_cluster_lease_renewal_failures_total",
-               "counter", "Lease renewals that failed.", c.renewal_failures);
+               "counter", "Lease renewals that failed (0 without a database).", c.renewal_failures);
   append_gauge(out, "videostreams_cluster_held_requests_total", "counter",
-               "Requests held while their shard changed hands.", c.held);
+               "Requests held while their shard changed hands (0 without a "
+               "database).", c.held);
   append_gauge(out, "videostreams_cluster_held_timeouts_total", "counter",
                "Held requests answered 503 because no owner could decide "
-               "within the request timeout.",
+               "within the request timeout (0 without a database).",
                c.held_timeouts);
   // A series per peer this node has known (never removed). Until there is
   // one (in memory, a cluster of one), each family shows one unlabelled
@@ -231,8 +235,8 @@ void render_cluster(std::string& out, const cluster_counters& c) {
     return id.empty() ? std::string{} : "{peer=\"" + id + "\"}";
   };
   append_header(out, "videostreams_cluster_peer_connected", "gauge",
-                "1 while this node is connected to the peer (an unlabelled "
-                "0 while it knows no peer).");
+                "1 while this node is connected to the peer; an unlabelled 0 "
+                "while it knows no peer (always without a database).");
   for (auto& [id, p] : peers)
     append_format(out, "videostreams_cluster_peer_connected%s %d\n",
                   series(id).c_str(), p->connected.load(relaxed));
@@ -243,19 +247,21 @@ void render_cluster(std::string& out, const cluster_counters& c) {
   };
   const per_peer counts[] = {
     {"videostreams_cluster_forwarded_requests_total",
-     "Requests forwarded to the peer that owns them.",
+     "Requests forwarded to the peer that owns them; an unlabelled 0 "
+     "while this node knows no peer (always without a database).",
      &peer_counters::forwarded},
     {"videostreams_cluster_forward_batches_total",
      "Messages that carried forwarded requests to the peer (requests per "
-     "message: how well they batch).",
+     "message: how well they batch); an unlabelled 0 while this node knows "
+     "no peer.",
      &peer_counters::batches},
     {"videostreams_cluster_forward_failures_total",
      "Requests for the peer answered 503: unreachable, too late, or no "
-     "decision.",
+     "decision; an unlabelled 0 while this node knows no peer.",
      &peer_counters::failed},
     {"videostreams_cluster_forward_not_owner_total",
      "Requests the peer sent back as not its own (tried once more at the "
-     "owner it named).",
+     "owner it named); an unlabelled 0 while this node knows no peer.",
      &peer_counters::not_owner},
   };
   for (auto& x : counts) {
@@ -267,7 +273,8 @@ void render_cluster(std::string& out, const cluster_counters& c) {
   }
   append_header(out, "videostreams_cluster_forward_duration_seconds",
                 "histogram",
-                "Time from forwarding a request to the peer's answer.");
+                "Time from forwarding a request to the peer's answer; unlabelled "
+                "and empty while this node knows no peer.");
   for (auto& [id, p] : peers)
     append_histogram(out, "videostreams_cluster_forward_duration_seconds",
                      id.empty() ? nullptr : "peer", id,
