@@ -159,7 +159,7 @@ TEST_CASE("the text format keeps the start line and adds event, node and "
         != std::string::npos);
 }
 
-TEST_CASE("--access-log writes a line per request, on both ports, and for "
+TEST_CASE("the access log (--access-log) writes a line per request, on both ports, and for "
           "requests the edge refused",
           "[blackbox][logs]") {
   service_process svc{{"--log-format=json", "--access-log", "--node-id=bb-a"}};

@@ -187,7 +187,8 @@ TEST_CASE("a text line: time, level, the message, then event, node and "
            "\\xFF | event=start_failed node=n1 path=\"/a b\"\n");
 }
 
-TEST_CASE("--log-format names", "[unit]") {
+TEST_CASE("the names of the log formats (--log-format) and levels",
+          "[unit]") {
   CHECK(parse_log_format("text") == log_format::text);
   CHECK(parse_log_format("json") == log_format::json);
   CHECK_FALSE(parse_log_format("JSON"));

@@ -92,7 +92,8 @@ TEST_CASE("bad options are rejected with a message naming them", "[unit]") {
   CHECK_THAT(parse_error({}, env), Catch::Contains("VIDEOSTREAMS_SHARDS"));
 }
 
-TEST_CASE("--help lists every option with its variable and default",
+TEST_CASE("the help text (--help) lists every option with its variable and "
+          "default",
           "[unit]") {
   CHECK(parse_ok({"--help"}).help);
   auto text = help_text();
@@ -282,7 +283,8 @@ TEST_CASE("the database URL's origin is known, and --database-url= (empty) "
   CHECK(none.values.database_url_origin.empty());
 }
 
-TEST_CASE("--help names the db commands and how to run in memory", "[unit]") {
+TEST_CASE("the help text names the db commands and how to run in memory",
+          "[unit]") {
   auto text = help_text();
   for (auto verb : {"migrate", "rollback", "seed", "status", "reshard"}) {
     INFO(verb);
