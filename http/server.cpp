@@ -812,7 +812,14 @@ http_server::next_step http_server::serve_buffered(connection* c,
     auto answer_at = out.size();
     auto began = clock_type::now();
     handled_request handled;
-    current_request = &handled;
+    struct reporting_to {
+      explicit reporting_to(handled_request* x) {
+        current_request = x;
+      }
+      ~reporting_to() {
+        current_request = nullptr;
+      }
+    } reporting{&handled};
     request_stream strm{rest.substr(f.skip, f.size), out, *c};
     engine_->process_request(strm, last, client_closes,
                              [&parsed, &handled](httplib::Request& req) {
@@ -826,7 +833,6 @@ http_server::next_step http_server::serve_buffered(connection* c,
                                // cpp-httplib would cut them to a Range.
                                req.ranges.clear();
                              });
-    current_request = nullptr;
     if (!handled.answered) {
       // cpp-httplib answered by itself: a request it could not parse (400),
       // a Range it could not (416)...
