@@ -35,6 +35,10 @@ int failed(const caf::error& err) {
 
 } // namespace
 
+const char* db_usage() {
+  return usage;
+}
+
 int run_db_command(const std::vector<std::string>& args,
                    const std::function<const char*(const char*)>& getenv) {
   std::string verb;

@@ -2,6 +2,7 @@
 // it gracefully on SIGTERM or SIGINT; `videostreams db ...` manages the
 // database schema instead.
 
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +19,7 @@
 #include "app/db_command.hpp"
 #include "app/options.hpp"
 #include "app/service.hpp"
+#include "logging/event_log.hpp"
 
 namespace {
 
@@ -46,6 +48,7 @@ int main(int argc, char** argv) {
     return run_db_command({args.begin() + 1, args.end()}, getenv);
   auto parsed = parse_options(args, getenv);
   if (auto err = std::get_if<std::string>(&parsed)) {
+    // Before the options are known, so before the log: plain text.
     std::fprintf(stderr, "videostreams: %s\n", err->c_str());
     return 2;
   }
@@ -54,6 +57,11 @@ int main(int argc, char** argv) {
     std::fputs(help_text().c_str(), stdout);
     return 0;
   }
+  auto log = std::make_shared<event_log>(cfg.values.json_logs
+                                           ? log_format::json
+                                           : log_format::text,
+                                         effective_node_id(cfg.values));
+  auto started = std::chrono::steady_clock::now();
   // Block the stop signals before any thread exists, so that every thread
   // inherits the mask and only `sigwait` below receives them.
   sigset_t stop_signals;
@@ -64,22 +72,22 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   auto open_files = raise_open_file_limit();
   if (open_files != 0 && open_files < cfg.values.max_connections + 256)
-    std::fprintf(stderr, "videostreams: warning: the open-file limit %llu "
-                         "is below --max-connections=%u\n",
-                 static_cast<unsigned long long>(open_files),
-                 cfg.values.max_connections);
+    log->warn("open_file_limit",
+              "warning: the open-file limit "
+                + std::to_string(static_cast<unsigned long long>(open_files))
+                + " is below --max-connections="
+                + std::to_string(cfg.values.max_connections),
+              {{"limit", static_cast<std::int64_t>(open_files)},
+               {"max_connections", cfg.values.max_connections}});
 
   try {
-    service node{cfg.values};
+    service node{cfg.values, log};
     auto port = node.bind();
-    if (port < 0) {
-      std::fprintf(stderr, "videostreams: cannot listen on %s:%d (or on "
-                           "the operations port %d)\n",
-                   cfg.values.bind.c_str(), cfg.values.port,
-                   cfg.values.ops_port);
-      return 1;
-    }
     std::string changed;
+    std::vector<log_field> fields{{"version", VIDEOSTREAMS_VERSION},
+                                  {"bind", cfg.values.bind},
+                                  {"port", port},
+                                  {"ops_port", node.ops_port()}};
     for (auto& x : cfg.changed)
       changed += " " + x;
     std::string mode = cfg.values.database_url.empty()
@@ -87,17 +95,29 @@ int main(int argc, char** argv) {
                          : std::string{"persistent (PostgreSQL, durability "}
                              + (cfg.values.sync_durability ? "sync" : "async")
                              + ")";
+    fields.emplace_back("mode", cfg.values.database_url.empty() ? "in-memory"
+                                                                : "database");
+    if (!cfg.values.database_url.empty())
+      fields.emplace_back("durability",
+                          cfg.values.sync_durability ? "sync" : "async");
     auto cluster = node.cluster_address();
-    if (!cluster.empty())
+    if (!cluster.empty()) {
       mode += ", cluster node " + cluster;
+      fields.emplace_back("cluster_port", node.cluster_port());
+    }
+    fields.emplace_back("options", changed.empty() ? std::string{}
+                                                   : changed.substr(1));
     std::string ops = node.ops_port() < 0
                         ? std::string{"off"}
                         : cfg.values.bind + ":"
                             + std::to_string(node.ops_port());
-    std::fprintf(stderr, "videostreams: listening on %s:%d, operations on "
-                         "%s, mode %s, options:%s\n",
-                 cfg.values.bind.c_str(), port, ops.c_str(), mode.c_str(),
-                 changed.empty() ? " defaults" : changed.c_str());
+    // Tests and scripts read the port from this line (text: the message;
+    // JSON: the fields `port` and `ops_port`).
+    log->info("start",
+              "listening on " + cfg.values.bind + ":" + std::to_string(port)
+                + ", operations on " + ops + ", mode " + mode + ", options:"
+                + (changed.empty() ? " defaults" : changed),
+              std::move(fields));
     std::string failure;
     std::thread server{[&node, &failure] {
       try {
@@ -109,23 +129,30 @@ int main(int argc, char** argv) {
     }};
     int sig = 0;
     sigwait(&stop_signals, &sig);
-    if (failure.empty())
-      std::fprintf(stderr, "videostreams: %s received, finishing in-flight "
-                           "requests\n",
-                   sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    if (failure.empty()) {
+      const char* name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
+      log->info("stopping",
+                std::string{name} + " received, finishing in-flight requests",
+                {{"signal", name}});
+    }
     node.stop();
     server.join();
+    auto uptime = std::chrono::duration<double>(
+                    std::chrono::steady_clock::now() - started)
+                    .count();
     if (!failure.empty()) {
-      std::fprintf(stderr, "videostreams: %s\n", failure.c_str());
+      log->error("stop", failure,
+                 {{"exit_code", 1}, {"uptime_seconds", uptime}});
       return 1;
     }
-    std::fprintf(stderr, "videostreams: stopped\n");
+    log->info("stop", "stopped",
+              {{"exit_code", 0}, {"uptime_seconds", uptime}});
     return 0;
   } catch (const startup_refused& e) {
-    std::fprintf(stderr, "videostreams: %s\n", e.what());
+    log->error("start_failed", e.what(), {{"exit_code", 2}});
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "videostreams: %s\n", e.what());
+    log->error("start_failed", e.what(), {{"exit_code", 1}});
     return 1;
   }
 }

@@ -6,6 +6,10 @@
 #include <limits>
 #include <string_view>
 
+#include <unistd.h>
+
+#include "app/db_command.hpp"
+
 namespace videostreams {
 
 namespace {
@@ -20,6 +24,8 @@ struct option_spec {
   std::function<std::string(const std::string& text, options& opts)> parse;
   /// Renders the current value of this option in `opts`.
   std::function<std::string(const options& opts)> format;
+  /// A switch: `--name` alone means `--name=on`.
+  bool is_switch = false;
 };
 
 template <class T>
@@ -127,6 +133,27 @@ option_spec seconds_option(const char* name, const char* help,
       return {};
     },
     [=](const options& opts) { return render(opts.*field); }};
+}
+
+/// An on/off option: on, off, true, false, yes, no, 1, 0; `--name` alone
+/// is on.
+option_spec switch_option(const char* name, const char* help,
+                          bool options::*field) {
+  return {
+    name, help, false,
+    [=](const std::string& text, options& opts) -> std::string {
+      if (text == "on" || text == "true" || text == "yes" || text == "1")
+        opts.*field = true;
+      else if (text == "off" || text == "false" || text == "no" || text == "0")
+        opts.*field = false;
+      else
+        return "must be on or off";
+      return {};
+    },
+    [=](const options& opts) {
+      return std::string{opts.*field ? "on" : "off"};
+    },
+    true};
 }
 
 const std::vector<option_spec>& option_table() {
@@ -300,6 +327,25 @@ const std::vector<option_spec>& option_table() {
                     "elsewhere within about this long",
                     &options::lease_ttl, milliseconds{2000},
                     milliseconds{60000}),
+    {"log-format",
+     "text: a line per event for people (time, level, message, then "
+     "event=... node=... and its fields); json: a JSON object per line (ts, "
+     "level, node, event, msg and the fields)",
+     false,
+     [](const std::string& text, options& opts) -> std::string {
+       if (text != "text" && text != "json")
+         return "must be text or json";
+       opts.json_logs = text == "json";
+       return {};
+     },
+     [](const options& opts) {
+       return std::string{opts.json_logs ? "json" : "text"};
+     }},
+    switch_option("access-log",
+                  "a log line per HTTP request answered, both ports (method, "
+                  "path, route, status, duration, listener, remote address); "
+                  "--access-log alone is on",
+                  &options::access_log),
   };
   return table;
 }
@@ -344,13 +390,17 @@ parse_options(const std::vector<std::string>& args,
   parsed_options result;
   auto& opts = result.values;
   // Environment first, so that the command line overrides it.
-  if (auto url = getenv("DATABASE_URL"); url != nullptr)
+  if (auto url = getenv("DATABASE_URL"); url != nullptr) {
     opts.database_url = url;
+    opts.database_url_origin = "DATABASE_URL";
+  }
   for (auto& spec : option_table()) {
     auto var = env_name(spec.name);
     if (auto value = getenv(var.c_str()); value != nullptr) {
       if (auto err = spec.parse(value, opts); !err.empty())
         return var + "=" + value + ": " + err;
+      if (std::string_view{spec.name} == "database-url")
+        opts.database_url_origin = var;
     }
   }
   for (auto& arg : args) {
@@ -366,11 +416,19 @@ parse_options(const std::vector<std::string>& args,
     auto spec = find_option(name);
     if (spec == nullptr)
       return "unknown option --" + name + " (see --help)";
+    if (eq == std::string::npos && spec->is_switch) {
+      spec->parse("on", opts);
+      continue;
+    }
     if (eq == std::string::npos)
       return "--" + name + " needs a value: --" + name + "=VALUE";
     if (auto err = spec->parse(arg.substr(eq + 1), opts); !err.empty())
       return "--" + name + "=" + arg.substr(eq + 1) + ": " + err;
+    if (name == "database-url")
+      opts.database_url_origin = "--database-url";
   }
+  if (opts.database_url.empty())
+    opts.database_url_origin.clear();
   if (opts.min_ttl_seconds > opts.max_ttl_seconds)
     return "--min-ttl=" + std::to_string(opts.min_ttl_seconds)
            + " is above --max-ttl=" + std::to_string(opts.max_ttl_seconds);
@@ -400,8 +458,10 @@ std::string help_text() {
     "\n"
     "Every option can also be set by the environment variable shown; a\n"
     "command-line value wins. Durations take ms, s or m (a bare number is\n"
-    "seconds).\n"
-    "\n";
+    "seconds). Without a database it runs in memory; with DATABASE_URL\n"
+    "exported for another program, --database-url= (empty) runs in memory.\n"
+    "\n"
+    "Options:\n";
   options defaults;
   for (auto& spec : option_table()) {
     char line[512];
@@ -411,7 +471,18 @@ std::string help_text() {
     out += line;
   }
   out += "  --help\n      print this text and exit\n";
+  out += "\nDatabase commands (videostreams db --help):\n";
+  out += db_usage();
   return out;
+}
+
+std::string effective_node_id(const options& opts) {
+  if (!opts.node_id.empty())
+    return opts.node_id;
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0')
+    return "videostreams";
+  return buf;
 }
 
 } // namespace videostreams

@@ -62,6 +62,14 @@ struct options {
   /// How long a shard lease runs without renewal; a node whose renewals
   /// fail stops deciding for its shards shortly before that.
   std::chrono::milliseconds lease_ttl{5000};
+  /// Log lines as JSON objects (`--log-format=json`) instead of text.
+  bool json_logs = false;
+  /// A log line per HTTP request answered (`--access-log`).
+  bool access_log = false;
+  /// Where `database_url` came from, for messages: "--database-url",
+  /// "DATABASE_URL", "VIDEOSTREAMS_DATABASE_URL", or "" (not set). Set by
+  /// `parse_options`; no option of its own.
+  std::string database_url_origin;
 };
 
 /// The result of reading the command line and environment.
@@ -91,7 +99,11 @@ bool valid_node_id(const std::string& x);
 /// [A-Za-z0-9._~+/=-] only (header values are %-decoded on arrival).
 bool valid_admin_token(const std::string& x);
 
-/// The `--help` text: every option, its variable, its default and meaning.
+/// The `--help` text: every option, its variable, its default and meaning,
+/// and the `db` commands.
 std::string help_text();
+
+/// The node id in force: `--node-id`, else the host name.
+std::string effective_node_id(const options& opts);
 
 } // namespace videostreams

@@ -1,6 +1,7 @@
 #include "app/service.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <random>
@@ -79,8 +80,11 @@ api_settings api_options(const options& opts) {
   return result;
 }
 
-http_server_settings http_settings(const options& opts) {
+http_server_settings http_settings(const options& opts,
+                                   std::shared_ptr<const event_log> log) {
   http_server_settings result;
+  if (opts.access_log)
+    result.access_log = std::move(log);
   result.bind_address = opts.bind;
   result.port = opts.port;
   result.threads = opts.http_threads;
@@ -97,8 +101,9 @@ http_server_settings http_settings(const options& opts) {
 
 /// The operations listener: the same edge on a small pool of its own, so
 /// that probes never wait behind players.
-http_server_settings ops_settings(const options& opts) {
-  auto result = http_settings(opts);
+http_server_settings ops_settings(const options& opts,
+                                  std::shared_ptr<const event_log> log) {
+  auto result = http_settings(opts, std::move(log));
   result.port = opts.ops_port;
   result.kind = listener_kind::ops;
   result.operations_only = true;
@@ -139,6 +144,20 @@ std::string default_advertise_host(const options& opts) {
   return result;
 }
 
+/// What to do about a database the service cannot use, for the message
+/// that refuses the start: migrate it, or run without one.
+std::string database_advice(const options& opts) {
+  std::string from = opts.database_url_origin.empty()
+                       ? std::string{"--database-url"}
+                       : opts.database_url_origin;
+  std::string advice = " (the database named by " + from + "). To run in "
+                       "memory without a database instead, start with "
+                       "--database-url= (empty)";
+  if (from == "DATABASE_URL" || from == "VIDEOSTREAMS_DATABASE_URL")
+    advice += " or unset " + from;
+  return advice + ".";
+}
+
 pg_connection connect_or_throw(const std::string& url) {
   auto db = pg_connection::connect(url);
   if (!db)
@@ -160,9 +179,10 @@ startup_refused::startup_refused(const std::string& what)
 }
 
 struct service::impl {
-  explicit impl(const options& opts)
+  impl(const options& opts, std::shared_ptr<const event_log> events)
     : opts(opts),
-      node_id(opts.node_id.empty() ? host_name() : opts.node_id),
+      node_id(effective_node_id(opts)),
+      log(std::move(events)),
       cfg(opts),
       sys(cfg) {
     if (!valid_node_id(node_id))
@@ -170,6 +190,9 @@ struct service::impl {
                             + "' is no valid node id: set --node-id (1 to 63 "
                               "characters of A-Z a-z 0-9 . _ -)");
     routes = std::make_shared<router>(opts.shards);
+    metrics.set_build_info(VIDEOSTREAMS_VERSION, node_id,
+                           opts.database_url.empty() ? "in-memory"
+                                                     : "database");
     if (!opts.database_url.empty())
       start_persistence();
     auto settings = api_options(opts);
@@ -183,9 +206,11 @@ struct service::impl {
     settings.cluster_figures = cluster;
     rest = std::make_unique<api>(*routes, settings, metrics, counters,
                                  persistence.get());
-    http = std::make_unique<http_server>(*rest, http_settings(opts), metrics);
+    http = std::make_unique<http_server>(*rest, http_settings(opts, log),
+                                         metrics);
     if (opts.ops_port >= 0)
-      ops = std::make_unique<http_server>(*rest, ops_settings(opts), metrics);
+      ops = std::make_unique<http_server>(*rest, ops_settings(opts, log),
+                                          metrics);
     start_node();
   }
 
@@ -193,14 +218,20 @@ struct service::impl {
   /// persistence actor, the lease keeper and the shard loader (each with a
   /// connection of its own). Shards come later, as the node takes them.
   void start_persistence() {
-    auto db = connect_or_throw(opts.database_url);
+    auto connected = pg_connection::connect(opts.database_url);
+    if (!connected)
+      throw std::runtime_error("cannot connect to the database: "
+                               + describe(connected.error())
+                               + database_advice(opts));
+    auto db = std::move(*connected);
     auto schema = schema_status(db);
     if (!schema)
       throw std::runtime_error(describe(schema.error()));
     for (auto& m : *schema)
       if (m.applied_at.empty())
         throw std::runtime_error("the database schema is not migrated: run "
-                                 "`videostreams db migrate`");
+                                 "`videostreams db migrate` first"
+                                 + database_advice(opts));
     auto stored = stored_shard_count(db, opts.shards);
     if (!stored)
       throw std::runtime_error(describe(stored.error()));
@@ -232,6 +263,7 @@ struct service::impl {
     // Shorter than the HTTP wait, so that a slow commit is undone and
     // answered 503 by the user actor before the request gives up on it.
     settings.commit_timeout = opts.request_timeout * 3 / 4;
+    settings.log = log;
     writer = spawn_persistence_actor(sys, store, settings, persistence);
     // A lease statement that hangs must not hold the keeper past a lease.
     auto lease_db = connect_or_throw(opts.database_url);
@@ -306,14 +338,16 @@ struct service::impl {
     settings.counters = cluster;
     settings.view = cluster_view;
     auto* api_ptr = rest.get();
-    settings.on_up = [api_ptr] { api_ptr->set_readiness(readiness::ready); };
+    auto* self = this;
+    settings.on_up = [api_ptr, self] {
+      api_ptr->set_readiness(readiness::ready);
+      if (self->writer)
+        self->announce_ready();
+    };
     settings.on_out_of_service = [api_ptr](const std::string&) {
       api_ptr->set_readiness(readiness::stopping);
     };
-    settings.log = [id = node_id](const std::string& line) {
-      std::fprintf(stderr, "videostreams: node %s: %s\n", id.c_str(),
-                   line.c_str());
-    };
+    settings.log = log;
     advertised = settings.self.advertise_host;
     node = spawn_cluster_node(sys, std::move(settings));
     if (!writer)
@@ -339,11 +373,28 @@ struct service::impl {
                                      == readiness::starting;
            ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds{1});
+      if (rest->current_readiness() == readiness::ready)
+        announce_ready();
       return;
     }
     caf::anon_send(node, join_atom::value,
                    static_cast<std::uint16_t>(cluster_port),
                    static_cast<std::uint16_t>(http_port));
+  }
+
+  /// Logs "ready" once: in memory after the start line (the node serves at
+  /// once, before the listener is even bound), with a database when the
+  /// node first serves its share (after its join, so after the start line
+  /// too).
+  void announce_ready() {
+    if (ready_announced.exchange(true))
+      return;
+    auto took = std::chrono::duration<double>(
+                  std::chrono::steady_clock::now() - created)
+                  .count();
+    log->info("ready", "ready: serving users",
+              {{"shards_owned", cluster->shards_owned.load()},
+               {"startup_seconds", took}});
   }
 
   /// Hands every shard off to the other nodes (bounded), with a database.
@@ -353,10 +404,11 @@ struct service::impl {
     caf::scoped_actor self{sys};
     self->request(node, leave_timeout, leave_atom::value)
       .receive([](bool) {},
-               [](caf::error&) {
-                 std::fprintf(stderr, "videostreams: not every shard was "
-                                      "handed off in time; the others take "
-                                      "them when their leases expire\n");
+               [this](caf::error&) {
+                 log->warn("handoff_incomplete",
+                           "not every shard was handed off in time; the "
+                           "others take them when their leases expire",
+                           {{"shards_owned", cluster->shards_owned.load()}});
                });
   }
 
@@ -369,9 +421,9 @@ struct service::impl {
       std::this_thread::sleep_for(std::chrono::milliseconds{10});
     auto left = persistence->queue_depth.load();
     if (left > 0) {
-      std::fprintf(stderr,
-                   "videostreams: %lld changes not written at exit\n",
-                   static_cast<long long>(left));
+      log->error("unwritten_at_exit",
+                 std::to_string(left) + " changes not written at exit",
+                 {{"changes", left}});
       // The writer may be blocked in a commit that does not return (a
       // lock, a server that stopped answering): stop the persistence
       // actor, so nothing is retried, and cancel the statement, so the
@@ -409,6 +461,10 @@ struct service::impl {
 
   options opts;
   std::string node_id;
+  std::shared_ptr<const event_log> log;
+  std::chrono::steady_clock::time_point created
+    = std::chrono::steady_clock::now();
+  std::atomic<bool> ready_announced{false};
   std::string advertised;
   int cluster_port = 0;
   int http_port = 0;
@@ -444,20 +500,34 @@ struct service::impl {
   int ops_port = -1;
 };
 
-service::service(const options& opts) : impl_(std::make_unique<impl>(opts)) {
+service::service(const options& opts, std::shared_ptr<const event_log> log)
+  : impl_(std::make_unique<impl>(opts, std::move(log))) {
   // Nothing else to do.
 }
 
 service::~service() = default;
 
 int service::bind() {
+  auto& o = impl_->opts;
   impl_->http_port = impl_->http->bind();
-  if (impl_->http_port > 0 && impl_->ops) {
+  if (impl_->http_port < 0)
+    throw std::runtime_error("cannot listen on " + o.bind + ":"
+                             + std::to_string(o.port) + ": "
+                             + impl_->http->bind_error());
+  if (impl_->ops) {
     impl_->ops_port = impl_->ops->bind();
     if (impl_->ops_port < 0)
-      return -1;
+      throw std::runtime_error("cannot listen on " + o.bind + ":"
+                               + std::to_string(o.ops_port)
+                               + " (the operations port, --ops-port; -1 "
+                                 "turns it off): "
+                               + impl_->ops->bind_error());
   }
   return impl_->http_port;
+}
+
+int service::cluster_port() const {
+  return impl_->cluster_port;
 }
 
 int service::ops_port() const {

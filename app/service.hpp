@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "app/options.hpp"
+#include "logging/event_log.hpp"
 
 namespace videostreams {
 
@@ -23,14 +24,17 @@ public:
 /// lease keeper, shard loader and middleman too.
 class service {
 public:
-  explicit service(const options& opts);
+  /// A node with `opts` that reports its events to `log`.
+  service(const options& opts, std::shared_ptr<const event_log> log);
   ~service();
 
   service(const service&) = delete;
   service& operator=(const service&) = delete;
 
   /// Binds the HTTP port, and the operations port unless it is off;
-  /// returns the HTTP port, or -1 when either cannot be bound.
+  /// returns the HTTP port. Throws `std::runtime_error` saying which
+  /// address could not be bound and why ("cannot listen on 0.0.0.0:8080:
+  /// Address already in use").
   int bind();
 
   /// The bound operations port; -1 when it is off.
@@ -39,6 +43,9 @@ public:
   /// With a database: "NODE at HOST:PORT", how other nodes reach this one;
   /// "" in memory.
   std::string cluster_address() const;
+
+  /// With a database: the cluster port bound; 0 in memory.
+  int cluster_port() const;
 
   /// Serves HTTP until `stop`; returns once the HTTP listener has drained
   /// (requests under way answered, or cut at the shutdown timeout) and the

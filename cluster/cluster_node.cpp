@@ -127,8 +127,10 @@ struct node_state {
   bool load_in_flight = false;
   std::map<caf::actor_addr, outgoing_replies> replies;
   std::vector<shard_claim> news;
-  /// Shards handed off since the last log line, by the node they went to.
-  std::map<std::string, std::vector<std::uint32_t>> handed_off;
+  /// Shards handed off since the last log line (with the epoch each was
+  /// held under), by the node they went to.
+  std::map<std::string, std::vector<std::pair<std::uint32_t, std::int64_t>>>
+    handed_off;
   bool send_scheduled = false;
   bool check_scheduled = false;
   /// Shard actors that no longer serve (their end is expected); they end
@@ -136,6 +138,9 @@ struct node_state {
   std::map<caf::actor_addr, shard_actor> retired;
   /// Log lines already written once (errors repeat every round).
   std::string last_round_error;
+  /// The other live members as of the last reading, for "joined" and
+  /// "left" events.
+  std::map<std::string, member_record> known_members;
   static inline const char* name = "cluster_node";
 };
 
@@ -165,9 +170,11 @@ const std::string& self_id(node_pointer self) {
   return self->state.settings.self.node_id;
 }
 
-void log(node_pointer self, const std::string& line) {
-  if (self->state.settings.log)
-    self->state.settings.log(line);
+/// Reports an event of this node (see docs/observability.md).
+void note(node_pointer self, log_level level, std::string_view event,
+          std::string message, std::vector<log_field> fields = {}) {
+  if (auto& log = self->state.settings.log)
+    log->write(level, event, std::move(message), std::move(fields));
 }
 
 user_endpoint gate_of(node_pointer self) {
@@ -563,7 +570,10 @@ void count_owned(node_pointer self) {
 
 /// Stops serving `shard` at once: another node owns it now (or this node
 /// may not decide for it any more). Nothing of it is written any more.
-void drop(node_pointer self, std::uint32_t shard, const char* why) {
+/// `event` is "shard_fenced" when it is lost to another owner, else
+/// "shard_dropped".
+void drop(node_pointer self, std::uint32_t shard, const char* why,
+          std::string_view event = "shard_dropped") {
   auto& st = self->state;
   auto& e = st.shards[shard];
   if (e.mode == shard_mode::none || e.mode == shard_mode::taking)
@@ -579,7 +589,14 @@ void drop(node_pointer self, std::uint32_t shard, const char* why) {
                std::vector<std::uint32_t>{shard});
   if (was_serving) {
     st.settings.counters->shards_lost.fetch_add(1, relaxed);
-    log(self, "shard " + std::to_string(shard) + " dropped: " + why);
+    std::vector<log_field> fields{{"shard", shard},
+                                  {"epoch", e.epoch},
+                                  {"reason", why}};
+    if (!e.owner.empty() && e.owner != self_id(self))
+      fields.emplace_back("owner", e.owner);
+    note(self, log_level::warn, event,
+         "shard " + std::to_string(shard) + " dropped: " + why,
+         std::move(fields));
   }
   count_owned(self);
   update_route(self, shard);
@@ -677,7 +694,12 @@ void load(node_pointer self, shard_epochs epochs) {
         self->state.load_in_flight = false;
         // Keep the leases; the next round takes them again (they are this
         // node's) and loads afresh.
-        log(self, "cannot load shards: " + describe(err));
+        std::vector<std::uint32_t> shards;
+        for (auto& [s, epoch] : epochs)
+          shards.push_back(s);
+        note(self, log_level::warn, "shard_load_failed",
+             "cannot load shards: " + describe(err),
+             {{"shards", shards}, {"reason", describe(err)}});
         for (auto& [s, epoch] : epochs) {
           auto& e = self->state.shards[s];
           if (e.mode == shard_mode::loading && e.epoch == epoch) {
@@ -719,7 +741,9 @@ void take(node_pointer self, const std::vector<std::uint32_t>& shards) {
       auto& st = self->state;
       st.take_in_flight = false;
       if (result.error)
-        log(self, "cannot take shards: " + describe(result.error));
+        note(self, log_level::warn, "shard_take_failed",
+             "cannot take shards: " + describe(result.error),
+             {{"reason", describe(result.error)}});
       shard_epochs loading;
       for (auto s : shards) {
         auto& e = st.shards[s];
@@ -745,9 +769,14 @@ void take(node_pointer self, const std::vector<std::uint32_t>& shards) {
       }
       if (!loading.empty()) {
         std::vector<std::uint32_t> taken;
-        for (auto& [s, epoch] : loading)
+        std::vector<std::int64_t> epochs;
+        for (auto& [s, epoch] : loading) {
           taken.push_back(s);
-        log(self, "took " + shard_list_text(taken));
+          epochs.push_back(epoch);
+        }
+        note(self, log_level::info, "shard_taken",
+             "took " + shard_list_text(taken),
+             {{"shards", taken}, {"epochs", epochs}});
         for (auto& [shard, epoch] : loading)
           st.to_load[shard] = epoch;
         load_next(self);
@@ -760,7 +789,9 @@ void take(node_pointer self, const std::vector<std::uint32_t>& shards) {
     [self, shards](caf::error& err) {
       auto& st = self->state;
       st.take_in_flight = false;
-      log(self, "the lease keeper failed: " + describe(err));
+      note(self, log_level::error, "lease_keeper_failed",
+           "the lease keeper failed: " + describe(err),
+           {{"reason", describe(err)}});
       for (auto s : shards) {
         auto& e = st.shards[s];
         if (e.mode == shard_mode::taking) {
@@ -800,7 +831,7 @@ void finish_hand_off(node_pointer self, std::uint32_t shard,
   st.settings.counters->handoffs.fetch_add(1, relaxed);
   count_owned(self);
   tell_peers(self, shard_claim{shard, epoch, {}, to});
-  st.handed_off[to].push_back(shard);
+  st.handed_off[to].emplace_back(shard, epoch);
   update_route(self, shard);
   release_held(self, shard);
 }
@@ -841,7 +872,8 @@ void hand_off(node_pointer self, std::uint32_t shard, std::string to) {
                     if (e.mode != shard_mode::handing_off || e.epoch != epoch)
                       return;
                     if (done.empty())
-                      drop(self, shard, "its lease was taken meanwhile");
+                      drop(self, shard, "its lease was taken meanwhile",
+                           "shard_fenced");
                     else
                       finish_hand_off(self, shard, epoch, to);
                     plan(self);
@@ -851,17 +883,24 @@ void hand_off(node_pointer self, std::uint32_t shard, std::string to) {
                     // answer lost with the connection): then another node
                     // may take the shard, so this one must not decide for
                     // it again. If it did not, the lease runs out.
-                    log(self, "cannot release shard " + std::to_string(shard)
-                                + ": " + describe(err));
+                    note(self, log_level::warn, "shard_release_failed",
+                         "cannot release shard " + std::to_string(shard)
+                           + ": " + describe(err),
+                         {{"shard", shard},
+                          {"epoch", epoch},
+                          {"reason", describe(err)}});
                     auto& e = self->state.shards[shard];
                     if (e.mode == shard_mode::handing_off && e.epoch == epoch)
                       drop(self, shard, "its release failed");
                   });
             },
             [self, shard, epoch](caf::error& err) {
-              log(self, "cannot hand off shard " + std::to_string(shard)
-                          + ", its changes are not committed: "
-                          + describe(err));
+              note(self, log_level::warn, "shard_handoff_failed",
+                   "cannot hand off shard " + std::to_string(shard)
+                     + ", its changes are not committed: " + describe(err),
+                   {{"shard", shard},
+                    {"epoch", epoch},
+                    {"reason", describe(err)}});
               resume(self, shard, epoch);
             });
       },
@@ -933,8 +972,7 @@ void plan(node_pointer self) {
   auto status = st.leaving ? "leaving" : p.share_served ? "up" : "joining";
   st.settings.self.status = status;
   if (!st.leaving && p.share_served && !st.up_reported) {
-    st.up_reported = true;
-    log(self, "serving its share of the shards");
+    st.up_reported = true; // the service logs "ready"
     if (st.settings.on_up)
       st.settings.on_up();
   }
@@ -974,7 +1012,8 @@ void learn(node_pointer self, const shard_claim& claim, bool live,
   e.lease_live = live;
   e.lease_state = lease_state;
   if (holds(e) && claim.epoch > e.epoch)
-    drop(self, claim.shard, "another node took it over"); // re-routes
+    drop(self, claim.shard, "another node took it over",
+         "shard_fenced"); // re-routes
   else if (e.mode == shard_mode::none) {
     update_route(self, claim.shard);
     release_held(self, claim.shard);
@@ -1054,6 +1093,53 @@ void update_peers(node_pointer self, const std::vector<member_record>& table) {
       update_route(self, s);
 }
 
+/// Logs the members that joined (alive and new to this node, or back under
+/// a new incarnation) and those that left (gone from the member table, or
+/// their heartbeat expired) since the last reading of `table`. At the
+/// first reading, every other live member counts as joined.
+void note_member_changes(node_pointer self,
+                         const std::vector<member_record>& table) {
+  auto& st = self->state;
+  std::map<std::string, member_record> now;
+  for (auto& m : table)
+    if (m.alive && m.node_id != self_id(self))
+      now.emplace(m.node_id, m);
+  for (auto& [id, before] : st.known_members) {
+    auto i = now.find(id);
+    bool restarted = i != now.end()
+                     && i->second.incarnation != before.incarnation;
+    if (i != now.end() && !restarted)
+      continue;
+    std::string why;
+    if (restarted) {
+      why = "it restarted";
+    } else {
+      auto row = std::find_if(table.begin(), table.end(),
+                              [&id = id](const member_record& m) {
+                                return m.node_id == id;
+                              });
+      why = row == table.end() ? "it left the member table"
+                               : "its heartbeat expired";
+    }
+    note(self, log_level::info, "member_left",
+         "member " + id + " left: " + why, {{"peer", id}, {"reason", why}});
+  }
+  for (auto& [id, m] : now) {
+    auto i = st.known_members.find(id);
+    if (i != st.known_members.end() && i->second.incarnation == m.incarnation)
+      continue;
+    note(self, log_level::info, "member_joined",
+         "member " + id + " joined, at " + m.advertise_host + ":"
+           + std::to_string(m.cluster_port),
+         {{"peer", id},
+          {"host", m.advertise_host},
+          {"cluster_port", m.cluster_port},
+          {"http_port", m.http_port},
+          {"status", m.status}});
+  }
+  st.known_members = std::move(now);
+}
+
 /// Stops serving for good: every shard dropped, every command answered
 /// 503, no more rounds. For a process that must not be a member any more.
 void stop_serving(node_pointer self, const std::string& why) {
@@ -1061,7 +1147,8 @@ void stop_serving(node_pointer self, const std::string& why) {
   if (st.out_of_service)
     return;
   st.out_of_service = true;
-  log(self, why + "; this process stops serving");
+  note(self, log_level::error, "out_of_service",
+       why + "; this process stops serving", {{"reason", why}});
   for (std::uint32_t s = 0; s < st.shards.size(); ++s)
     drop(self, s, "this process stops serving");
   for (std::uint32_t s = 0; s < st.shards.size(); ++s) {
@@ -1145,7 +1232,7 @@ void on_round(node_pointer self, round_result& result,
         e.renewed_ns = result.renew_started_ns;
         set_deadline(self, h.shard);
       } else {
-        drop(self, h.shard, "its lease was taken over");
+        drop(self, h.shard, "its lease was taken over", "shard_fenced");
       }
     }
   } else if (!renewing.empty()) {
@@ -1171,6 +1258,7 @@ void on_round(node_pointer self, round_result& result,
     st.settings.counters->members.store(
       static_cast<std::int64_t>(std::max<std::size_t>(st.members.size(), 1)),
       relaxed);
+    note_member_changes(self, result.reading.members);
     update_peers(self, result.reading.members);
     recompute_targets(self);
     for (auto& l : result.reading.leases)
@@ -1181,7 +1269,11 @@ void on_round(node_pointer self, round_result& result,
     problem = "reading the cluster failed: " + describe(result.read_error);
   }
   if (!problem.empty() && problem != st.last_round_error)
-    log(self, problem);
+    note(self, log_level::warn, "cluster_round_failed", problem,
+         {{"reason", problem}});
+  else if (problem.empty() && !st.last_round_error.empty())
+    note(self, log_level::info, "cluster_round_recovered",
+         "heartbeats, renewals and reads succeed again");
   st.last_round_error = problem;
   publish_view(self);
   if (st.round_again) {
@@ -1224,7 +1316,9 @@ void start_round(node_pointer self) {
       [self](caf::error& err) {
         auto& st = self->state;
         st.round_in_flight = false;
-        log(self, "the lease keeper failed: " + describe(err));
+        note(self, log_level::error, "lease_keeper_failed",
+             "the lease keeper failed: " + describe(err),
+             {{"reason", describe(err)}});
         schedule_round(self, st.settings.heartbeat_every);
       });
 }
@@ -1264,13 +1358,15 @@ void on_shard_down(node_pointer self, const caf::down_msg& msg) {
     auto& e = st.shards[s];
     if (!e.actor || e.actor.address() != msg.source)
       continue;
-    log(self, "the actor of shard " + std::to_string(s)
-                + " failed: " + self->system().render(msg.reason));
+    auto reason = self->system().render(msg.reason);
+    note(self, log_level::error, "shard_actor_failed",
+         "the actor of shard " + std::to_string(s) + " failed: " + reason
+           + (st.in_memory ? "; it serves again, without the streams it held"
+                           : "; it is loaded again"),
+         {{"shard", s}, {"reason", reason}});
     if (st.in_memory) {
       e.actor = start_shard_actor(self, s);
       update_route(self, s);
-      log(self, "shard " + std::to_string(s)
-                  + " serves again, without the streams it held");
       return;
     }
     // Commit what its users changed, then load it afresh: the next round
@@ -1396,7 +1492,8 @@ cluster_node_actor::behavior_type node_impl(node_pointer self,
       for (auto& [s, epoch] : lost)
         if (s < st.shards.size() && holds(st.shards[s])
             && st.shards[s].epoch == epoch) // not a newer tenure
-          drop(self, s, "its writes were fenced: another node owns it");
+          drop(self, s, "its writes were fenced: another node owns it",
+               "shard_fenced");
       start_round(self); // learn who owns them now
     },
     [self](retry_atom, local_call& call, std::string& from,
@@ -1473,14 +1570,20 @@ cluster_node_actor::behavior_type node_impl(node_pointer self,
         // Nobody to hand anything to: what is pending is committed at exit,
         // and the leases run out (a restart under this id takes them back
         // at once). Only the member row goes.
-        log(self, "leaving the cluster, the last member");
+        note(self, log_level::info, "leaving",
+             "leaving the cluster, the last member",
+             {{"last_member", true},
+              {"shards_owned", st.settings.counters->shards_owned.load()}});
         for (std::uint32_t s = 0; s < st.shards.size(); ++s)
           if (st.shards[s].mode != shard_mode::serving)
             drop(self, s, "the node is leaving");
         finish_leave(self, true);
         return rp;
       }
-      log(self, "leaving the cluster: handing every shard off");
+      note(self, log_level::info, "leaving",
+           "leaving the cluster: handing every shard off",
+           {{"last_member", false},
+            {"shards_owned", st.settings.counters->shards_owned.load()}});
       recompute_targets(self);
       plan(self);
       start_round(self); // tell the others at once
@@ -1494,10 +1597,22 @@ cluster_node_actor::behavior_type node_impl(node_pointer self,
     [self](send_atom) {
       auto& st = self->state;
       st.send_scheduled = false;
-      for (auto& [to, shards] : st.handed_off)
-        log(self, (to.empty() ? "released " : "handed off ")
-                    + shard_list_text(shards)
-                    + (to.empty() ? "" : " to " + to));
+      for (auto& [to, given] : st.handed_off) {
+        std::vector<std::uint32_t> shards;
+        std::vector<std::int64_t> epochs;
+        for (auto& [shard, epoch] : given) {
+          shards.push_back(shard);
+          epochs.push_back(epoch);
+        }
+        std::vector<log_field> fields{{"shards", shards}, {"epochs", epochs}};
+        if (!to.empty())
+          fields.emplace_back("peer", to);
+        note(self, log_level::info,
+             to.empty() ? "shard_released" : "shard_handed_off",
+             (to.empty() ? "released " : "handed off ")
+               + shard_list_text(shards) + (to.empty() ? "" : " to " + to),
+             std::move(fields));
+      }
       st.handed_off.clear();
       for (auto& [addr, out] : st.replies)
         self->send(out.to, reply_batch{std::move(out.replies)});

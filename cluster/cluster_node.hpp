@@ -21,6 +21,7 @@
 #include "cluster/cluster_view.hpp"
 #include "cluster/lease_keeper.hpp"
 #include "cluster/peer_link.hpp"
+#include "logging/event_log.hpp"
 #include "persistence/persistence_actor.hpp"
 
 namespace videostreams {
@@ -102,8 +103,9 @@ struct cluster_node_settings {
   /// newer process took its node id over, or the cluster's shard count
   /// changed under it.
   std::function<void(const std::string&)> on_out_of_service;
-  /// Writes one log line.
-  std::function<void(const std::string&)> log;
+  /// Where the node reports its events (shards taken, handed off,
+  /// fenced; members joined and left; failures); null: nowhere.
+  std::shared_ptr<const event_log> log;
 };
 
 /// Starts the node. It points every route at itself at once; in memory it

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdarg>
 #include <cstdio>
+#include <map>
 
 namespace videostreams {
 
@@ -26,7 +27,16 @@ void append_format(std::string& out, const char* fmt, ...) {
 
 void append_header(std::string& out, const char* name, const char* type,
                    const char* help) {
-  append_format(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+  // Not through append_format: a HELP text may be longer than its buffer.
+  out += "# HELP ";
+  out += name;
+  out += ' ';
+  out += help;
+  out += "\n# TYPE ";
+  out += name;
+  out += ' ';
+  out += type;
+  out += '\n';
 }
 
 template <class T>
@@ -45,15 +55,21 @@ void append_seconds(std::string& out, const char* name, const char* help,
                 static_cast<double>(ns.load(relaxed)) / 1e9);
 }
 
-/// One labelled series of a histogram: its cumulative buckets, its sum
-/// (of nanoseconds, shown in seconds) and its count.
+/// One series of a histogram: its cumulative buckets, its `sum` and its
+/// count; labelled `label="value"`, or not at all when `label` is null.
 template <std::size_t N>
 void append_histogram(std::string& out, const char* name, const char* label,
                       std::string_view value,
                       const std::array<double, N>& bounds,
                       const std::array<std::atomic<std::uint64_t>, N + 1>&
                         buckets,
-                      const std::atomic<std::uint64_t>& sum_ns) {
+                      double sum) {
+  std::string labels; // `label="value",` or nothing
+  if (label != nullptr) {
+    labels = std::string{label} + "=\"";
+    labels.append(value.data(), value.size());
+    labels += "\"";
+  }
   std::uint64_t cumulative = 0;
   for (std::size_t b = 0; b <= N; ++b) {
     cumulative += buckets[b].load(relaxed);
@@ -62,16 +78,18 @@ void append_histogram(std::string& out, const char* name, const char* label,
       std::snprintf(le, sizeof(le), "%g", bounds[b]);
     else
       std::snprintf(le, sizeof(le), "+Inf");
-    append_format(out, "%s_bucket{%s=\"%.*s\",le=\"%s\"} %llu\n", name,
-                  label, static_cast<int>(value.size()), value.data(), le,
+    append_format(out, "%s_bucket{%s%sle=\"%s\"} %llu\n", name,
+                  labels.c_str(), labels.empty() ? "" : ",", le,
                   static_cast<unsigned long long>(cumulative));
   }
-  append_format(out, "%s_sum{%s=\"%.*s\"} %.9f\n", name, label,
-                static_cast<int>(value.size()), value.data(),
-                static_cast<double>(sum_ns.load(relaxed)) / 1e9);
-  append_format(out, "%s_count{%s=\"%.*s\"} %llu\n", name, label,
-                static_cast<int>(value.size()), value.data(),
+  auto braces = labels.empty() ? std::string{} : "{" + labels + "}";
+  append_format(out, "%s_sum%s %.9f\n", name, braces.c_str(), sum);
+  append_format(out, "%s_count%s %llu\n", name, braces.c_str(),
                 static_cast<unsigned long long>(cumulative));
+}
+
+double seconds_of(const std::atomic<std::uint64_t>& ns) {
+  return static_cast<double>(ns.load(relaxed)) / 1e9;
 }
 
 /// One series per listener of each edge figure.
@@ -157,37 +175,71 @@ std::uint64_t http_metrics::requests(route r, int status) const noexcept {
     .load(relaxed);
 }
 
+void http_metrics::record_edge(int status) noexcept {
+  edge_by_status_[status_slot(status)].fetch_add(1, relaxed);
+}
+
+std::uint64_t http_metrics::edge_requests(int status) const noexcept {
+  return edge_by_status_[status_slot(status)].load(relaxed);
+}
+
+void http_metrics::set_build_info(std::string version, std::string node_id,
+                                  std::string mode) {
+  std::lock_guard<std::mutex> guard{build_mtx_};
+  version_ = std::move(version);
+  node_id_ = std::move(node_id);
+  mode_ = std::move(mode);
+}
+
 namespace {
 
 /// The cluster node's figures, and the forwarding to each peer.
 void render_cluster(std::string& out, const cluster_counters& c) {
   append_gauge(out, "videostreams_cluster_members", "gauge",
-               "Live members of the cluster, this node included.",
+               "Live members of the cluster, this node included (1 without a "
+               "database).",
                c.members);
   append_gauge(out, "videostreams_cluster_shards_owned", "gauge",
-               "Shards this node serves.", c.shards_owned);
+               "Shards this node serves (every shard without a database).", c.shards_owned);
   append_gauge(out, "videostreams_cluster_takeovers_total", "counter",
-               "Shards this node took and loaded.", c.takeovers);
+               "Shards this node took and loaded (0 without a database).", c.takeovers);
   append_gauge(out, "videostreams_cluster_handoffs_total", "counter",
-               "Shards this node handed off to another node.", c.handoffs);
+               "Shards this node handed off to another node (0 without a "
+               "database).", c.handoffs);
   append_gauge(out, "videostreams_cluster_shards_lost_total", "counter",
                "Shards this node dropped because another node owned them by "
-               "then (its lease lapsed, or its writes were fenced).",
+               "then (its lease lapsed, or its writes were fenced; 0 without "
+               "a database).",
                c.shards_lost);
   append_gauge(out, "videostreams_cluster_lease_renewal_failures_total",
-               "counter", "Lease renewals that failed.", c.renewal_failures);
+               "counter", "Lease renewals that failed (0 without a database).", c.renewal_failures);
   append_gauge(out, "videostreams_cluster_held_requests_total", "counter",
-               "Requests held while their shard changed hands.", c.held);
+               "Requests held while their shard changed hands (0 without a "
+               "database).", c.held);
   append_gauge(out, "videostreams_cluster_held_timeouts_total", "counter",
                "Held requests answered 503 because no owner could decide "
-               "within the request timeout.",
+               "within the request timeout (0 without a database).",
                c.held_timeouts);
-  auto peers = c.peers();
+  // A series per peer this node has known (never removed). Until there is
+  // one (in memory, a cluster of one), each family shows one unlabelled
+  // zero series instead (the same as peer=""), so that it has a sample and
+  // sums over it are 0, not empty.
+  auto known = c.peers(); // holds them while they are rendered
+  std::map<std::string, const peer_counters*> peers;
+  for (auto& [id, p] : known)
+    peers.emplace(id, p.get());
+  static const peer_counters none;
+  if (peers.empty())
+    peers.emplace("", &none);
+  auto series = [](const std::string& id) {
+    return id.empty() ? std::string{} : "{peer=\"" + id + "\"}";
+  };
   append_header(out, "videostreams_cluster_peer_connected", "gauge",
-                "1 while this node is connected to the peer.");
+                "1 while this node is connected to the peer; an unlabelled 0 "
+                "while it knows no peer (always without a database).");
   for (auto& [id, p] : peers)
-    append_format(out, "videostreams_cluster_peer_connected{peer=\"%s\"} %d\n",
-                  id.c_str(), p->connected.load(relaxed));
+    append_format(out, "videostreams_cluster_peer_connected%s %d\n",
+                  series(id).c_str(), p->connected.load(relaxed));
   struct per_peer {
     const char* name;
     const char* help;
@@ -195,35 +247,115 @@ void render_cluster(std::string& out, const cluster_counters& c) {
   };
   const per_peer counts[] = {
     {"videostreams_cluster_forwarded_requests_total",
-     "Requests forwarded to the peer that owns them.",
+     "Requests forwarded to the peer that owns them; an unlabelled 0 "
+     "while this node knows no peer (always without a database).",
      &peer_counters::forwarded},
     {"videostreams_cluster_forward_batches_total",
      "Messages that carried forwarded requests to the peer (requests per "
-     "message: how well they batch).",
+     "message: how well they batch); an unlabelled 0 while this node knows "
+     "no peer.",
      &peer_counters::batches},
     {"videostreams_cluster_forward_failures_total",
      "Requests for the peer answered 503: unreachable, too late, or no "
-     "decision.",
+     "decision; an unlabelled 0 while this node knows no peer.",
      &peer_counters::failed},
     {"videostreams_cluster_forward_not_owner_total",
      "Requests the peer sent back as not its own (tried once more at the "
-     "owner it named).",
+     "owner it named); an unlabelled 0 while this node knows no peer.",
      &peer_counters::not_owner},
   };
   for (auto& x : counts) {
     append_header(out, x.name, "counter", x.help);
     for (auto& [id, p] : peers)
-      append_format(out, "%s{peer=\"%s\"} %llu\n", x.name, id.c_str(),
+      append_format(out, "%s%s %llu\n", x.name, series(id).c_str(),
                     static_cast<unsigned long long>(
                       ((*p).*(x.field)).load(relaxed)));
   }
   append_header(out, "videostreams_cluster_forward_duration_seconds",
                 "histogram",
-                "Time from forwarding a request to the peer's answer.");
+                "Time from forwarding a request to the peer's answer; unlabelled "
+                "and empty while this node knows no peer.");
   for (auto& [id, p] : peers)
     append_histogram(out, "videostreams_cluster_forward_duration_seconds",
-                     "peer", id, peer_counters::latency_buckets, p->buckets,
-                     p->latency_sum_ns);
+                     id.empty() ? nullptr : "peer", id,
+                     peer_counters::latency_buckets, p->buckets,
+                     seconds_of(p->latency_sum_ns));
+}
+
+/// The persistence actor's figures; all 0 without a database (`p` null).
+void render_persistence(std::string& out, const persistence_counters* p) {
+  static const persistence_counters none;
+  const auto& c = p != nullptr ? *p : none;
+  append_gauge(out, "videostreams_persistence_queue_depth", "gauge",
+               "Changes waiting to be committed (0 without a database).",
+               c.queue_depth);
+  append_gauge(out, "videostreams_persistence_commits_total", "counter",
+               "Write-behind transactions committed (0 without a database).",
+               c.commits);
+  append_gauge(out, "videostreams_persistence_last_batch_size", "gauge",
+               "Changes in the last committed batch (0 without a database).",
+               c.last_batch);
+  append_header(out, "videostreams_persistence_batch_size", "histogram",
+                "Changes written per committed batch (0 without a "
+                "database).");
+  append_histogram(out, "videostreams_persistence_batch_size", nullptr, {},
+                   persistence_counters::batch_buckets, c.batch_sizes,
+                   static_cast<double>(c.changes_written.load(relaxed)));
+  append_gauge(out, "videostreams_persistence_changes_total", "counter",
+               "Changes received for persistence (0 without a database).",
+               c.changes_received);
+  append_gauge(out, "videostreams_persistence_errors_total", "counter",
+               "Failed commits, probes and folds: database errors (0 without "
+               "a database).",
+               c.errors);
+  append_gauge(out, "videostreams_persistence_refused_total", "counter",
+               "Changes refused because the write backlog was full (0 "
+               "without a database).",
+               c.refused);
+  append_gauge(out, "videostreams_persistence_fenced_total", "counter",
+               "Changes dropped because another node owned their shard by "
+               "the time they were committed (0 without a database).",
+               c.fenced);
+  append_gauge(out, "videostreams_persistence_commit_timeouts_total",
+               "counter",
+               "Sync grants answered 503 because their commit was not "
+               "confirmed within the commit timeout (0 without a database).",
+               c.commit_timeouts);
+  append_seconds(out, "videostreams_persistence_commit_seconds_total",
+                 "Time spent committing (0 without a database).",
+                 c.commit_ns);
+  append_header(out, "videostreams_persistence_commit_duration_seconds",
+                "histogram",
+                "Time from handing a batch to the writer to its commit, per "
+                "committed batch (0 without a database).");
+  append_histogram(out, "videostreams_persistence_commit_duration_seconds",
+                   nullptr, {}, persistence_counters::commit_buckets,
+                   c.commit_duration, seconds_of(c.commit_ns));
+  append_gauge(out, "videostreams_persistence_folds_total", "counter",
+               "Fold steps: snapshots of a share of the shards written, "
+               "journal rows they cover deleted (0 without a database).",
+               c.folds);
+  append_seconds(out, "videostreams_persistence_fold_seconds_total",
+                 "Time spent folding (0 without a database).", c.fold_ns);
+  append_gauge(out, "videostreams_persistence_journal_rows_trimmed_total",
+               "counter",
+               "Journal rows deleted by folds (0 without a database).",
+               c.journal_rows_trimmed);
+  append_gauge(out, "videostreams_persistence_state_size", "gauge",
+               "Streams and limits committed, as of the last fold (0 "
+               "without a database).",
+               c.state_size);
+  append_gauge(out, "videostreams_persistence_journal_lag", "gauge",
+               "Journal positions between the last fold and the oldest "
+               "snapshot: what a restart replays; it grows without bound if "
+               "a shard's snapshot never moves (0 without a database).",
+               c.journal_lag);
+  append_header(out, "videostreams_database_up", "gauge",
+                "1 while the database answers commits, 0 after a failure "
+                "(always 0 without a database: see videostreams_build_info's "
+                "mode).");
+  append_format(out, "videostreams_database_up %d\n",
+                p != nullptr && p->reachable.load(relaxed) ? 1 : 0);
 }
 
 } // namespace
@@ -232,15 +364,36 @@ std::string http_metrics::render(const stream_counters& counters,
                                  const persistence_counters* persistence,
                                  const cluster_counters* cluster) const {
   std::string out;
-  out.reserve(16 * 1024);
+  out.reserve(24 * 1024);
+  {
+    std::lock_guard<std::mutex> guard{build_mtx_};
+    append_header(out, "videostreams_build_info", "gauge",
+                  "Always 1: this binary's version, this node's id, and mode "
+                  "in-memory or database.");
+    append_format(out,
+                  "videostreams_build_info{version=\"%s\",node_id=\"%s\","
+                  "mode=\"%s\"} 1\n",
+                  version_.c_str(), node_id_.c_str(), mode_.c_str());
+  }
   append_header(out, "videostreams_http_requests_total", "counter",
-                "HTTP requests answered, by route template and status code.");
-  for (std::size_t r = 0; r < route_count; ++r) {
-    auto name = route_template(static_cast<route>(r));
+                "HTTP requests answered, by route template and status code; "
+                "route=\"(edge)\" for those the edge answered before routing "
+                "(refused framing, unparseable, shed at the connection cap). "
+                "Until a route has answered, it shows code 200 (404 for "
+                "unmatched, 400 for (edge)) at 0.");
+  // Every status a route answered; a route that answered nothing yet shows
+  // its most common code at 0, so that the family has samples from the
+  // start and rate() has a baseline.
+  auto append_requests = [&out](std::string_view name,
+                                const std::array<std::atomic<std::uint64_t>,
+                                                 status_slots>& by_status,
+                                int first_code) {
+    bool any = false;
     for (std::size_t s = 0; s < status_slots; ++s) {
-      auto n = routes_[r].by_status[s].load(relaxed);
+      auto n = by_status[s].load(relaxed);
       if (n == 0)
         continue;
+      any = true;
       char code[8];
       if (s < status_codes.size())
         std::snprintf(code, sizeof(code), "%d", status_codes[s]);
@@ -252,14 +405,23 @@ std::string http_metrics::render(const stream_counters& counters,
                     static_cast<int>(name.size()), name.data(), code,
                     static_cast<unsigned long long>(n));
     }
-  }
+    if (!any)
+      append_format(out,
+                    "videostreams_http_requests_total{route=\"%.*s\","
+                    "code=\"%d\"} 0\n",
+                    static_cast<int>(name.size()), name.data(), first_code);
+  };
+  for (std::size_t r = 0; r < route_count; ++r)
+    append_requests(route_template(static_cast<route>(r)), routes_[r].by_status,
+                    static_cast<route>(r) == route::unmatched ? 404 : 200);
+  append_requests(edge_route, edge_by_status_, 400);
   append_header(out, "videostreams_http_request_duration_seconds", "histogram",
                 "Time from routing a request to having its answer, by route.");
   for (std::size_t r = 0; r < route_count; ++r)
     append_histogram(out, "videostreams_http_request_duration_seconds",
                      "route", route_template(static_cast<route>(r)),
                      latency_buckets, routes_[r].buckets,
-                     routes_[r].latency_sum_ns);
+                     seconds_of(routes_[r].latency_sum_ns));
   render_listeners(out, listeners_);
   append_gauge(out, "videostreams_open_streams", "gauge",
                "Streams open on this node.", counters.open_streams);
@@ -293,55 +455,7 @@ std::string http_metrics::render(const stream_counters& counters,
                counters.late_commands);
   if (cluster != nullptr)
     render_cluster(out, *cluster);
-  if (persistence == nullptr)
-    return out;
-  append_gauge(out, "videostreams_persistence_queue_depth", "gauge",
-               "Changes waiting to be committed.", persistence->queue_depth);
-  append_gauge(out, "videostreams_persistence_commits_total", "counter",
-               "Write-behind transactions committed.", persistence->commits);
-  append_gauge(out, "videostreams_persistence_last_batch_size", "gauge",
-               "Changes in the last committed batch.",
-               persistence->last_batch);
-  append_gauge(out, "videostreams_persistence_changes_total", "counter",
-               "Changes received for persistence.",
-               persistence->changes_received);
-  append_gauge(out, "videostreams_persistence_errors_total", "counter",
-               "Failed commits, probes and folds.", persistence->errors);
-  append_gauge(out, "videostreams_persistence_refused_total", "counter",
-               "Changes refused because the write backlog was full.",
-               persistence->refused);
-  append_gauge(out, "videostreams_persistence_fenced_total", "counter",
-               "Changes dropped because another node owned their shard by "
-               "the time they were committed.",
-               persistence->fenced);
-  append_gauge(out, "videostreams_persistence_commit_timeouts_total",
-               "counter",
-               "Sync grants answered 503 because their commit was not "
-               "confirmed within the commit timeout.",
-               persistence->commit_timeouts);
-  append_seconds(out, "videostreams_persistence_commit_seconds_total",
-                 "Time spent committing.", persistence->commit_ns);
-  append_gauge(out, "videostreams_persistence_folds_total", "counter",
-               "Fold steps: snapshots of a share of the shards written, "
-               "journal rows they cover deleted.",
-               persistence->folds);
-  append_seconds(out, "videostreams_persistence_fold_seconds_total",
-                 "Time spent folding.", persistence->fold_ns);
-  append_gauge(out, "videostreams_persistence_journal_rows_trimmed_total",
-               "counter", "Journal rows deleted by folds.",
-               persistence->journal_rows_trimmed);
-  append_gauge(out, "videostreams_persistence_state_size", "gauge",
-               "Streams and limits committed, as of the last fold.",
-               persistence->state_size);
-  append_gauge(out, "videostreams_persistence_journal_lag", "gauge",
-               "Journal positions between the last fold and the oldest "
-               "snapshot: what a restart replays; it grows without bound if "
-               "a shard's snapshot never moves.",
-               persistence->journal_lag);
-  append_header(out, "videostreams_database_up", "gauge",
-                "1 while the database answers commits, 0 after a failure.");
-  append_format(out, "videostreams_database_up %d\n",
-                persistence->reachable.load(relaxed) ? 1 : 0);
+  render_persistence(out, persistence);
   return out;
 }
 

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <string>
 
 #include "actors/stream_counters.hpp"
@@ -48,8 +49,14 @@ public:
     0.025,  0.05,    0.1,    0.25,  0.5,   1.0,   2.5};
 
   /// The status codes counted individually; any other lands in "other".
-  static constexpr std::array<int, 14> status_codes{
-    200, 201, 204, 400, 401, 403, 404, 405, 409, 413, 414, 429, 500, 503};
+  static constexpr std::array<int, 19> status_codes{
+    200, 201, 204, 400, 401, 403, 404, 405, 409, 410, 413,
+    414, 415, 416, 429, 431, 500, 501, 503};
+
+  /// The route label of requests the edge answered before any route was
+  /// known: refused framing (400, 413, 414, 415, 431), a request
+  /// cpp-httplib could not parse (400), a connection shed at the cap (503).
+  static constexpr const char* edge_route = "(edge)";
 
   /// The edge's figures of listener `k`.
   listener_figures& listener(listener_kind k) noexcept {
@@ -58,6 +65,18 @@ public:
 
   /// Counts one answered request.
   void record(route r, int status, std::chrono::nanoseconds latency) noexcept;
+
+  /// Counts one request that the edge answered before routing it (as
+  /// `route="(edge)"`; not in the latency histogram).
+  void record_edge(int status) noexcept;
+
+  /// Requests answered by the edge with `status` so far.
+  std::uint64_t edge_requests(int status) const noexcept;
+
+  /// What `videostreams_build_info` shows: the version, this node's id and
+  /// "in-memory" or "database".
+  void set_build_info(std::string version, std::string node_id,
+                      std::string mode);
 
   /// Requests answered for `r` with `status` so far (tests, exposition).
   std::uint64_t requests(route r, int status) const noexcept;
@@ -82,7 +101,12 @@ private:
   };
 
   std::array<route_figures, route_count> routes_{};
+  std::array<std::atomic<std::uint64_t>, status_slots> edge_by_status_{};
   std::array<listener_figures, 2> listeners_{};
+  mutable std::mutex build_mtx_;
+  std::string version_;
+  std::string node_id_;
+  std::string mode_;
 };
 
 } // namespace videostreams

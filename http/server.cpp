@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 
@@ -135,6 +136,64 @@ void describe(const sockaddr_storage& a, std::string& ip, int& port) {
   ip = buf;
 }
 
+/// What the API's handler reports of the request it answered, to the
+/// worker that runs cpp-httplib on it (the same thread): a request the
+/// handler never saw was answered by cpp-httplib itself (one it could not
+/// parse, say), and is counted as the edge's.
+struct handled_request {
+  bool answered = false;
+  route which = route::unmatched;
+  int status = 0;
+  std::string method;
+  std::string path;
+};
+
+thread_local handled_request* current_request = nullptr;
+
+/// At most this much of a path goes into an access log line.
+constexpr std::size_t logged_path_bytes = 2048;
+
+std::string_view clipped_path(std::string_view path) {
+  return path.substr(0, logged_path_bytes);
+}
+
+/// The method and target (without its query) of a request line that the
+/// edge refused or cpp-httplib could not parse, as far as they can be
+/// told; "-" for what cannot.
+std::pair<std::string, std::string> request_line_parts(std::string_view bytes) {
+  auto eol = bytes.find('\n');
+  auto line = bytes.substr(0, std::min(eol, std::size_t{8192}));
+  auto sp = line.find(' ');
+  std::string method = "-";
+  std::string path = "-";
+  if (sp != std::string_view::npos && sp > 0 && sp <= 32) {
+    method = std::string{line.substr(0, sp)};
+    auto rest = line.substr(sp + 1);
+    auto end = rest.find_first_of(" ?\r");
+    auto target = rest.substr(0, end);
+    if (!target.empty())
+      path = std::string{clipped_path(target)};
+  }
+  return {method, path};
+}
+
+/// The status code of the answer that starts `out` ("HTTP/1.1 400 ..."),
+/// or 0.
+int status_of_answer(std::string_view out) {
+  if (out.size() < 12 || out.substr(0, 5) != "HTTP/")
+    return 0;
+  auto sp = out.find(' ');
+  if (sp == std::string_view::npos || sp + 4 > out.size())
+    return 0;
+  int code = 0;
+  for (std::size_t i = sp + 1; i < sp + 4; ++i) {
+    if (out[i] < '0' || out[i] > '9')
+      return 0;
+    code = code * 10 + (out[i] - '0');
+  }
+  return code;
+}
+
 /// Markers for the two epoll entries that are no connection.
 char listener_marker;
 char wake_marker;
@@ -264,6 +323,7 @@ http_server::http_server(api& handler, http_server_settings settings,
                          http_metrics& metrics)
   : api_(handler),
     settings_(std::move(settings)),
+    metrics_(metrics),
     figures_(metrics.listener(settings_.kind)),
     engine_(std::make_unique<engine>()) {
   auto& svr = *engine_;
@@ -272,6 +332,8 @@ http_server::http_server(api& handler, http_server_settings settings,
   svr.set_payload_max_length(settings_.limits.max_body_bytes);
   svr.set_default_headers({{"Access-Control-Allow-Origin", "*"}});
   auto serve = [this](const httplib::Request& req, httplib::Response& res) {
+    auto start = clock_type::now();
+    auto which = match_route(req.path).which;
     auto authorization = authorization_of(req);
     if (has_control_character(authorization)) {
       res.status = 400;
@@ -279,24 +341,29 @@ http_server::http_server(api& handler, http_server_settings settings,
                                            "a control character (header "
                                            "values are %-decoded)"),
                       "application/json; charset=utf-8");
-      return;
-    }
-    if (settings_.operations_only
-        && !is_operations_route(match_route(req.path).which)) {
+      metrics_.record(which, res.status, clock_type::now() - start);
+    } else if (settings_.operations_only && !is_operations_route(which)) {
       res.status = 404;
       res.set_content(api::error_body(404, "the operations port serves "
                                            "probes, metrics and operator "
                                            "endpoints only"),
                       "application/json; charset=utf-8");
-      return;
+      metrics_.record(which, res.status, clock_type::now() - start);
+    } else {
+      // The API counts its answers itself.
+      auto if_none_match = req.headers.find("If-None-Match");
+      write_response(
+        api_.handle(api_request{req.method, req.path, req.body, authorization,
+                                if_none_match == req.headers.end()
+                                  ? std::string_view{}
+                                  : std::string_view{if_none_match->second}}),
+        res);
     }
-    auto if_none_match = req.headers.find("If-None-Match");
-    write_response(
-      api_.handle(api_request{req.method, req.path, req.body, authorization,
-                              if_none_match == req.headers.end()
-                                ? std::string_view{}
-                                : std::string_view{if_none_match->second}}),
-      res);
+    if (current_request != nullptr) {
+      current_request->answered = true;
+      current_request->which = which;
+      current_request->status = res.status;
+    }
   };
   // Requests without a body (the hot path) are answered before
   // cpp-httplib's regex routing; that also lets every method reach the
@@ -359,18 +426,23 @@ int http_server::bind() {
   hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST;
   addrinfo* found = nullptr;
   auto service = std::to_string(settings_.port);
-  if (::getaddrinfo(settings_.bind_address.c_str(), service.c_str(), &hints,
-                    &found)
-        != 0
-      || found == nullptr)
+  if (auto rc = ::getaddrinfo(settings_.bind_address.c_str(), service.c_str(),
+                              &hints, &found);
+      rc != 0 || found == nullptr) {
+    bind_error_ = rc == EAI_NONAME
+                    ? std::string{"not a numeric IP address"}
+                    : std::string{::gai_strerror(rc)};
     return -1;
+  }
   std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> guard{found,
                                                               ::freeaddrinfo};
   int fd = ::socket(found->ai_family,
                     found->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
                     found->ai_protocol);
-  if (fd < 0)
+  if (fd < 0) {
+    bind_error_ = std::strerror(errno);
     return -1;
+  }
   // Reuse the address (restart while old sockets linger in TIME_WAIT) but
   // not the port: SO_REUSEPORT would let a second process bind it too and
   // silently take half the connections.
@@ -378,6 +450,7 @@ int http_server::bind() {
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
   if (::bind(fd, found->ai_addr, found->ai_addrlen) != 0
       || ::listen(fd, SOMAXCONN) != 0) {
+    bind_error_ = std::strerror(errno);
     ::close(fd);
     return -1;
   }
@@ -390,6 +463,7 @@ int http_server::bind() {
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (epoll_fd_ < 0 || wake_fd_ < 0) {
+    bind_error_ = std::strerror(errno);
     ::close(fd);
     return -1;
   }
@@ -554,9 +628,41 @@ void http_server::admit(int fd, const sockaddr_storage& peer) {
     }
   }
   // Beyond the cap with no idle connection to close: say so, at once.
+  metrics_.record_edge(503);
+  if (settings_.access_log) {
+    std::string ip;
+    int port = 0;
+    describe(peer, ip, port);
+    log_request("-", "-", http_metrics::edge_route, 503,
+                std::chrono::nanoseconds{0}, ip, port);
+  }
   send_all(fd, closing_answer(503, "too many connections"),
            clock_type::now());
   ::close(fd);
+}
+
+void http_server::log_request(std::string_view method, std::string_view path,
+                              std::string_view route, int status,
+                              std::chrono::nanoseconds took,
+                              std::string_view peer_ip, int peer_port) const {
+  auto seconds = std::chrono::duration<double>(took).count();
+  char ms[32];
+  std::snprintf(ms, sizeof(ms), "%.3f", seconds * 1000);
+  std::string remote{peer_ip};
+  if (remote.find(':') != std::string::npos)
+    remote = "[" + remote + "]"; // IPv6
+  remote += ":" + std::to_string(peer_port);
+  settings_.access_log->info(
+    "request",
+    std::string{method} + " " + std::string{path} + " "
+      + std::to_string(status) + " " + ms + " ms",
+    {{"method", method},
+     {"path", path},
+     {"route", route},
+     {"status", status},
+     {"duration_seconds", seconds},
+     {"listener", listener_name(settings_.kind)},
+     {"remote", remote}});
 }
 
 bool http_server::evict_idle() {
@@ -687,6 +793,15 @@ http_server::next_step http_server::serve_buffered(connection* c,
     }
     if (f.what == request_frame::state::refused) {
       figures_.refused.fetch_add(1, relaxed);
+      metrics_.record_edge(f.status);
+      if (settings_.access_log) {
+        auto [method, path] = request_line_parts(rest.substr(f.skip));
+        auto began = c->request_started_ns.load(relaxed);
+        log_request(method, path, http_metrics::edge_route, f.status,
+                    std::chrono::nanoseconds{began == 0 ? 0
+                                                        : now_ns() - began},
+                    c->peer_ip, c->peer_port);
+      }
       out += closing_answer(f.status, f.reason);
       consumed = c->in.size();
       keep = false;
@@ -698,16 +813,50 @@ http_server::next_step http_server::serve_buffered(connection* c,
                 || ++c->served >= settings_.keep_alive_max_requests;
     bool client_closes = false;
     bool parsed = false;
+    auto answer_at = out.size();
+    auto began = clock_type::now();
+    handled_request handled;
+    struct reporting_to {
+      explicit reporting_to(handled_request* x) {
+        current_request = x;
+      }
+      ~reporting_to() {
+        current_request = nullptr;
+      }
+    } reporting{&handled};
     request_stream strm{rest.substr(f.skip, f.size), out, *c};
     engine_->process_request(strm, last, client_closes,
-                             [&parsed](httplib::Request& req) {
+                             [&parsed, &handled](httplib::Request& req) {
                                parsed = true;
+                               handled.method = req.method;
+                               handled.path = std::string{
+                                 clipped_path(req.path)};
                                // The edge has the whole body already.
                                req.headers.erase("Expect");
                                // The API's answers are never partial:
                                // cpp-httplib would cut them to a Range.
                                req.ranges.clear();
                              });
+    if (!handled.answered) {
+      // cpp-httplib answered by itself: a request it could not parse (400),
+      // a Range it could not (416)...
+      auto status = status_of_answer(
+        std::string_view{out}.substr(answer_at));
+      metrics_.record_edge(status);
+      if (!parsed) {
+        auto [method, path] = request_line_parts(rest.substr(f.skip, f.size));
+        handled.method = method;
+        handled.path = path;
+      }
+      handled.status = status;
+    }
+    if (settings_.access_log)
+      log_request(handled.method.empty() ? "-" : handled.method,
+                  handled.path.empty() ? "-" : handled.path,
+                  handled.answered ? route_template(handled.which)
+                                   : http_metrics::edge_route,
+                  handled.status, clock_type::now() - began, c->peer_ip,
+                  c->peer_port);
     consumed += f.skip + f.size;
     // A request cpp-httplib could not parse was answered 400: its
     // connection is closed, as after any refused request.

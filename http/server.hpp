@@ -17,6 +17,7 @@
 #include "http/api.hpp"
 #include "http/metrics.hpp"
 #include "http/request_framing.hpp"
+#include "logging/event_log.hpp"
 
 namespace videostreams {
 
@@ -50,6 +51,9 @@ struct http_server_settings {
   /// How long `stop` lets requests already under way finish.
   std::chrono::milliseconds shutdown_timeout{10000};
   framing_limits limits;
+  /// Where a line per answered request goes (event "request"); null: no
+  /// access log.
+  std::shared_ptr<const event_log> access_log;
 };
 
 /// The HTTP edge in front of `api`: its own accept loop and connection
@@ -71,8 +75,14 @@ public:
   http_server(const http_server&) = delete;
   http_server& operator=(const http_server&) = delete;
 
-  /// Binds the listening socket; returns the bound port, or -1 on failure.
+  /// Binds the listening socket; returns the bound port, or -1 on failure
+  /// (then `bind_error` says why).
   int bind();
+
+  /// Why `bind` failed, e.g. "Address already in use".
+  const std::string& bind_error() const noexcept {
+    return bind_error_;
+  }
 
   /// Serves until `stop`, then drains: returns once every connection is
   /// closed (or cut at the shutdown timeout) and every worker is done.
@@ -123,10 +133,17 @@ private:
   bool evict_idle();
   /// Cuts `c`: its next event (at once) closes it.
   void cut(connection* c);
+  /// Writes the access log line of one answered request.
+  void log_request(std::string_view method, std::string_view path,
+                   std::string_view route, int status,
+                   std::chrono::nanoseconds took, std::string_view peer_ip,
+                   int peer_port) const;
 
   api& api_;
   http_server_settings settings_;
+  http_metrics& metrics_;
   listener_figures& figures_;
+  std::string bind_error_;
   std::unique_ptr<engine> engine_;
   int listen_fd_ = -1;
   int epoll_fd_ = -1;

@@ -247,6 +247,8 @@ struct persistence_state {
   /// Tags the pending watch message, so that exactly one timer runs.
   std::uint64_t watch_round = 0;
   steady::time_point last_contact;
+  /// When the database was last found unreachable (for "database_up").
+  steady::time_point down_since;
   static inline const char* name = "persistence_actor";
 
   std::size_t unwritten() const noexcept {
@@ -339,6 +341,42 @@ void dispatch(persistence_pointer self) {
       [self](caf::error& err) { commit_failed(self, err); });
 }
 
+/// Records whether the database answers, and logs a change of it.
+void set_reachable(persistence_pointer self, bool up, std::string_view why) {
+  auto& st = self->state;
+  auto was = st.counters->reachable.exchange(up, relaxed);
+  if (was == up)
+    return;
+  auto now = steady::now();
+  if (!up) {
+    st.down_since = now;
+    if (st.settings.log)
+      st.settings.log->warn("database_down",
+                            "the database is unreachable: " + std::string{why},
+                            {{"reason", why}});
+    return;
+  }
+  auto seconds = std::chrono::duration<double>(now - st.down_since).count();
+  if (st.settings.log)
+    st.settings.log->info("database_up",
+                          "the database answers again after "
+                            + std::to_string(static_cast<long long>(seconds))
+                            + " s",
+                          {{"down_seconds", seconds}, {"how", why}});
+}
+
+/// Adds one observation to a histogram over `bounds` (the last slot counts
+/// those above every bound).
+template <std::size_t N>
+void observe(const std::array<double, N>& bounds,
+             std::array<std::atomic<std::uint64_t>, N + 1>& slots,
+             double value) {
+  std::size_t i = 0;
+  while (i < N && value > bounds[i])
+    ++i;
+  slots[i].fetch_add(1, relaxed);
+}
+
 void committed(persistence_pointer self, const commit_result& result) {
   auto& st = self->state;
   auto now = steady::now();
@@ -348,13 +386,17 @@ void committed(persistence_pointer self, const commit_result& result) {
                                  return result.dropped_change(x);
                                });
   auto written = st.in_flight->size() - static_cast<std::size_t>(dropped);
-  c.commit_ns.fetch_add(
-    static_cast<std::uint64_t>((now - st.last_dispatch).count()), relaxed);
+  auto took = now - st.last_dispatch;
+  c.commit_ns.fetch_add(static_cast<std::uint64_t>(took.count()), relaxed);
+  observe(persistence_counters::commit_buckets, c.commit_duration,
+          std::chrono::duration<double>(took).count());
+  observe(persistence_counters::batch_buckets, c.batch_sizes,
+          static_cast<double>(written));
   c.commits.fetch_add(1, relaxed);
   c.last_batch.store(written, relaxed);
   c.changes_written.fetch_add(written, relaxed);
   c.fenced.fetch_add(static_cast<std::uint64_t>(dropped), relaxed);
-  c.reachable.store(true, relaxed);
+  set_reachable(self, true, "a commit succeeded");
   st.last_contact = now;
   st.retry_after = std::chrono::milliseconds{0};
   st.in_flight.reset();
@@ -374,7 +416,7 @@ void commit_failed(persistence_pointer self, caf::error& err) {
   auto& c = *st.counters;
   c.errors.fetch_add(1, relaxed);
   if (is(err, persistence_error::unreachable))
-    c.reachable.store(false, relaxed);
+    set_reachable(self, false, "a commit failed: " + describe(err));
   auto failed = std::move(st.in_flight);
   auto waiters = std::move(st.in_flight_waiters);
   st.in_flight_waiters.clear();
@@ -445,7 +487,15 @@ void watch(persistence_pointer self) {
                        : st.probing ? st.probe_since
                                     : now;
   if (now - stalled_since >= 2 * st.settings.probe_every)
-    st.counters->reachable.store(false, relaxed); // a commit or probe hangs
+    set_reachable(self, false,
+                  st.in_flight ? "a commit has not returned for "
+                                   + std::to_string(
+                                     (2 * st.settings.probe_every).count())
+                                   + " ms"
+                               : "a probe has not returned for "
+                                   + std::to_string(
+                                     (2 * st.settings.probe_every).count())
+                                   + " ms");
   if (st.in_flight || st.probing || !st.gathering.empty()
       || now - st.last_contact < st.settings.probe_every)
     return; // the pending commit (or retry) is the probe
@@ -459,7 +509,8 @@ void watch(persistence_pointer self) {
         st.last_contact = steady::now();
         if (!up)
           st.counters->errors.fetch_add(1, relaxed);
-        st.counters->reachable.store(up, relaxed);
+        set_reachable(self, up,
+                      up ? "a probe succeeded" : "a probe (SELECT 1) failed");
       },
       [self](caf::error&) { self->state.probing = false; });
 }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -14,6 +15,7 @@
 #include "caf/typed_actor.hpp"
 
 #include "actors/stream_change.hpp"
+#include "logging/event_log.hpp"
 #include "persistence/stream_store.hpp"
 
 namespace videostreams {
@@ -114,6 +116,9 @@ struct persistence_settings {
   /// At most this many changes wait unwritten; beyond, a change for a new
   /// stream or limit is refused with `backlog_full`.
   std::size_t max_backlog = 100000;
+  /// Told when the database becomes unreachable ("database_down") and
+  /// when it answers again ("database_up"); may be null.
+  std::shared_ptr<const event_log> log;
 };
 
 /// What the persistence actor did, for `/metrics` and tests.
@@ -136,6 +141,21 @@ struct persistence_counters {
   std::atomic<std::uint64_t> fenced{0};
   /// Sum of commit durations in nanoseconds (counter).
   std::atomic<std::uint64_t> commit_ns{0};
+  /// Upper bounds of the commit duration buckets, in seconds.
+  static constexpr std::array<double, 14> commit_buckets{
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1,    0.25,  0.5,    1.0,   2.5,  5.0,   10.0};
+  /// Commits by duration (a histogram over `commit_buckets`, the last
+  /// slot above them; the sum is `commit_ns`).
+  std::array<std::atomic<std::uint64_t>, commit_buckets.size() + 1>
+    commit_duration{};
+  /// Upper bounds of the batch size buckets, in changes.
+  static constexpr std::array<double, 11> batch_buckets{
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000};
+  /// Committed batches by their number of changes written (a histogram
+  /// over `batch_buckets`; the sum is `changes_written`).
+  std::array<std::atomic<std::uint64_t>, batch_buckets.size() + 1>
+    batch_sizes{};
   /// Size of the last committed batch (gauge).
   std::atomic<std::uint64_t> last_batch{0};
   /// Fold steps done (snapshots written, journal trimmed), their summed

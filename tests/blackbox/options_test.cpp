@@ -44,6 +44,8 @@ const std::vector<std::pair<std::string, std::string>> every_option{
   {"--advertise-host", "VIDEOSTREAMS_ADVERTISE_HOST"},
   {"--cluster-port", "VIDEOSTREAMS_CLUSTER_PORT"},
   {"--lease-ttl", "VIDEOSTREAMS_LEASE_TTL"},
+  {"--log-format", "VIDEOSTREAMS_LOG_FORMAT"},
+  {"--access-log", "VIDEOSTREAMS_ACCESS_LOG"},
 };
 
 /// Runs the binary expecting a usage error: exit 2, a message on stderr
@@ -84,6 +86,10 @@ TEST_CASE("help exits 0 and lists every option with its variable",
   CHECK(r.out.find("--port=8080") != std::string::npos);
   CHECK(r.out.find("--max-streams=3") != std::string::npos);
   CHECK(r.out.find("--shards=128") != std::string::npos);
+  // The db commands (issue #13: --help did not mention them).
+  CHECK(r.out.find("videostreams db migrate|rollback|seed|status")
+        != std::string::npos);
+  CHECK(r.out.find("videostreams db reshard --shards=N") != std::string::npos);
 }
 
 TEST_CASE("help wins over the other options and starts nothing",
@@ -116,7 +122,8 @@ TEST_CASE("a bad option value exits 2 with a message", "[blackbox]") {
     "--passivate-after=x", "--passivate-after=-5s",
     "--request-timeout=0ms", "--request-timeout=soon", "--bind=",
     "--ops-port=-2",       "--ops-port=65536",  "--max-connections=0",
-    "--read-timeout=0",    "--shutdown-timeout=forever"};
+    "--read-timeout=0",    "--shutdown-timeout=forever",
+    "--log-format=xml",    "--access-log=maybe"};
   for (auto& arg : bad) {
     INFO(arg);
     auto name = arg.substr(0, arg.find('='));

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <boost/json.hpp>
 #include <httplib.h>
 
 extern char** environ;
@@ -21,6 +22,52 @@ namespace videostreams::blackbox {
 namespace {
 
 using clock_type = std::chrono::steady_clock;
+
+/// The ports of the start line in `text` (what the process wrote so far),
+/// in either log format: text ("videostreams: listening on HOST:PORT,
+/// operations on HOST:PORT|off, ...") or JSON (the "start" event's fields
+/// `port` and `ops_port`, -1 when off). False while there is none yet.
+bool find_start_line(const std::string& text, const std::string& host,
+                     int& port, int& ops_port) {
+  auto text_prefix = "videostreams: listening on " + host + ":";
+  auto at = text.find(text_prefix);
+  if (at != std::string::npos) {
+    auto digits = at + text_prefix.size();
+    auto comma = text.find(',', digits);
+    if (comma == std::string::npos)
+      return false;
+    port = std::atoi(text.c_str() + digits);
+    auto ops_prefix = "operations on " + host + ":";
+    auto ops = text.find(ops_prefix, comma);
+    if (ops != std::string::npos)
+      ops_port = std::atoi(text.c_str() + ops + ops_prefix.size());
+    return true;
+  }
+  for (std::size_t line = 0; line < text.size();) {
+    auto eol = text.find('\n', line);
+    if (eol == std::string::npos)
+      return false; // a line still arriving
+    auto one = std::string_view{text}.substr(line, eol - line);
+    line = eol + 1;
+    if (one.empty() || one.front() != '{'
+        || one.find("\"event\":\"start\"") == std::string_view::npos)
+      continue;
+    boost::json::error_code ec;
+    auto v = boost::json::parse(one, ec);
+    if (ec || !v.is_object())
+      continue;
+    auto& o = v.as_object();
+    auto p = o.if_contains("port");
+    auto q = o.if_contains("ops_port");
+    if (p == nullptr || !p->is_int64())
+      continue;
+    port = static_cast<int>(p->as_int64());
+    if (q != nullptr && q->is_int64())
+      ops_port = static_cast<int>(q->as_int64());
+    return true;
+  }
+  return false;
+}
 
 
 /// A pipe whose ends are closed on exec; `dup2` in the child clears that
@@ -187,7 +234,6 @@ service_process::service_process(std::vector<std::string> extra_args,
          });
   if (!own_timeout)
     args.emplace_back(patient_request_timeout);
-  auto start_line_prefix = "videostreams: listening on " + host_ + ":";
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   pipe_fds err;
   pid_ = spawn(args, env, -1, err.write);
@@ -197,19 +243,8 @@ service_process::service_process(std::vector<std::string> extra_args,
   {
     std::unique_lock<std::mutex> guard{mtx_};
     for (;;) {
-      auto at = stderr_.find(start_line_prefix);
-      if (at != std::string::npos) {
-        auto digits = at + start_line_prefix.size();
-        auto comma = stderr_.find(',', digits);
-        if (comma != std::string::npos) {
-          port_ = std::atoi(stderr_.c_str() + digits);
-          auto ops_prefix = "operations on " + host_ + ":";
-          auto ops = stderr_.find(ops_prefix, comma);
-          if (ops != std::string::npos)
-            ops_port_ = std::atoi(stderr_.c_str() + ops + ops_prefix.size());
-          break;
-        }
-      }
+      if (find_start_line(stderr_, host_, port_, ops_port_))
+        break;
       if (stderr_closed_
           || cv_.wait_until(guard, deadline) == std::cv_status::timeout)
         break;

@@ -202,8 +202,26 @@ TEST_CASE("a node that leaves under load hands its shards off: no request "
   // The bound for 128 shards, HTTP drain included.
   CHECK(leave_took < std::chrono::seconds{30});
   CHECK_THAT(n4.process().stderr_text(), Catch::Contains("handed off"));
+  // Its log says so, event by event (docs/observability.md).
+  CHECK_THAT(n4.process().stderr_text(),
+             Catch::Contains("| event=leaving node=n4 last_member=false"));
+  CHECK_THAT(n4.process().stderr_text(),
+             Catch::Contains("| event=shard_handed_off node=n4 shards="));
   check_no_failures(players, {&n2, &n3});
   REQUIRE(wait_converged({&n2, &n3}));
+  // The others saw it come (at their first reading, or later) and go.
+  for (auto* n : {&n2, &n3}) {
+    INFO(n->id());
+    auto text = n->process().stderr_text();
+    auto joined = text.find("| event=member_joined node=" + n->id()
+                            + " peer=n4 ");
+    auto left = text.find("| event=member_left node=" + n->id()
+                          + " peer=n4 reason=\"it left the member table\"");
+    CHECK(joined != std::string::npos);
+    CHECK(left != std::string::npos);
+    CHECK(joined < left);
+    CHECK_THAT(text, Catch::Contains("| event=shard_taken node=" + n->id()));
+  }
   // Every stream is there, and the database agrees with the nodes.
   check_streams_kept(players, n2, d);
   CHECK(d.count("SELECT count(*) FROM cluster_members") == 2);
@@ -223,7 +241,10 @@ TEST_CASE("a node that joins under load takes its share: no request fails "
                           40};
   players.start();
   REQUIRE(eventually([&] { return players.requests() > 300; }, 30s));
-  test_node n5{5, d.dsn, patient};
+  // The newcomer logs JSON: every line must parse, in a real cluster too.
+  auto json_logs = patient;
+  json_logs.push_back("--log-format=json");
+  test_node n5{5, d.dsn, json_logs};
   REQUIRE(wait_converged({&n2, &n3, &n5}));
   auto before = players.requests();
   REQUIRE(eventually([&] { return players.requests() > before + 300; }, 30s));
@@ -237,4 +258,46 @@ TEST_CASE("a node that joins under load takes its share: no request fails "
   auto handed = n2.metric("videostreams_cluster_handoffs_total");
   REQUIRE(handed);
   CHECK(*handed > 0);
+  // n2 saw n5 join and handed it shards; n5 took them.
+  auto n2_log = n2.process().stderr_text();
+  CHECK_THAT(n2_log, Catch::Contains("| event=member_joined node=n2 peer=n5 "
+                                     "host=127.0.0.5 "));
+  bool handed_to_n5 = false;
+  for (auto at = n2_log.find("| event=shard_handed_off node=n2 shards=");
+       at != std::string::npos;
+       at = n2_log.find("| event=shard_handed_off node=n2 shards=", at + 1)) {
+    auto line = n2_log.substr(at, n2_log.find('\n', at) - at);
+    handed_to_n5 = handed_to_n5
+                   || (line.find(" epochs=") != std::string::npos
+                       && line.size() > 8
+                       && line.compare(line.size() - 8, 8, " peer=n5") == 0);
+  }
+  CHECK(handed_to_n5);
+  std::size_t taken = 0;
+  bool ready = false;
+  auto text = n5.process().stderr_text();
+  for (std::size_t at = 0; at < text.size();) {
+    auto eol = text.find('\n', at);
+    REQUIRE(eol != std::string::npos);
+    auto line = text.substr(at, eol - at);
+    at = eol + 1;
+    INFO(line);
+    json::error_code ec;
+    auto v = json::parse(line, ec);
+    REQUIRE_FALSE(ec);
+    auto& o = v.as_object();
+    CHECK(o.at("node") == "n5");
+    if (o.at("event") == "shard_taken") {
+      auto& shards = o.at("shards").as_array();
+      CHECK(shards.size() == o.at("epochs").as_array().size());
+      taken += shards.size();
+    }
+    if (o.at("event") == "ready")
+      ready = true;
+  }
+  CHECK(ready);
+  // Its share, taken once each (and again only after a failed load).
+  auto owner_list = owners(*view);
+  CHECK(taken >= static_cast<std::size_t>(std::count(
+                   owner_list.begin(), owner_list.end(), std::string{"n5"})));
 }

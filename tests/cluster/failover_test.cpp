@@ -109,6 +109,12 @@ TEST_CASE("kill -9 of a node: its users are served elsewhere within the "
   auto after = n3.view();
   REQUIRE(after);
   CHECK(owners(*after) == assign(128, {"n2", "n3"}));
+  // The survivors logged the dead member's departure.
+  for (auto* n : {&n2, &n3})
+    CHECK_THAT(n->process().stderr_text(),
+               Catch::Contains("| event=member_left node=" + n->id()
+                               + " peer=n4 reason=\"its heartbeat "
+                                 "expired\""));
 }
 
 TEST_CASE("a node paused past its leases grants nothing when it wakes: "
@@ -178,6 +184,15 @@ TEST_CASE("a node paused past its leases grants nothing when it wakes: "
   auto lost = n4.metric("videostreams_cluster_shards_lost_total");
   REQUIRE(lost);
   CHECK(*lost >= 1);
+  // Its log names the shards it lost to another owner; the others saw it
+  // leave (its heartbeat expired) and come back.
+  CHECK_THAT(n4.process().stderr_text(),
+             Catch::Contains("| event=shard_fenced node=n4 shard="));
+  auto n2_log = n2.process().stderr_text();
+  auto left = n2_log.find("| event=member_left node=n2 peer=n4 ");
+  CHECK(left != std::string::npos);
+  CHECK(n2_log.find("| event=member_joined node=n2 peer=n4 ", left)
+        != std::string::npos);
   for (auto user : users) {
     auto path = "/api/startstream/" + std::to_string(user);
     CHECK(get(*n4c, path).body == denied_body(3));

@@ -3,7 +3,10 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <string>
+#include <vector>
 
 #include <boost/json.hpp>
 
@@ -56,7 +59,8 @@ TEST_CASE("a database outage: reads and closes go on, sync grants fail "
           "closed, the backlog drains on return",
           "[db]") {
   own_postgres pg{"outage"};
-  service_process svc{{"--database-url=" + pg.dsn, "--request-timeout=2s"}};
+  service_process svc{{"--database-url=" + pg.dsn, "--request-timeout=2s",
+                       "--log-format=json", "--node-id=outage-1"}};
   auto cli = make_client(svc.port(), true);
   REQUIRE(eventually([&] { return database_status(*cli) == "ok"; }, 30s));
   REQUIRE(open_when_up(*cli, "a") == 201);
@@ -97,6 +101,40 @@ TEST_CASE("a database outage: reads and closes go on, sync grants fail "
         == 0);
   CHECK(open_when_up(*cli, "c") == 201);
   CHECK(svc.stop().clean());
+  // The log: JSON lines, each with the node id; the database went down,
+  // then up (each change of state logged once: down and up alternate).
+  std::vector<std::string> events;
+  auto text = svc.stderr_text();
+  for (std::size_t at = 0; at < text.size();) {
+    auto eol = text.find('\n', at);
+    REQUIRE(eol != std::string::npos);
+    auto line = text.substr(at, eol - at);
+    at = eol + 1;
+    INFO(line);
+    boost::json::error_code ec;
+    auto v = boost::json::parse(line, ec);
+    REQUIRE_FALSE(ec);
+    auto& o = v.as_object();
+    CHECK(o.at("node") == "outage-1");
+    events.emplace_back(o.at("event").as_string());
+    if (o.at("event") == "database_down") {
+      CHECK(o.at("level") == "warn");
+      CHECK(o.at("reason").as_string().size() > 0);
+    }
+    if (o.at("event") == "database_up")
+      CHECK(o.at("down_seconds").to_number<double>() > 0);
+  }
+  INFO(text);
+  std::string changes;
+  for (auto& e : events)
+    if (e == "database_down" || e == "database_up")
+      changes += e == "database_down" ? 'D' : 'U';
+  CHECK(changes.size() >= 2);
+  for (std::size_t i = 0; i < changes.size(); ++i)
+    CHECK(changes[i] == (i % 2 == 0 ? 'D' : 'U'));
+  for (auto e : {"start", "shard_taken", "ready", "leaving", "stopping",
+                 "stop"})
+    CHECK(std::count(events.begin(), events.end(), e) >= 1);
 }
 
 TEST_CASE("a database that hangs: sync grants answer 503 within the request "

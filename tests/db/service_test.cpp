@@ -11,6 +11,7 @@
 #include "http_probe.hpp"
 #include "service_process.hpp"
 
+#include "exposition.hpp"
 #include "persistence/schema.hpp"
 
 using namespace videostreams;
@@ -193,6 +194,71 @@ TEST_CASE("the service refuses an unmigrated or unreachable database",
     {"--port=0", "--database-url=host=/nonexistent port=1 user=x"});
   CHECK(unreachable.status.code == 1);
   CHECK_THAT(unreachable.err, Catch::Contains("database unreachable"));
+}
+
+TEST_CASE("a DATABASE_URL exported for another program, not migrated: the "
+          "refusal says to migrate or how to run in memory",
+          "[db]") {
+  scratch_database d;
+  const environment other_app{{"DATABASE_URL", d.dsn}};
+  auto refused = run_binary({"--port=0", "--ops-port=0", "--cluster-port=0",
+                             "--bind=127.0.0.1"},
+                            other_app);
+  INFO(refused.err);
+  CHECK(refused.status.code == 1);
+  CHECK_THAT(refused.err,
+             Catch::Contains("the database schema is not migrated: run "
+                             "`videostreams db migrate` first (the database "
+                             "named by DATABASE_URL). To run in memory "
+                             "without a database instead, start with "
+                             "--database-url= (empty) or unset DATABASE_URL."));
+  CHECK_THAT(refused.err, Catch::Contains("event=start_failed"));
+  // Named by the flag, the advice names the flag.
+  auto flagged = run_binary({"--port=0", "--ops-port=0", "--cluster-port=0",
+                             "--bind=127.0.0.1", "--database-url=" + d.dsn});
+  CHECK(flagged.status.code == 1);
+  CHECK_THAT(flagged.err,
+             Catch::Contains("(the database named by --database-url)"));
+  // As advised: in memory, whatever DATABASE_URL says.
+  service_process svc{{"--database-url="}, other_app};
+  CHECK_THAT(svc.stderr_text(), Catch::Contains("mode in-memory"));
+  CHECK(svc.stop().clean());
+}
+
+TEST_CASE("every metric family on /metrics has a sample from the start, "
+          "with a database",
+          "[db]") {
+  migrated_database d;
+  service_process svc{{"--database-url=" + d.dsn, "--node-id=db-m1"}};
+  auto ops = make_client(svc.ops_port());
+  // The first scrape, whatever the node is doing (it may still be taking
+  // its shards).
+  auto first = get(*ops, "/metrics");
+  REQUIRE(first.status == 200);
+  auto report = check_exposition(first.body);
+  {
+    std::string problems;
+    for (auto& p : report.problems)
+      problems += p + "\n";
+    INFO(problems);
+    CHECK(report.ok());
+  }
+  CHECK(report.value(R"(videostreams_build_info{version="0.1.0",)"
+                     R"(node_id="db-m1",mode="database"})")
+        == 1);
+  // Once it serves, commits show in the histogram, and the database is up.
+  REQUIRE(eventually([&] { return get(*ops, "/readyz").status == 200; },
+                     std::chrono::seconds{30}));
+  auto cli = make_client(svc.port());
+  REQUIRE(get(*cli, "/api/startstream/1").status == 200);
+  auto later = check_exposition(get(*ops, "/metrics").body);
+  CHECK(later.ok());
+  CHECK(later.value("videostreams_database_up") == 1);
+  CHECK(later.value("videostreams_persistence_commit_duration_seconds_count")
+        >= 1);
+  CHECK(later.value("videostreams_persistence_batch_size_count") >= 1);
+  CHECK(later.value("videostreams_cluster_peer_connected") == 0); // alone
+  CHECK(svc.stop().clean());
 }
 
 TEST_CASE("SIGTERM while a fold waits for a lock: the fold is cancelled",

@@ -92,7 +92,8 @@ TEST_CASE("bad options are rejected with a message naming them", "[unit]") {
   CHECK_THAT(parse_error({}, env), Catch::Contains("VIDEOSTREAMS_SHARDS"));
 }
 
-TEST_CASE("--help lists every option with its variable and default",
+TEST_CASE("the help text (--help) lists every option with its variable and "
+          "default",
           "[unit]") {
   CHECK(parse_ok({"--help"}).help);
   auto text = help_text();
@@ -105,7 +106,8 @@ TEST_CASE("--help lists every option with its variable and default",
                     "write-backlog", "fold-min-changes", "node-id",
                     "advertise-host", "cluster-port", "lease-ttl",
                     "ops-port", "http-max-threads", "max-connections",
-                    "read-timeout", "shutdown-timeout"}) {
+                    "read-timeout", "shutdown-timeout", "log-format",
+                    "access-log"}) {
     INFO(name);
     CHECK_THAT(text, Catch::Contains(std::string{"--"} + name + "="));
   }
@@ -228,4 +230,75 @@ TEST_CASE("cluster options: node id, advertised host, cluster port, lease "
   CHECK(valid_node_id("n-1.a_b"));
   CHECK_FALSE(valid_node_id(""));
   CHECK_FALSE(valid_node_id("n\"1"));
+}
+
+TEST_CASE("log options: --log-format=text|json and the --access-log switch",
+          "[unit]") {
+  auto d = parse_ok({});
+  CHECK_FALSE(d.values.json_logs);
+  CHECK_FALSE(d.values.access_log);
+  CHECK(parse_ok({"--log-format=json"}).values.json_logs);
+  CHECK_FALSE(parse_ok({"--log-format=text"}).values.json_logs);
+  CHECK_THAT(parse_error({"--log-format=xml"}),
+             Catch::Contains("--log-format"));
+  CHECK_THAT(parse_error({"--log-format"}), Catch::Contains("--log-format"));
+  // A switch: alone it is on; it takes on/off and their synonyms.
+  CHECK(parse_ok({"--access-log"}).values.access_log);
+  for (auto on : {"on", "true", "yes", "1"})
+    CHECK(parse_ok({std::string{"--access-log="} + on}).values.access_log);
+  for (auto off : {"off", "false", "no", "0"})
+    CHECK_FALSE(
+      parse_ok({std::string{"--access-log="} + off}).values.access_log);
+  CHECK_THAT(parse_error({"--access-log=maybe"}),
+             Catch::Contains("--access-log"));
+  fake_env env{{{"VIDEOSTREAMS_LOG_FORMAT", "json"},
+                {"VIDEOSTREAMS_ACCESS_LOG", "on"}}};
+  auto e = parse_ok({}, env);
+  CHECK(e.values.json_logs);
+  CHECK(e.values.access_log);
+  CHECK_FALSE(parse_ok({"--access-log=off", "--log-format=text"}, env)
+                .values.access_log);
+  auto changed = parse_ok({"--access-log"}).changed;
+  CHECK(changed == std::vector<std::string>{"--access-log=on"});
+  CHECK_THAT(parse_error({"--access-log=on", "--log-format=csv"}),
+             Catch::Contains("text or json"));
+}
+
+TEST_CASE("the database URL's origin is known, and --database-url= (empty) "
+          "runs in memory",
+          "[unit]") {
+  CHECK(parse_ok({}).values.database_url_origin.empty());
+  fake_env env{{{"DATABASE_URL", "postgresql://other-app/db"}}};
+  auto from_env = parse_ok({}, env);
+  CHECK(from_env.values.database_url == "postgresql://other-app/db");
+  CHECK(from_env.values.database_url_origin == "DATABASE_URL");
+  fake_env own{{{"DATABASE_URL", "a"}, {"VIDEOSTREAMS_DATABASE_URL", "b"}}};
+  CHECK(parse_ok({}, own).values.database_url_origin
+        == "VIDEOSTREAMS_DATABASE_URL");
+  auto flag = parse_ok({"--database-url=postgresql://x/y"}, env);
+  CHECK(flag.values.database_url_origin == "--database-url");
+  // An empty --database-url overrides DATABASE_URL: in memory.
+  auto none = parse_ok({"--database-url="}, env);
+  CHECK(none.values.database_url.empty());
+  CHECK(none.values.database_url_origin.empty());
+}
+
+TEST_CASE("the help text names the db commands and how to run in memory",
+          "[unit]") {
+  auto text = help_text();
+  for (auto verb : {"migrate", "rollback", "seed", "status", "reshard"}) {
+    INFO(verb);
+    CHECK_THAT(text, Catch::Contains(std::string{"  "} + verb + " "));
+  }
+  CHECK_THAT(text, Catch::Contains("videostreams db migrate|rollback|seed|"
+                                   "status"));
+  CHECK_THAT(text, Catch::Contains("--database-url= (empty) runs in memory"));
+}
+
+TEST_CASE("the node id in force is --node-id, else the host name", "[unit]") {
+  options opts;
+  opts.node_id = "n7";
+  CHECK(effective_node_id(opts) == "n7");
+  opts.node_id.clear();
+  CHECK_FALSE(effective_node_id(opts).empty());
 }
