@@ -225,18 +225,18 @@ TEST_CASE("a preflight echoes the headers asked for, and varies with them",
           "[unit]") {
   api_fixture f;
   auto echoed = f.rest->handle(api_request{
-    "OPTIONS", "/api/startstream/1", {}, {}, "x-player-version,content-type"});
+    "OPTIONS", "/api/startstream/1", {}, {}, {}, "x-player-version,content-type"});
   CHECK(echoed.status == 204);
   CHECK(header(echoed, "Access-Control-Allow-Headers")
         == "x-player-version,content-type");
   CHECK(header(echoed, "Vary") == "Access-Control-Request-Headers");
-  auto plain = f.rest->handle(api_request{"OPTIONS", "/api", {}, {}, {}});
+  auto plain = f.rest->handle(api_request{"OPTIONS", "/api", {}, {}, {}, {}});
   CHECK(header(plain, "Access-Control-Allow-Headers")
         == "Content-Type, Authorization");
   CHECK(header(plain, "Vary") == "Access-Control-Request-Headers");
   // Anything that could end the header line when echoed is refused.
   for (std::string_view bad : {"x\r\nSet-Cookie: a=b", "x\ny", "a:b", "\"x\""}) {
-    auto res = f.rest->handle(api_request{"OPTIONS", "/api", {}, {}, bad});
+    auto res = f.rest->handle(api_request{"OPTIONS", "/api", {}, {}, {}, bad});
     CHECK(res.status == 400);
     CHECK(json::parse(res.body).at("field")
           == "Access-Control-Request-Headers");
