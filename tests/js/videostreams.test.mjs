@@ -275,3 +275,17 @@ test("bad options are refused before anything is sent", () => {
   assert.throws(() => new StreamSession({ baseUrl: base, userId: 1, sessionId: "a b" }), /sessionId/);
   assert.match(newSessionId(), /^[0-9a-f]{32}$/);
 });
+
+test("the service serves the client at /ui/videostreams.js and the example player at /ui/player.html", async () => {
+  const { readFile } = await import("node:fs/promises");
+  const js = await fetch(`${base}/ui/videostreams.js`);
+  assert.equal(js.status, 200);
+  assert.match(js.headers.get("content-type"), /^text\/javascript/);
+  assert.equal(await js.text(), await readFile(path.join(root, "clients/js/videostreams.js"), "utf8"));
+  const page = await fetch(`${base}/ui/player.html`);
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get("content-type"), /^text\/html/);
+  const html = await page.text();
+  assert.match(html, /import \{ StreamSession \} from "\/ui\/videostreams\.js"/);
+  assert.ok(html.split("\n").filter((l) => l !== "").length <= 20, "a 20-line example");
+});
