@@ -21,6 +21,8 @@
 #include "caf/typed_event_based_actor.hpp"
 #include "caf/sec.hpp"
 
+#include "actors/user_tombstones.hpp"
+
 namespace videostreams {
 
 namespace {
@@ -31,6 +33,10 @@ namespace {
 // read per message; passivated users' leases are swept at every tick, so an
 // unrenewed lease is gone within `max_tick` of its deadline.
 constexpr auto max_tick = std::chrono::milliseconds{500};
+
+// How often the known-user tombstones are swept: an entry lives at most
+// this much past its hour.
+constexpr std::int64_t tombstone_sweep_ns = 60'000'000'000;
 
 std::chrono::milliseconds tick_interval_for(std::chrono::milliseconds p) {
   return std::max(std::chrono::milliseconds{1}, std::min(p / 4, max_tick));
@@ -171,6 +177,12 @@ struct shard_state {
   std::uint32_t tick = 0;
   std::unordered_map<std::uint64_t, live_user> live;
   std::unique_ptr<passive_store> passive = std::make_unique<passive_store>();
+  /// When the last stream of users with neither actor nor record ended
+  /// (DESIGN §2.1's "known" users); a user is in at most one of `live`,
+  /// `passive` and `tombstones`.
+  std::unique_ptr<user_tombstones> tombstones
+    = std::make_unique<user_tombstones>();
+  std::int64_t next_tombstone_sweep_ns = 0;
   /// Lease deadlines of this shard's users, live or passivated, earliest
   /// first. Entries may be stale (renewed or closed since): acting on one
   /// then just finds nothing expired.
@@ -204,12 +216,16 @@ void count_records(shard_pointer self, std::int64_t records) {
                                std::memory_order_relaxed);
 }
 
-/// Keeps `record` as `user`'s compact record (nothing for an empty one).
+/// Keeps `record` as `user`'s compact record; of an empty one, only when
+/// its last stream ended, while that still makes the user known.
 void keep_record(shard_pointer self, std::uint64_t user,
-                 user_streams& record) {
+                 user_streams& record, std::int64_t now_ns) {
   auto& st = self->state;
-  if (record.empty())
+  if (record.empty()) {
+    if (record.ended_recently(now_ns))
+      st.tombstones->put(user, record.last_end_ns());
     return;
+  }
   bool had = st.passive->contains(user);
   if (auto err = st.passive->put(self->system(), user, record)) {
     // Cannot happen for these plain types; if it did, the user's streams
@@ -245,6 +261,8 @@ live_user& activate(shard_pointer self, std::uint64_t user) {
   if (i != st.live.end())
     return i->second;
   auto record = take_record(self, user);
+  if (auto ended = st.tombstones->take(user))
+    record.remember_end(*ended);
   auto& entry = st.live[user];
   entry.actor = spawn_user_actor(self->system(), user, std::move(record),
                                  st.settings.users);
@@ -298,11 +316,11 @@ void on_passivated(shard_pointer self, std::uint64_t user,
   if (!record.empty()) {
     // One entry per user is enough: an earlier one that turns out stale is
     // re-queued with the record's next deadline when it comes due.
-    if (auto next = record.next_expiry();
+    if (auto next = record.next_cleanup();
         next != 0 && (queued == 0 || queued > next))
       st.deadlines.push({next, user});
-    keep_record(self, user, record);
   }
+  keep_record(self, user, record, now.mono_ns);
   if (st.redirect) {
     // Handing off: what waited for this user goes where all commands go.
     for (auto& x : held)
@@ -344,11 +362,12 @@ void expire_due_leases(shard_pointer self) {
       expire_leases(record, *st.settings.users, now);
     });
     if (record.empty()) {
+      keep_record(self, user, record, now.mono_ns); // a tombstone, if any
       ++freed;
       continue;
     }
-    keep_record(self, user, record);
-    if (auto next = record.next_expiry(); next > now.mono_ns)
+    keep_record(self, user, record, now.mono_ns);
+    if (auto next = record.next_cleanup(); next > now.mono_ns)
       due.push({next, user});
   }
   report_freed(self, freed);
@@ -358,6 +377,24 @@ void expire_due_leases(shard_pointer self) {
     st.passive = std::make_unique<passive_store>();
     if (due.empty())
       st.deadlines = decltype(st.deadlines){};
+    if (auto trimmer = st.settings.trimmer)
+      trimmer->note_large_free();
+  }
+}
+
+/// Forgets the known-user tombstones whose hour is over, once a minute.
+void sweep_tombstones(shard_pointer self) {
+  auto& st = self->state;
+  if (st.tombstones->size() == 0)
+    return;
+  auto now = st.settings.users->clock->now().mono_ns;
+  if (now < st.next_tombstone_sweep_ns)
+    return;
+  st.next_tombstone_sweep_ns = now + tombstone_sweep_ns;
+  if (st.tombstones->sweep(now, known_user_memory_ns) > 0
+      && st.tombstones->size() == 0) {
+    // Give the pool back too.
+    st.tombstones = std::make_unique<user_tombstones>();
     if (auto trimmer = st.settings.trimmer)
       trimmer->note_large_free();
   }
@@ -452,9 +489,11 @@ shard_actor::behavior_type shard_impl(shard_pointer self,
         return; // recovery runs before any request; nothing to add
       counters_of(self).open_streams.fetch_add(record.count(),
                                                std::memory_order_relaxed);
-      if (auto next = record.next_expiry(); next != 0)
+      if (auto next = record.next_cleanup(); next != 0)
         st.deadlines.push({next, user});
-      keep_record(self, user, record);
+      st.tombstones->take(user);
+      keep_record(self, user, record,
+                  st.settings.users->clock->now().mono_ns);
     },
     [self](restore_atom) -> std::uint64_t {
       return self->state.passive->size();
@@ -486,6 +525,7 @@ shard_actor::behavior_type shard_impl(shard_pointer self,
       if (!st.redirect) {
         expire_due_leases(self);
         passivate_idle_users(self);
+        sweep_tombstones(self);
       }
       if (auto trimmer = st.settings.trimmer)
         trimmer->maybe_trim();

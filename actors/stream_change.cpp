@@ -21,6 +21,24 @@ void persisted_view::changes_to(const user_streams& now, std::uint64_t user,
         return &ttl;
     return nullptr;
   };
+  // Closes first: a decision that ends one stream and opens another (a
+  // replace) must never be written as a moment over the limit, whatever
+  // batch each change lands in.
+  for (auto& [key, ttl] : streams_) {
+    auto& cur = now.sessions();
+    if (std::any_of(cur.begin(), cur.end(),
+                    [&key = key](const stream_session& s) {
+                      return s.id == key;
+                    }))
+      continue;
+    stream_change c;
+    c.kind = change_kind::close;
+    c.user = user;
+    c.key = key;
+    c.shard = shard;
+    c.epoch = epoch;
+    out.push_back(std::move(c));
+  }
   for (auto& s : now.sessions()) {
     auto ttl = before(s.id);
     if (ttl != nullptr && *ttl == s.ttl_seconds)
@@ -34,21 +52,6 @@ void persisted_view::changes_to(const user_streams& now, std::uint64_t user,
     c.ttl_seconds = s.ttl_seconds;
     c.expires_at_ms = s.expires_at_ns == 0 ? 0
                                            : clock.wall_ms_at(s.expires_at_ns);
-    c.shard = shard;
-    c.epoch = epoch;
-    out.push_back(std::move(c));
-  }
-  for (auto& [key, ttl] : streams_) {
-    auto& cur = now.sessions();
-    if (std::any_of(cur.begin(), cur.end(),
-                    [&key = key](const stream_session& s) {
-                      return s.id == key;
-                    }))
-      continue;
-    stream_change c;
-    c.kind = change_kind::close;
-    c.user = user;
-    c.key = key;
     c.shard = shard;
     c.epoch = epoch;
     out.push_back(std::move(c));

@@ -32,7 +32,8 @@ std::string new_legacy_key() {
 
 session_view view_of(const stream_session& s, const clock_reading& now) {
   return {s.is_legacy() ? std::string{} : s.id, s.started_at_ms,
-          s.expires_at_ns == 0 ? 0 : now.wall_ms_at(s.expires_at_ns)};
+          s.expires_at_ns == 0 ? 0 : now.wall_ms_at(s.expires_at_ns),
+          s.ttl_seconds};
 }
 
 std::vector<session_view> views_of(const user_streams& streams,
@@ -288,7 +289,11 @@ user_reply decide(user_streams& streams, const user_command& cmd,
       auto existing = streams.find(cmd.session_id) != nullptr;
       if (ttl == 0 && !existing)
         ttl = settings.default_ttl_seconds;
-      reply.outcome = count_start(streams.open(cmd.session_id, ttl, limit, now));
+      reply.outcome = count_start(streams.open(cmd.session_id, ttl, limit,
+                                               now, cmd.replace_session_id,
+                                               &reply.replaced));
+      if (reply.replaced)
+        counters.open_streams.fetch_sub(1, relaxed);
       if (reply.outcome == stream_outcome::denied)
         reply.sessions = views_of(streams, now);
       break;

@@ -51,6 +51,9 @@ struct user_command {
   std::uint32_t ttl_seconds = 0;
   /// The new limit for `set_limit`.
   std::uint32_t max_streams = 0;
+  /// For `open_session`: the session to end in the same decision (a player
+  /// taking over another device's slot); empty for none.
+  std::string replace_session_id;
   /// When the caller stops waiting, on this node's monotonic clock (ns of
   /// `std::chrono::steady_clock`); 0 = never. Nothing may be decided for a
   /// caller that has given up (it was answered 503): a command that
@@ -62,7 +65,8 @@ struct user_command {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, user_command& x) {
   return f(caf::meta::type_name("user_command"), x.op, x.user, x.session_id,
-           x.ttl_seconds, x.max_streams, x.answer_by_ns);
+           x.ttl_seconds, x.max_streams, x.replace_session_id,
+           x.answer_by_ns);
 }
 
 /// A session as clients see it, with wall-clock times.
@@ -72,12 +76,14 @@ struct session_view {
   std::int64_t started_at_ms = 0;
   /// Wall-clock expiry in ms since the epoch; 0 when it never expires.
   std::int64_t expires_at_ms = 0;
+  /// Length of the lease (renewed by each heartbeat); 0 = never expires.
+  std::uint32_t ttl_seconds = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, session_view& x) {
   return f(caf::meta::type_name("session_view"), x.id, x.started_at_ms,
-           x.expires_at_ms);
+           x.expires_at_ms, x.ttl_seconds);
 }
 
 /// The answer of a user actor to a `user_command`.
@@ -92,6 +98,9 @@ struct user_reply {
   /// All open sessions, oldest first: for `list_sessions`, and for an
   /// `open_session` denied at the limit.
   std::vector<session_view> sessions;
+  /// For `open_session` with a `replace_session_id`: true when that session
+  /// was open and this decision ended it.
+  bool replaced = false;
 
   /// No node could decide now (503 with `Retry-After`).
   static user_reply unavailable() {
@@ -104,7 +113,7 @@ struct user_reply {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, user_reply& x) {
   return f(caf::meta::type_name("user_reply"), x.outcome, x.stream_count,
-           x.max_streams, x.session, x.sessions);
+           x.max_streams, x.session, x.sessions, x.replaced);
 }
 
 /// A one-shot rendezvous between an HTTP thread and an actor: the thread

@@ -35,6 +35,10 @@ std::string to_string(stream_outcome x) {
       return "limit_set";
     case stream_outcome::unavailable:
       return "unavailable";
+    case stream_outcome::unknown_user:
+      return "unknown_user";
+    case stream_outcome::ended_elsewhere:
+      return "ended_elsewhere";
   }
   return "unknown";
 }
@@ -46,8 +50,20 @@ std::size_t user_streams::expire(std::int64_t now_ns) {
   auto first = std::remove_if(sessions_.begin(), sessions_.end(), expired);
   auto removed = static_cast<std::size_t>(sessions_.end() - first);
   sessions_.erase(first, sessions_.end());
-  if (removed > 0 && sessions_.empty())
-    sessions_.shrink_to_fit(); // a quiet user should cost nothing
+  if (removed > 0) {
+    last_end_ns_ = now_ns;
+    if (sessions_.empty())
+      sessions_.shrink_to_fit(); // a quiet user should cost nothing
+  }
+  if (!ended_.empty()) {
+    auto over = std::remove_if(ended_.begin(), ended_.end(),
+                               [now_ns](const ended_session& e) {
+                                 return e.until_ns <= now_ns;
+                               });
+    ended_.erase(over, ended_.end());
+    if (ended_.empty())
+      ended_.shrink_to_fit();
+  }
   return removed;
 }
 
@@ -57,6 +73,42 @@ std::int64_t user_streams::next_expiry() const noexcept {
     if (s.expires_at_ns != 0 && (result == 0 || s.expires_at_ns < result))
       result = s.expires_at_ns;
   return result;
+}
+
+std::int64_t user_streams::next_cleanup() const noexcept {
+  auto result = next_expiry();
+  for (auto& e : ended_)
+    if (result == 0 || e.until_ns < result)
+      result = e.until_ns;
+  return result;
+}
+
+void user_streams::end_session(std::vector<stream_session>::iterator i,
+                               const clock_reading& now) {
+  auto ttl = i->ttl_seconds == 0 ? 1u : i->ttl_seconds;
+  ended_session e{std::move(i->id), deadline(now, ttl)};
+  sessions_.erase(i);
+  if (sessions_.empty())
+    sessions_.shrink_to_fit();
+  last_end_ns_ = now.mono_ns;
+  forget_ended(e.id);
+  if (ended_.size() >= max_ended_sessions) {
+    // Forget the one whose time ends first.
+    auto first = std::min_element(ended_.begin(), ended_.end(),
+                                  [](const ended_session& a,
+                                     const ended_session& b) {
+                                    return a.until_ns < b.until_ns;
+                                  });
+    ended_.erase(first);
+  }
+  ended_.push_back(std::move(e));
+}
+
+void user_streams::forget_ended(const std::string& id) noexcept {
+  auto i = std::find_if(ended_.begin(), ended_.end(),
+                        [&id](const ended_session& e) { return e.id == id; });
+  if (i != ended_.end())
+    ended_.erase(i);
 }
 
 stream_outcome user_streams::start_legacy(std::uint32_t limit,
@@ -78,26 +130,48 @@ stream_outcome user_streams::end_legacy(const clock_reading& now) {
                                return s.is_legacy();
                              });
   if (oldest == sessions_.end())
-    return stream_outcome::nothing_to_close;
+    return known(now.mono_ns) ? stream_outcome::nothing_to_close
+                              : stream_outcome::unknown_user;
   sessions_.erase(oldest);
   if (sessions_.empty())
     sessions_.shrink_to_fit();
+  last_end_ns_ = now.mono_ns;
   return stream_outcome::closed;
 }
 
 stream_outcome user_streams::open(const std::string& id,
                                   std::uint32_t ttl_seconds,
                                   std::uint32_t limit,
-                                  const clock_reading& now) {
+                                  const clock_reading& now,
+                                  const std::string& replace,
+                                  bool* replaced) {
   expire(now.mono_ns);
+  if (replaced != nullptr)
+    *replaced = false;
+  // The session to end, if `replace` names another open one.
+  stream_session* old = nullptr;
+  if (!replace.empty() && replace != id)
+    old = find_mutable(replace);
+  auto end_old = [&] {
+    if (old == nullptr)
+      return;
+    end_session(sessions_.begin() + (old - sessions_.data()), now);
+    if (replaced != nullptr)
+      *replaced = true;
+  };
   if (auto s = find_mutable(id)) {
     if (ttl_seconds > 0)
       s->ttl_seconds = ttl_seconds;
     s->expires_at_ns = deadline(now, s->ttl_seconds);
+    end_old(); // invalidates `s`
     return stream_outcome::renewed;
   }
-  if (count() >= limit)
+  // The replaced session's slot counts as free, and is only freed when the
+  // new one takes it: one decision, never a moment over the limit.
+  if (count() - (old != nullptr ? 1u : 0u) >= limit)
     return stream_outcome::denied;
+  end_old();
+  forget_ended(id);
   sessions_.push_back(
     stream_session{id, now.wall_ms, deadline(now, ttl_seconds), ttl_seconds});
   return stream_outcome::granted;
@@ -107,8 +181,12 @@ stream_outcome user_streams::heartbeat(const std::string& id,
                                        const clock_reading& now) {
   expire(now.mono_ns);
   auto s = find_mutable(id);
-  if (s == nullptr)
+  if (s == nullptr) {
+    for (auto& e : ended_)
+      if (e.id == id)
+        return stream_outcome::ended_elsewhere;
     return stream_outcome::not_found;
+  }
   s->expires_at_ns = deadline(now, s->ttl_seconds);
   return stream_outcome::renewed;
 }
@@ -119,9 +197,7 @@ stream_outcome user_streams::close(const std::string& id,
   auto s = find_mutable(id);
   if (s == nullptr)
     return stream_outcome::not_found;
-  sessions_.erase(sessions_.begin() + (s - sessions_.data()));
-  if (sessions_.empty())
-    sessions_.shrink_to_fit();
+  end_session(sessions_.begin() + (s - sessions_.data()), now);
   return stream_outcome::closed;
 }
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <climits>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -49,7 +50,33 @@ enum class stream_outcome : std::uint8_t {
   listed,           ///< Read only: the open sessions.
   limit_set,        ///< The user's own limit was set or cleared.
   unavailable,      ///< A grant could not be made durable; nothing changed.
+  unknown_user,     ///< `endstream` for a user the service does not know.
+  ended_elsewhere,  ///< A heartbeat for a session that was closed by a
+                    ///< `DELETE` or replaced, within its TTL (410).
 };
+
+/// A session closed by a `DELETE` or replaced by another's open: until
+/// `until_ns` (its close plus one TTL, monotonic ns) its heartbeat is told
+/// that another device ended it, instead of "not found".
+struct ended_session {
+  std::string id;
+  std::int64_t until_ns = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, ended_session& x) {
+  return f(caf::meta::type_name("ended_session"), x.id, x.until_ns);
+}
+
+/// How long a user stays "known" to the original API after its last stream
+/// closed or expired: `endstream` then answers "no active streams to close"
+/// rather than "not present" (DESIGN §2.1).
+constexpr std::int64_t known_user_memory_ns = 3600LL * 1'000'000'000;
+
+/// Ended sessions a user keeps at most; beyond, the one that ends soonest
+/// is forgotten (its heartbeat then gets "not found"). Bounds the memory a
+/// client that opens and deletes in a loop can make a user hold.
+constexpr std::size_t max_ended_sessions = 16;
 
 /// Renders an outcome for logs and test output.
 std::string to_string(stream_outcome x);
@@ -69,9 +96,46 @@ public:
     return static_cast<std::uint32_t>(sessions_.size());
   }
 
-  /// True when the record carries no information: no stream, no own limit.
+  /// True when the record carries nothing a shard must keep as a record:
+  /// no stream, no own limit, no ended session. (The time of the last
+  /// close, `last_end_ns`, is kept apart, more compactly.)
   bool empty() const noexcept {
-    return sessions_.empty() && own_limit_ < 0;
+    return sessions_.empty() && own_limit_ < 0 && ended_.empty();
+  }
+
+  /// Monotonic time (ns) at which a stream of this user last closed or
+  /// expired; `no_end` when none did (on this node, since it started).
+  std::int64_t last_end_ns() const noexcept {
+    return last_end_ns_;
+  }
+
+  /// Value of `last_end_ns` when no stream ended.
+  static constexpr std::int64_t no_end = INT64_MIN;
+
+  /// Sets the time of the last close (a shard hands back what it kept of a
+  /// user that had nothing else).
+  void remember_end(std::int64_t at_ns) noexcept {
+    last_end_ns_ = at_ns;
+  }
+
+  /// True when the original API knows the user at `now_ns`: open streams,
+  /// an own limit, or a stream closed or expired within
+  /// `known_user_memory_ns`.
+  bool known(std::int64_t now_ns) const noexcept {
+    return !sessions_.empty() || own_limit_ >= 0 || ended_recently(now_ns);
+  }
+
+  /// True when a stream closed or expired within `known_user_memory_ns` of
+  /// `now_ns`.
+  bool ended_recently(std::int64_t now_ns) const noexcept {
+    return last_end_ns_ != no_end
+           && now_ns - last_end_ns_ < known_user_memory_ns;
+  }
+
+  /// Sessions closed by a `DELETE` or replaced whose heartbeat is still
+  /// told so.
+  const std::vector<ended_session>& ended() const noexcept {
+    return ended_;
   }
 
   /// The limit that applies: the user's own, else `default_limit`.
@@ -88,11 +152,15 @@ public:
   }
 
   /// Removes every lease whose deadline is at or before `now_ns`; returns
-  /// how many were removed.
+  /// how many were removed. Forgets ended sessions whose time is over.
   std::size_t expire(std::int64_t now_ns);
 
   /// The earliest lease deadline, or 0 when nothing expires.
   std::int64_t next_expiry() const noexcept;
+
+  /// The earliest time at which `expire` would change the record: a lease
+  /// deadline or the end of an ended session's memory; 0 for never.
+  std::int64_t next_cleanup() const noexcept;
 
   /// Opens a stream without a client-visible id, under the internal `key`
   /// ('~' and up to 12 more characters), if fewer than `limit` are open. A
@@ -102,18 +170,32 @@ public:
 
   /// Closes the oldest stream opened by `startstream`, if any. Never closes a
   /// session with a client-visible id and never takes the count below zero.
+  /// With none to close: `nothing_to_close` for a user that is `known`,
+  /// else `unknown_user`.
   stream_outcome end_legacy(const clock_reading& now);
 
   /// Opens session `id` with a lease of `ttl_seconds` if fewer than `limit`
   /// are open (`granted`); if `id` is already open, renews its lease instead
   /// (`renewed`; with `ttl_seconds` as its new TTL when given, i.e. > 0).
+  ///
+  /// With a `replace` id that names another open session, that session is
+  /// closed (its heartbeat then ends with `ended_elsewhere`) in the same
+  /// step, and counts as free for the limit: the count never exceeds the
+  /// limit, not even in between. Denied, nothing is closed. A `replace` id
+  /// that names no open session changes nothing: the open is a plain one.
+  /// `replaced`, if given, is set to whether a session was closed.
   stream_outcome open(const std::string& id, std::uint32_t ttl_seconds,
-                      std::uint32_t limit, const clock_reading& now);
+                      std::uint32_t limit, const clock_reading& now,
+                      const std::string& replace = {},
+                      bool* replaced = nullptr);
 
-  /// Renews the lease of session `id` by its own TTL.
+  /// Renews the lease of session `id` by its own TTL; `ended_elsewhere`
+  /// for a session closed by `close` or replaced within its TTL, else
+  /// `not_found` when no such session is open.
   stream_outcome heartbeat(const std::string& id, const clock_reading& now);
 
-  /// Closes session `id`.
+  /// Closes session `id`; its heartbeat is told `ended_elsewhere` for one
+  /// TTL.
   stream_outcome close(const std::string& id, const clock_reading& now);
 
   /// Adds a stream recovered from the database as it is (no limit check:
@@ -141,17 +223,31 @@ public:
   template <class Inspector>
   friend typename Inspector::result_type inspect(Inspector& f,
                                                  user_streams& x) {
-    return f(caf::meta::type_name("user_streams"), x.sessions_, x.own_limit_);
+    return f(caf::meta::type_name("user_streams"), x.sessions_, x.own_limit_,
+             x.ended_, x.last_end_ns_);
   }
 
 private:
   stream_session* find_mutable(const std::string& id) noexcept;
+
+  /// Closes the open session at `i` by a `DELETE` or a replacement:
+  /// remembers it as ended for one TTL.
+  void end_session(std::vector<stream_session>::iterator i,
+                   const clock_reading& now);
+
+  /// Forgets that session `id` ended (it is opened again).
+  void forget_ended(const std::string& id) noexcept;
 
   // Oldest first; tiny (bounded by the user's limit), so a vector beats any
   // node-based container in both speed and memory.
   std::vector<stream_session> sessions_;
   // The user's own limit; -1 when the default applies.
   std::int32_t own_limit_ = -1;
+  // Sessions closed by a DELETE or replaced, told so until their time is
+  // over; at most `max_ended_sessions`, usually none.
+  std::vector<ended_session> ended_;
+  // When a stream last closed or expired (monotonic ns), or `no_end`.
+  std::int64_t last_end_ns_ = no_end;
 };
 
 } // namespace videostreams

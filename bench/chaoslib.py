@@ -114,6 +114,18 @@ class Cand:
                 f"{r['ta'] - t0:.3f}, {what}; may be open {spans})")
 
 
+# endstream's answers when the user has no startstream stream open: the
+# original's 400s (docs/api.md), and this service's 200 before issue #13.
+NO_LEGACY_MSGS = ("no active streams to close for user",
+                  "user_id not present in the database")
+
+
+def no_legacy_answer(r):
+    """True when an endstream answer says no startstream stream was open."""
+    return ((r["st"] == 400 and r.get("msg") in NO_LEGACY_MSGS)
+            or (r["st"] == 200 and r.get("msg") == "no open stream"))
+
+
 class Obs:
     """What one answer showed about a user's streams at some moment
     within [ts, ta]."""
@@ -148,7 +160,7 @@ def observations(recs):
             o = Obs(r, present_sids={r["sid"]}, count=r.get("n"))
             o.full = False
             obs[u].append(o)
-        elif op == "lend" and st == 200 and r.get("msg") == "no open stream":
+        elif op == "lend" and no_legacy_answer(r):
             o = Obs(r, no_legacy=True, count=r.get("n"))
             o.full = False
             obs[u].append(o)
@@ -345,7 +357,7 @@ def analyse(path):
         elif r["op"] == "del" and r["err"] != "connect":
             del_sent[r["sid"]].append(r["ts"])
         elif r["op"] == "lend" and r["err"] != "connect" and not (
-                r["st"] == 200 and r.get("msg") == "no open stream"):
+                no_legacy_answer(r)):
             lend_sent[r["u"]].append(r["ts"])
     for v in list(del_sent.values()) + list(lend_sent.values()):
         v.sort()

@@ -46,6 +46,39 @@ const field_error bad_user_id{
   "user_id",
   "must be a non-negative decimal integer of at most 9223372036854775807"};
 
+/// The original API's answers that are not a `streamStatus` (DESIGN §2.1),
+/// in its own words (the "invalid ," is the original's).
+constexpr const char* legacy_bad_user_id
+  = R"({"msg":"user_id is invalid , needs to be a number","field":"user_id"})";
+constexpr const char* legacy_nothing_to_close
+  = R"({"msg":"no active streams to close for user"})";
+constexpr const char* legacy_unknown_user
+  = R"({"msg":"user_id not present in the database"})";
+
+const char* const session_id_rule
+  = "must be 1 to 64 characters of A-Z a-z 0-9 . _ -";
+
+/// How often a player should heartbeat a session with a lease of
+/// `ttl_seconds`: a third of it, at least 1 s, so that two heartbeats may be
+/// lost before the lease runs out.
+std::uint32_t heartbeat_interval(std::uint32_t ttl_seconds) {
+  return std::max<std::uint32_t>(1, ttl_seconds / 3);
+}
+
+/// True for a list of header names as `Access-Control-Request-Headers`
+/// carries it: tokens (RFC 9110), commas and blanks; nothing that could
+/// end a header line when echoed.
+bool header_name_list(std::string_view text) {
+  if (text.size() > 1024)
+    return false;
+  return std::all_of(text.begin(), text.end(), [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return std::isalnum(u) != 0 || c == ',' || c == ' ' || c == '\t'
+           || std::string_view{"!#$%&'*+-.^_`|~"}.find(c)
+                != std::string_view::npos;
+  });
+}
+
 json::value optional_time(std::int64_t wall_ms) {
   if (wall_ms == 0)
     return nullptr;
@@ -118,13 +151,13 @@ std::optional<std::string> legacy_body(const user_reply& reply) {
       status = R"("msg":"stream closed")";
       break;
     case stream_outcome::nothing_to_close:
-      status = R"("msg":"no open stream")";
-      break;
+    case stream_outcome::unknown_user:
     case stream_outcome::renewed:
     case stream_outcome::not_found:
     case stream_outcome::listed:
     case stream_outcome::limit_set:
     case stream_outcome::unavailable:
+    case stream_outcome::ended_elsewhere:
       return std::nullopt;
   }
   char buf[128];
@@ -270,13 +303,24 @@ api_response api::dispatch(const api_request& req, const route_match& m) {
       && !file)
     return error_response(404);
   if (req.method == "OPTIONS") {
-    // CORS preflight; Access-Control-Allow-Origin is added to every answer.
+    // CORS preflight, as the original's cors() answered it: the headers
+    // the browser asks for are allowed (echoed), and the answer varies
+    // with them. Access-Control-Allow-Origin is added to every answer.
+    if (!header_name_list(req.request_headers))
+      return json_response(400, json::object{
+                                  {"msg", "Bad Request"},
+                                  {"field", "Access-Control-Request-Headers"},
+                                  {"detail", "must be a list of header names "
+                                             "(at most 1024 characters)"}});
     api_response res;
     res.status = 204;
     res.headers.emplace_back("Access-Control-Allow-Methods",
                              std::string{allowed_methods(m.which)});
     res.headers.emplace_back("Access-Control-Allow-Headers",
-                             "Content-Type, Authorization");
+                             req.request_headers.empty()
+                               ? std::string{"Content-Type, Authorization"}
+                               : std::string{req.request_headers});
+    res.headers.emplace_back("Vary", "Access-Control-Request-Headers");
     res.headers.emplace_back("Access-Control-Max-Age", "86400");
     return res;
   }
@@ -341,8 +385,12 @@ api_response api::dispatch(const api_request& req, const route_match& m) {
 
 api_response api::legacy_command(route r, std::string_view user_id_text) {
   auto user = parse_user_id(user_id_text);
-  if (!user)
-    return bad_request(bad_user_id);
+  if (!user) {
+    api_response res;
+    res.status = 400;
+    res.body = legacy_bad_user_id;
+    return res;
+  }
   user_command cmd;
   cmd.op = r == route::startstream ? user_op::start_legacy
                                    : user_op::end_legacy;
@@ -350,9 +398,21 @@ api_response api::legacy_command(route r, std::string_view user_id_text) {
   auto reply = users_.call(cmd, settings_.request_timeout);
   if (!reply)
     return call_failed(reply.error(), settings_.retry_after_seconds);
-  if (reply->outcome == stream_outcome::unavailable)
-    return unavailable(settings_.retry_after_seconds);
   api_response res;
+  switch (reply->outcome) {
+    case stream_outcome::unavailable:
+      return unavailable(settings_.retry_after_seconds);
+    case stream_outcome::nothing_to_close:
+      res.status = 400;
+      res.body = legacy_nothing_to_close;
+      return res;
+    case stream_outcome::unknown_user:
+      res.status = 400;
+      res.body = legacy_unknown_user;
+      return res;
+    default:
+      break;
+  }
   auto body = legacy_body(*reply);
   if (!body)
     return error_response(500);
@@ -372,8 +432,7 @@ api_response api::session_command(const api_request& req,
   if (!user)
     return bad_request(bad_user_id);
   if (m.which == route::v2_stream && !valid_session_id(m.session_id))
-    return bad_request({"session_id", "must be 1 to 64 characters of "
-                                      "A-Z a-z 0-9 . _ -"});
+    return bad_request({"session_id", session_id_rule});
   auto body = parse_object_body(req.body);
   if (auto err = error_of(body))
     return bad_request(*err);
@@ -394,9 +453,20 @@ api_response api::session_command(const api_request& req,
           return bad_request(*err);
         auto& given = std::get<std::optional<std::string>>(id);
         if (given && !valid_session_id(*given))
-          return bad_request({"sessionId", "must be 1 to 64 characters of "
-                                           "A-Z a-z 0-9 . _ -"});
+          return bad_request({"sessionId", session_id_rule});
         cmd.session_id = given ? *given : new_session_id();
+        auto replace = optional_string(fields, "replaceSessionId");
+        if (auto err = error_of(replace))
+          return bad_request(*err);
+        if (auto& r = std::get<std::optional<std::string>>(replace)) {
+          if (!valid_session_id(*r))
+            return bad_request({"replaceSessionId", session_id_rule});
+          if (*r == cmd.session_id)
+            return bad_request({"replaceSessionId",
+                                "must differ from sessionId: a session "
+                                "cannot replace itself"});
+          cmd.replace_session_id = std::move(*r);
+        }
         auto ttl = optional_integer(fields, "ttlSeconds",
                                     settings_.min_ttl_seconds,
                                     settings_.max_ttl_seconds);
@@ -435,18 +505,25 @@ api_response api::session_command(const api_request& req,
     return call_failed(reply.error(), settings_.retry_after_seconds);
   auto& r = *reply;
   auto user_json = static_cast<std::int64_t>(cmd.user);
+  auto streams_url = "/api/v2/users/" + std::to_string(cmd.user) + "/streams";
   switch (r.outcome) {
     case stream_outcome::granted:
-    case stream_outcome::renewed:
+    case stream_outcome::renewed: {
+      json::object obj{{"userId", user_json},
+                       {"sessionId", r.session.id},
+                       {"streamCount", r.stream_count},
+                       {"maxStreams", r.max_streams},
+                       {"expiresAt", optional_time(r.session.expires_at_ms)},
+                       {"heartbeatIntervalSeconds",
+                        heartbeat_interval(r.session.ttl_seconds)}};
+      if (r.replaced)
+        obj["replacedSessionId"] = cmd.replace_session_id;
       return json_response(
         r.outcome == stream_outcome::granted && cmd.op == user_op::open_session
           ? 201
           : 200,
-        json::object{{"userId", user_json},
-                     {"sessionId", r.session.id},
-                     {"streamCount", r.stream_count},
-                     {"maxStreams", r.max_streams},
-                     {"expiresAt", optional_time(r.session.expires_at_ms)}});
+        obj);
+    }
     case stream_outcome::denied:
       return json_response(409,
                            json::object{{"msg", "stream limit reached"},
@@ -458,8 +535,30 @@ api_response api::session_command(const api_request& req,
       return json_response(200, json::object{{"msg", "stream closed"},
                                              {"streamCount", r.stream_count}});
     case stream_outcome::not_found:
-      return json_response(404, json::object{{"msg", "Stream not found"},
-                                             {"sessionId", cmd.session_id}});
+      return json_response(
+        404,
+        json::object{
+          {"msg", "Stream not found"},
+          {"sessionId", cmd.session_id},
+          {"detail", cmd.op == user_op::heartbeat
+                       ? "no open session has this id (its lease expired, "
+                         "or it never opened): stop renewing it, and open "
+                         "a new session with POST "
+                         + streams_url + " to keep playing"
+                       : "no open session has this id: nothing to close"}});
+    case stream_outcome::ended_elsewhere:
+      return json_response(
+        410,
+        json::object{
+          {"msg", "stream ended by another device"},
+          {"sessionId", cmd.session_id},
+          {"detail", "this session was closed by a DELETE or replaced by "
+                     "another device's session: stop playback and stop "
+                     "renewing it; to play here again, open a new session "
+                     "with POST "
+                       + streams_url
+                       + " (at the limit, 409 lists the sessions to "
+                         "replace)"}});
     case stream_outcome::listed:
       return json_response(200, json::object{{"userId", user_json},
                                              {"streamCount", r.stream_count},
@@ -472,6 +571,7 @@ api_response api::session_command(const api_request& req,
     case stream_outcome::unavailable:
       return unavailable(settings_.retry_after_seconds);
     case stream_outcome::nothing_to_close:
+    case stream_outcome::unknown_user:
       break;
   }
   return error_response(500); // an outcome no v2 command produces

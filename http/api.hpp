@@ -32,6 +32,9 @@ struct api_request {
   std::string_view authorization;
   /// The `If-None-Match` header, if any (the served files' 304).
   std::string_view if_none_match = {};
+  /// The `Access-Control-Request-Headers` header of a CORS preflight, if
+  /// any.
+  std::string_view request_headers = {};
 };
 
 /// An HTTP answer, independent of the server library.

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <limits>
 
 #include <arpa/inet.h>
@@ -75,6 +76,30 @@ const char* reason_phrase(int status) {
   }
 }
 
+/// The `Date` header's value for now (RFC 9110 IMF-fixdate, e.g. "Sun, 06
+/// Nov 1994 08:49:37 GMT"). Formatted once a second per thread.
+const std::string& http_date() {
+  thread_local std::time_t last = -1;
+  thread_local std::string text;
+  auto now = std::time(nullptr);
+  if (now != last) {
+    static constexpr const char* days[]
+      = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static constexpr const char* months[]
+      = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    std::tm utc{};
+    gmtime_r(&now, &utc);
+    char buf[40];
+    std::snprintf(buf, sizeof(buf), "%s, %02d %s %04d %02d:%02d:%02d GMT",
+                  days[utc.tm_wday], utc.tm_mday, months[utc.tm_mon],
+                  utc.tm_year + 1900, utc.tm_hour, utc.tm_min, utc.tm_sec);
+    text = buf;
+    last = now;
+  }
+  return text;
+}
+
 /// An answer the edge gives itself (a refused request, a connection shed),
 /// after which it closes the connection.
 std::string closing_answer(int status, std::string_view detail) {
@@ -82,6 +107,7 @@ std::string closing_answer(int status, std::string_view detail) {
   std::string out = "HTTP/1.1 " + std::to_string(status) + " "
                     + reason_phrase(status) + "\r\n";
   out += "Access-Control-Allow-Origin: *\r\n";
+  out += "Date: " + http_date() + "\r\n";
   out += "Connection: close\r\n";
   out += "Content-Type: application/json; charset=utf-8\r\n";
   if (status == 503)
@@ -244,12 +270,17 @@ void write_response(const api_response& x, httplib::Response& res) {
     res.set_content(x.body, std::string{x.content_type});
 }
 
+/// The first value of header `name` as sent (after %-decoding), or empty.
+std::string_view header_of(const httplib::Request& req, const char* name) {
+  auto it = req.headers.find(name);
+  return it == req.headers.end() ? std::string_view{}
+                                 : std::string_view{it->second};
+}
+
 /// The Authorization header as sent, after cpp-httplib's %-decoding of
 /// header values (which `get_header_value` would cut at a NUL).
 std::string_view authorization_of(const httplib::Request& req) {
-  auto it = req.headers.find("Authorization");
-  return it == req.headers.end() ? std::string_view{}
-                                 : std::string_view{it->second};
+  return header_of(req, "Authorization");
 }
 
 bool has_control_character(std::string_view s) {
@@ -356,7 +387,9 @@ http_server::http_server(api& handler, http_server_settings settings,
         api_.handle(api_request{req.method, req.path, req.body, authorization,
                                 if_none_match == req.headers.end()
                                   ? std::string_view{}
-                                  : std::string_view{if_none_match->second}}),
+                                  : std::string_view{if_none_match->second},
+                                header_of(req,
+                                          "Access-Control-Request-Headers")}),
         res);
     }
     if (current_request != nullptr) {
@@ -365,6 +398,13 @@ http_server::http_server(api& handler, http_server_settings settings,
       current_request->status = res.status;
     }
   };
+  // Every answer cpp-httplib writes, the API's and its own errors alike,
+  // carries a Date (RFC 9110 §6.6.1: an origin server with a clock sends
+  // one).
+  svr.set_post_routing_handler(
+    [](const httplib::Request&, httplib::Response& res) {
+      res.set_header("Date", http_date());
+    });
   // Requests without a body (the hot path) are answered before
   // cpp-httplib's regex routing; that also lets every method reach the
   // API's 404/405. The edge has framed every request already, so a body is

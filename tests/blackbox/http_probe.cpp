@@ -211,9 +211,16 @@ std::string closed_body(std::int64_t count) {
          + std::to_string(count) + "}}";
 }
 
-std::string nothing_to_close_body(std::int64_t count) {
-  return R"({"streamStatus":{"msg":"no open stream","streamCount":)"
-         + std::to_string(count) + "}}";
+std::string no_active_streams_body() {
+  return R"({"msg":"no active streams to close for user"})";
+}
+
+std::string unknown_user_body() {
+  return R"({"msg":"user_id not present in the database"})";
+}
+
+std::string legacy_bad_id_body() {
+  return R"({"msg":"user_id is invalid , needs to be a number","field":"user_id"})";
 }
 
 } // namespace videostreams::blackbox

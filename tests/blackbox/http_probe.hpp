@@ -138,7 +138,12 @@ private:
 std::string granted_body(std::int64_t count);
 std::string denied_body(std::int64_t count);
 std::string closed_body(std::int64_t count);
-std::string nothing_to_close_body(std::int64_t count);
+/// The 400 of `endstream` for a known user with no stream it may close.
+std::string no_active_streams_body();
+/// The 400 of `endstream` for a user the service does not know.
+std::string unknown_user_body();
+/// The 400 of a legacy route for an id that is no user id.
+std::string legacy_bad_id_body();
 
 /// The fixed error bodies of DESIGN §2.1.
 constexpr std::string_view route_not_found_body = R"({"msg":"Route not found"})";

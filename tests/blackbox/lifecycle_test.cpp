@@ -25,11 +25,14 @@ struct client_log {
 
 /// A well-formed answer to the start/end requests the load loop makes.
 bool well_formed(const reply& r, int limit) {
+  if (r.status == 400)
+    return r.body == no_active_streams_body()
+           || r.body == unknown_user_body();
   if (r.status != 200)
     return false;
   for (int n = 0; n <= limit; ++n)
     if (r.body == granted_body(n) || r.body == denied_body(n)
-        || r.body == closed_body(n) || r.body == nothing_to_close_body(n))
+        || r.body == closed_body(n))
       return true;
   return false;
 }

@@ -83,7 +83,7 @@ TEST_CASE("an invalid Content-Length is a 4xx that changes nothing",
     svc.port(), "GET /api/startstream/1 HTTP/1.1\r\nHost: t\r\n"
                 "Content-Length: banana\r\nConnection: close\r\n\r\n"));
   auto cli = make_client(svc.port());
-  CHECK(get(*cli, "/api/endstream/1").body == nothing_to_close_body(0));
+  CHECK(get(*cli, "/api/endstream/1").body == unknown_user_body());
 }
 
 TEST_CASE("an overlong user id or path gets a 4xx JSON error and the service "

@@ -331,9 +331,131 @@ TEST_CASE("open, heartbeat and close loops mixed with legacy starts and ends "
   auto l = require_listing(*check, user);
   CHECK(l.count == 0);
   CHECK(get(*check, "/api/endstream/" + user).body
-        == nothing_to_close_body(0));
+        == no_active_streams_body());
   auto text = scrape(*check);
   CHECK(metric_value(text, "videostreams_open_streams") == 0);
   CHECK(metric_value(text, "videostreams_stream_grants_total") == grants);
   CHECK(metric_value(text, "videostreams_stream_denials_total") == denials);
+}
+
+TEST_CASE("simultaneous replaces, plain opens, heartbeats and listings for "
+          "one user never show it over the limit, and every replace is one "
+          "decision",
+          "[blackbox]") {
+  auto actor_threads = GENERATE(1, 4);
+  constexpr int limit = 3;
+  constexpr int iterations = 10;
+  const std::string user = "603";
+  service_process svc{service_args(actor_threads, limit)};
+  auto check = make_client(svc.port());
+  std::set<std::string> granted;
+  for (int i = 0; i < limit; ++i) {
+    auto sid = "base-" + std::to_string(i);
+    REQUIRE(open_session(*check, user, open_body(sid, 60)).status == 201);
+    granted.insert(sid);
+  }
+  std::vector<std::vector<seen>> logs(parallel_clients);
+  // What each 201 replaced, by client (recorded on the workers' threads).
+  std::vector<std::vector<std::string>> replaced_by(parallel_clients);
+  {
+    client_pool pool{svc.port(), parallel_clients};
+    pool.run([&](std::size_t i, httplib::Client& cli) {
+      auto& log = logs[i];
+      for (int k = 0; k < iterations; ++k) {
+        if (i % 8 == 7) {
+          // An observer: every listing must be within the limit.
+          log.push_back(record("list", list_sessions(cli, user)));
+          continue;
+        }
+        auto sid = "c" + std::to_string(i) + "-k" + std::to_string(k);
+        if (i % 8 == 6) {
+          // A plain open: always at the limit, so always a 409.
+          log.push_back(record("plain", open_session(cli, user, open_body(sid, 60))));
+          continue;
+        }
+        // Take the slot of a session someone else holds, as listed now.
+        auto listed = list_sessions(cli, user);
+        log.push_back(record("list", listed));
+        auto ids = json_of(listed.body);
+        std::vector<std::string> others;
+        if (ids && ids->is_object())
+          if (auto s = ids->as_object().if_contains("sessions"))
+            for (auto& e : s->as_array())
+              if (e.as_object().at("sessionId").is_string())
+                others.emplace_back(e.as_object().at("sessionId").as_string());
+        if (others.empty())
+          continue;
+        auto target = others[(i + static_cast<std::size_t>(k)) % others.size()];
+        auto r = open_session(cli, user,
+                              R"({"sessionId":")" + sid
+                                + R"(","ttlSeconds":60,"replaceSessionId":")"
+                                + target + R"("})");
+        auto s = record("replace", r);
+        if (r.status == 201)
+          replaced_by[i].push_back(
+            string_field(r.body, "replacedSessionId").value_or(""));
+        log.push_back(s);
+        if (r.status == 201)
+          log.push_back(record("beat", heartbeat(cli, user, sid)));
+      }
+    });
+  }
+  int replaces = 0;
+  std::set<std::string> replaced;
+  for (std::size_t i = 0; i < logs.size(); ++i) {
+    for (auto& s : logs[i]) {
+      bool count_ok = (s.count && *s.count >= 0 && *s.count <= limit)
+                      || (s.what == "beat" && s.status == 410);
+      bool status_ok = false;
+      if (s.what == "list")
+        status_ok = s.status == 200;
+      else if (s.what == "plain")
+        // Every replace keeps the count at the limit: never a free slot.
+        status_ok = s.status == 409 && s.count == limit;
+      else if (s.what == "replace")
+        status_ok = (s.status == 201 && s.count == limit)
+                    || (s.status == 409 && s.count == limit);
+      else if (s.what == "beat")
+        // Renewed, or already replaced by another client (410).
+        status_ok = s.status == 200 || s.status == 410;
+      if (!count_ok || !status_ok)
+        FAIL_CHECK("actor threads " << actor_threads << ", client " << i
+                                    << ": " << describe(s));
+      if (s.what == "replace" && s.status == 201) {
+        ++replaces;
+        granted.insert(s.session);
+      }
+    }
+    for (auto& r : replaced_by[i]) {
+      // Every 201 here ended a session: nothing else could free a slot.
+      CHECK_FALSE(r.empty());
+      CHECK(replaced.insert(r).second); // each session ended once
+    }
+  }
+  CHECK(replaces > 0);
+  CHECK(static_cast<int>(replaced.size()) == replaces);
+  // What is open is exactly what was granted and not replaced.
+  std::set<std::string> open;
+  for (auto& g : granted)
+    if (replaced.count(g) == 0)
+      open.insert(g);
+  auto l = require_listing(*check, user);
+  CHECK(l.count == limit);
+  std::set<std::string> listed;
+  for (auto& x : l.ids())
+    listed.insert(x.value_or("(null)"));
+  CHECK(listed == open);
+  // Replaced sessions learn it on their next heartbeat: the user keeps the
+  // 16 most recent (max_ended_sessions); older ones are a 404.
+  int gone = 0;
+  for (auto& r : replaced) {
+    auto status = heartbeat(*check, user, r).status;
+    CHECK((status == 410 || status == 404));
+    gone += status == 410;
+  }
+  CHECK(gone == std::min(replaces, 16));
+  auto text = scrape(*check);
+  CHECK(metric_value(text, "videostreams_stream_grants_total")
+        == limit + replaces);
+  CHECK(metric_value(text, "videostreams_open_streams") == limit);
 }

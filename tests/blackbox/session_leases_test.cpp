@@ -272,7 +272,7 @@ TEST_CASE("the option --legacy-stream-ttl gives startstream streams a "
   }));
   CHECK(metric_value(scrape(*cli), "videostreams_stream_expirations_total")
         == 2);
-  CHECK(get(*cli, "/api/endstream/45").body == nothing_to_close_body(0));
+  CHECK(get(*cli, "/api/endstream/45").body == no_active_streams_body());
   CHECK(get(*cli, "/api/startstream/45").body == granted_body(1));
 }
 

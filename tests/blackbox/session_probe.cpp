@@ -187,8 +187,11 @@ std::int64_t check_session_answer(const reply& r, int status,
   auto obj = require_object(r, status);
   INFO("body: " << r.body);
   CHECK(keys_of(obj)
-        == std::vector<std::string>{"expiresAt", "maxStreams", "sessionId",
-                                    "streamCount", "userId"});
+        == std::vector<std::string>{"expiresAt", "heartbeatIntervalSeconds",
+                                    "maxStreams", "sessionId", "streamCount",
+                                    "userId"});
+  REQUIRE(obj["heartbeatIntervalSeconds"].is_int64());
+  CHECK(obj["heartbeatIntervalSeconds"].as_int64() >= 1);
   CHECK(obj["userId"] == json::value(user));
   REQUIRE(obj["sessionId"].is_string());
   if (!session.empty())

@@ -77,7 +77,8 @@ std::vector<std::string> keys_of(const boost::json::object& obj);
 boost::json::object require_object(const reply& r, int status);
 
 /// Checks the answer to an open (POST) or a renewal: exactly the keys
-/// userId, sessionId, streamCount, maxStreams, expiresAt, with these values
+/// userId, sessionId, streamCount, maxStreams, expiresAt and
+/// heartbeatIntervalSeconds (at least 1), with these values
 /// (`session` unchecked when empty); returns the expiry in ms since the
 /// epoch.
 std::int64_t check_session_answer(const reply& r, int status,

@@ -182,6 +182,49 @@ TEST_CASE("a limit set through a node that does not own the user applies "
   CHECK(json::parse(get(*n3c, base + "/streams").body).at("maxStreams") == 3);
 }
 
+TEST_CASE("the original API's 400s, kicking, replacing and the 410 answer "
+          "the same through nodes that do not own the user",
+          "[cluster]") {
+  three_nodes c{patient};
+  auto& [d, n2, n3, n4] = c;
+  auto view = n2.view();
+  REQUIRE(view);
+  auto owned = users_owned_by(*view, "n2", 2);
+  auto user = std::to_string(owned.at(0));
+  auto stranger = std::to_string(owned.at(1));
+  auto n3c = n3.client();
+  auto n4c = n4.client();
+  // The original API through n3 and n4; n2 decides.
+  CHECK(get(*n3c, "/api/startstream/" + user).body == granted_body(1));
+  CHECK(get(*n4c, "/api/endstream/" + user).body == closed_body(0));
+  auto none = get(*n3c, "/api/endstream/" + user);
+  CHECK(none.status == 400);
+  CHECK(none.body == no_active_streams_body());
+  auto unknown = get(*n4c, "/api/endstream/" + stranger);
+  CHECK(unknown.status == 400);
+  CHECK(unknown.body == unknown_user_body());
+  CHECK(get(*n3c, "/api/endstream/two").body == legacy_bad_id_body());
+  // v2: open through n3 and n4, replace through n4, the 410 through n3.
+  auto base = "/api/v2/users/" + user + "/streams";
+  auto tv = send(*n3c, "POST", base, R"({"sessionId":"tv","ttlSeconds":30})");
+  CHECK(tv.status == 201);
+  CHECK(json::parse(tv.body).at("heartbeatIntervalSeconds") == 10);
+  CHECK(send(*n4c, "POST", base, R"({"sessionId":"phone"})").status == 201);
+  CHECK(send(*n3c, "POST", base, R"({"sessionId":"car"})").status == 201);
+  CHECK(send(*n4c, "POST", base, R"({"sessionId":"laptop"})").status == 409);
+  auto took = send(*n4c, "POST", base,
+                   R"({"sessionId":"laptop","replaceSessionId":"tv"})");
+  CHECK(took.status == 201);
+  CHECK(json::parse(took.body).at("replacedSessionId") == "tv");
+  CHECK(json::parse(took.body).at("streamCount") == 3);
+  auto gone = send(*n3c, "PUT", base + "/tv");
+  CHECK(gone.status == 410);
+  CHECK(json::parse(gone.body).at("msg") == "stream ended by another device");
+  CHECK(send(*n4c, "DELETE", base + "/phone").status == 200);
+  CHECK(send(*n3c, "PUT", base + "/phone").status == 410);
+  CHECK(stored_streams(d, owned.at(0)) == 2);
+}
+
 TEST_CASE("a node that leaves under load hands its shards off: no request "
           "fails and no stream is lost",
           "[cluster]") {

@@ -12,7 +12,8 @@
 // - the server closes a half-closed connection within the deadline;
 // - what comes back is a sequence of complete HTTP/1.x responses, each
 //   with a valid status line, well-formed headers, a body as long as its
-//   Content-Length (or none, for a HEAD), and Access-Control-Allow-Origin;
+//   Content-Length (or none, for a HEAD), Access-Control-Allow-Origin and
+//   a Date;
 // - no status is 5xx;
 // - nothing follows a response that says `Connection: close`;
 // - a JSON body parses; a 4xx JSON body carries "msg";
@@ -370,6 +371,7 @@ int check_responses(const exchange& ex, std::string_view request) {
                "headers cut off" + context());
     // Headers: name ":" value, the name a token.
     bool cors = false;
+    bool dated = false;
     bool close = false;
     bool ranged = false;
     std::string_view content_type;
@@ -390,6 +392,8 @@ int check_responses(const exchange& ex, std::string_view request) {
         value.remove_prefix(1);
       if (iequals(name, "Access-Control-Allow-Origin"))
         cors = value == "*";
+      else if (iequals(name, "Date"))
+        dated = value.size() == 29 && value.substr(25) == " GMT";
       else if (iequals(name, "Connection"))
         close = iequals(value, "close");
       else if (iequals(name, "Content-Type"))
@@ -409,6 +413,7 @@ int check_responses(const exchange& ex, std::string_view request) {
     if (status == 100)
       continue; // interim: no body, the final answer follows
     FUZZ_CHECK(cors, "no Access-Control-Allow-Origin: *" + context());
+    FUZZ_CHECK(dated, "no Date (IMF-fixdate)" + context());
     // The body: Content-Length bytes, unless this answered a HEAD (then
     // the next response, or the end, follows at once).
     std::string_view body;

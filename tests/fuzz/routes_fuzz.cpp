@@ -233,9 +233,13 @@ expectation expected(const api_request& req, const reference_match& m) {
     return false; // uint64 (above INT64_MAX), or no number
   };
   if (r == route::v2_streams && req.method == "POST") {
-    if (auto id = field("sessionId"))
-      if (!id->is_string() || !valid_session_id(id->get_string()))
-        return {400, "sessionId"};
+    auto id = field("sessionId");
+    if (id && (!id->is_string() || !valid_session_id(id->get_string())))
+      return {400, "sessionId"};
+    if (auto replace = field("replaceSessionId"))
+      if (!replace->is_string() || !valid_session_id(replace->get_string())
+          || (id && *id == *replace))
+        return {400, "replaceSessionId"};
     if (auto ttl = field("ttlSeconds"))
       if (!integral_within(*ttl, 5, 3600))
         return {400, "ttlSeconds"};
@@ -340,7 +344,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data,
     }
     case 400: {
       auto f = body_json.find("field");
-      FUZZ_CHECK(msg() == "Bad Request" && f != body_json.end()
+      // The original API's routes answer a bad id in its own words.
+      bool legacy = ref.tmpl->which == route::startstream
+                    || ref.tmpl->which == route::endstream;
+      FUZZ_CHECK((legacy ? msg() == "user_id is invalid , needs to be a number"
+                         : msg() == "Bad Request")
+                   && f != body_json.end()
                    && f->value().is_string()
                    && f->value().get_string() == want.field,
                  "a 400 that does not name field " + want.field + ": "

@@ -321,6 +321,7 @@ async function responsesMode(args, check) {
     await go(A, "a heartbeat with a body over 16 KiB", "PUT", streams + "/s1", { headers: json, body: big }, 413);
     await go(A, "a close", "DELETE", streams + "/s1", {}, 200);
     await go(A, "a close of nothing", "DELETE", streams + "/s1", {}, 404);
+    await go(A, "a heartbeat of a session another device closed", "PUT", streams + "/s1", {}, 410);
     await go(A, "a close with a bad user", "DELETE", "/api/v2/users/x/streams/s2", {}, 400);
     await go(A, "a close with a body over 16 KiB", "DELETE", streams + "/s2", { headers: json, body: big }, 413);
     await go(A, "GET on a session", "GET", streams + "/s2", {}, 405);

@@ -175,17 +175,72 @@ TEST_CASE("legacy answers are the original JSON, byte for byte", "[unit]") {
         == R"({"streamStatus":{"isNewStreamAllowed":false,"streamCount":3}})");
   CHECK(f.get("/api/endstream/1").body
         == R"({"streamStatus":{"msg":"stream closed","streamCount":2}})");
-  CHECK(f.get("/api/endstream/2").body
-        == R"({"streamStatus":{"msg":"no open stream","streamCount":0}})");
+  // A user the service never knew.
+  auto unknown = f.get("/api/endstream/2");
+  CHECK(unknown.status == 400);
+  CHECK(unknown.body == R"({"msg":"user_id not present in the database"})");
+}
+
+TEST_CASE("endstream for a known user with nothing to close is the "
+          "original's 400",
+          "[unit]") {
+  api_fixture f;
+  f.get("/api/startstream/5");
+  CHECK(f.get("/api/endstream/5").status == 200);
+  // Its stream closed a moment ago: the user is known for an hour.
+  auto none = f.get("/api/endstream/5");
+  CHECK(none.status == 400);
+  CHECK(none.body == R"({"msg":"no active streams to close for user"})");
+  // Known because of an open v2 session, which endstream never closes.
+  f.send("POST", "/api/v2/users/6/streams", R"({"sessionId":"tv"})");
+  auto v2_only = f.get("/api/endstream/6");
+  CHECK(v2_only.status == 400);
+  CHECK(v2_only.body == R"({"msg":"no active streams to close for user"})");
+  // Listing a user's streams does not make it known.
+  f.send("GET", "/api/v2/users/7/streams");
+  CHECK(f.get("/api/endstream/7").body
+        == R"({"msg":"user_id not present in the database"})");
 }
 
 TEST_CASE("bad ids are 400 and change nothing", "[unit]") {
   api_fixture f;
-  auto res = f.get("/api/startstream/-1");
-  CHECK(res.status == 400);
-  CHECK_THAT(res.body, Catch::StartsWith(R"({"msg":"Bad Request")"));
+  for (auto path : {"/api/startstream/-1", "/api/endstream/two",
+                    "/api/startstream/9223372036854775808"}) {
+    INFO(path);
+    auto res = f.get(path);
+    CHECK(res.status == 400);
+    // The original's words (sic), and the field, as every 400 names one.
+    CHECK(res.body
+          == R"({"msg":"user_id is invalid , needs to be a number","field":"user_id"})");
+  }
+  // The v2 routes keep their own 400 shape.
+  auto v2 = f.send("POST", "/api/v2/users/two/streams");
+  CHECK(v2.status == 400);
+  CHECK_THAT(v2.body, Catch::StartsWith(R"({"msg":"Bad Request")"));
   CHECK(f.counters.grants == 0);
   CHECK(f.counters.live_user_actors == 0);
+}
+
+TEST_CASE("a preflight echoes the headers asked for, and varies with them",
+          "[unit]") {
+  api_fixture f;
+  auto echoed = f.rest->handle(api_request{
+    "OPTIONS", "/api/startstream/1", {}, {}, {}, "x-player-version,content-type"});
+  CHECK(echoed.status == 204);
+  CHECK(header(echoed, "Access-Control-Allow-Headers")
+        == "x-player-version,content-type");
+  CHECK(header(echoed, "Vary") == "Access-Control-Request-Headers");
+  auto plain = f.rest->handle(api_request{"OPTIONS", "/api", {}, {}, {}, {}});
+  CHECK(header(plain, "Access-Control-Allow-Headers")
+        == "Content-Type, Authorization");
+  CHECK(header(plain, "Vary") == "Access-Control-Request-Headers");
+  // Anything that could end the header line when echoed is refused.
+  for (std::string_view bad : {"x\r\nSet-Cookie: a=b", "x\ny", "a:b", "\"x\""}) {
+    auto res = f.rest->handle(api_request{"OPTIONS", "/api", {}, {}, {}, bad});
+    CHECK(res.status == 400);
+    CHECK(json::parse(res.body).at("field")
+          == "Access-Control-Request-Headers");
+  }
 }
 
 TEST_CASE("unknown paths are 404, other methods 405 with Allow", "[unit]") {
@@ -254,6 +309,7 @@ TEST_CASE("v2 sessions: 201, 200 on retry, 409 with the sessions", "[unit]") {
   CHECK(body.at("streamCount") == 1);
   CHECK(body.at("maxStreams") == 3);
   CHECK(body.at("expiresAt").as_string().size() == 24); // ...T..:..:...000Z
+  CHECK(body.at("heartbeatIntervalSeconds") == 10);  // a third of 30
   auto retry = f.send("POST", base, R"({"sessionId":"a"})");
   CHECK(retry.status == 200);
   CHECK(json::parse(retry.body).at("streamCount") == 1);
@@ -274,13 +330,51 @@ TEST_CASE("v2 sessions: 201, 200 on retry, 409 with the sessions", "[unit]") {
         == R"({"streamStatus":{"isNewStreamAllowed":false,"streamCount":3}})");
 }
 
+TEST_CASE("v2 replaceSessionId ends the named session and opens the new "
+          "one in one decision",
+          "[unit]") {
+  api_fixture f;
+  auto base = std::string{"/api/v2/users/15/streams"};
+  for (auto id : {"a", "b", "c"})
+    CHECK(f.send("POST", base, "{\"sessionId\":\"" + std::string{id} + "\"}")
+            .status
+          == 201);
+  CHECK(f.send("POST", base, R"({"sessionId":"d"})").status == 409);
+  auto taken = f.send("POST", base, R"({"sessionId":"d","replaceSessionId":"b"})");
+  CHECK(taken.status == 201);
+  auto body = json::parse(taken.body).as_object();
+  CHECK(body.at("sessionId") == "d");
+  CHECK(body.at("replacedSessionId") == "b");
+  CHECK(body.at("streamCount") == 3);
+  CHECK(f.counters.open_streams == 3);
+  // The replaced device is told why its stream ended.
+  CHECK(f.send("PUT", base + "/b").status == 410);
+  // A retry of the same replace: d is open, b already gone: a renewal.
+  auto retry = f.send("POST", base, R"({"sessionId":"d","replaceSessionId":"b"})");
+  CHECK(retry.status == 200);
+  CHECK(json::parse(retry.body).as_object().count("replacedSessionId") == 0);
+  // A replaceSessionId that names no open session: a plain open, so at the
+  // limit a 409 that changes nothing.
+  auto unknown = f.send("POST", base, R"({"sessionId":"e","replaceSessionId":"zz"})");
+  CHECK(unknown.status == 409);
+  CHECK(f.send_json("GET", base).at("streamCount") == 3);
+  f.send("DELETE", base + "/a");
+  CHECK(f.send("POST", base, R"({"sessionId":"e","replaceSessionId":"zz"})")
+          .status
+        == 201);
+  CHECK(f.counters.open_streams == 3);
+}
+
 TEST_CASE("v2 heartbeat, delete and list", "[unit]") {
   api_fixture f;
   f.send("POST", "/api/v2/users/13/streams", R"({"sessionId":"a"})");
   auto hb = f.send("PUT", "/api/v2/users/13/streams/a");
   CHECK(hb.status == 200);
   CHECK(json::parse(hb.body).at("sessionId") == "a");
-  CHECK(f.send("PUT", "/api/v2/users/13/streams/b").status == 404);
+  auto unknown = f.send("PUT", "/api/v2/users/13/streams/b");
+  CHECK(unknown.status == 404);
+  CHECK_THAT(std::string{json::parse(unknown.body).at("detail").as_string()},
+             Catch::Contains("POST /api/v2/users/13/streams"));
   auto list = f.send_json("GET", "/api/v2/users/13/streams");
   CHECK(list.at("streamCount") == 1);
   CHECK(list.at("sessions").as_array().size() == 1);
@@ -288,6 +382,13 @@ TEST_CASE("v2 heartbeat, delete and list", "[unit]") {
   CHECK(del.status == 200);
   CHECK(del.body == R"({"msg":"stream closed","streamCount":0})");
   CHECK(f.send("DELETE", "/api/v2/users/13/streams/a").status == 404);
+  // Closed by a DELETE: its own heartbeat learns why, for one TTL.
+  auto kicked = f.send("PUT", "/api/v2/users/13/streams/a");
+  CHECK(kicked.status == 410);
+  auto gone = json::parse(kicked.body).as_object();
+  CHECK(gone.at("msg") == "stream ended by another device");
+  CHECK(gone.at("sessionId") == "a");
+  CHECK(gone.at("detail").is_string());
   CHECK(f.send("HEAD", "/api/v2/users/13/streams").status == 200);
 }
 
@@ -312,6 +413,12 @@ TEST_CASE("v2 bad input is a 400 naming the field and changes nothing",
   CHECK(field_of("POST", "/api/v2/users/x/streams", "") == "user_id");
   CHECK(field_of("PUT", "/api/v2/users/14/streams/a%b", "") == "session_id");
   CHECK(field_of("PUT", "/api/v2/users/14/streams/a", "7") == "body");
+  CHECK(field_of("POST", base, R"({"replaceSessionId":""})")
+        == "replaceSessionId");
+  CHECK(field_of("POST", base, R"({"replaceSessionId":7})")
+        == "replaceSessionId");
+  CHECK(field_of("POST", base, R"({"sessionId":"a","replaceSessionId":"a"})")
+        == "replaceSessionId");
   CHECK(f.counters.grants == 0);
   CHECK(f.counters.live_user_actors == 0);
   // Unknown fields are ignored.

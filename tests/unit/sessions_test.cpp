@@ -179,3 +179,156 @@ TEST_CASE("many simultaneous opens for one user never exceed the limit",
   CHECK(granted == 3);
   CHECK(f.counters.open_streams == 3);
 }
+
+namespace {
+
+user_command replacing(std::uint64_t user, std::string id,
+                       std::string replace) {
+  user_command cmd{user_op::open_session, user, std::move(id), 0, 0};
+  cmd.replace_session_id = std::move(replace);
+  return cmd;
+}
+
+} // namespace
+
+TEST_CASE("a session closed by DELETE answers its heartbeat ended_elsewhere "
+          "for one TTL, passivated or not",
+          "[unit]") {
+  shard_fixture f;
+  f.call(open(30, "tv", 20));
+  f.call(open(30, "phone", 60));
+  CHECK(f.call(op(user_op::close_session, 30, "tv")).outcome
+        == stream_outcome::closed);
+  CHECK(f.call(op(user_op::heartbeat, 30, "tv")).outcome
+        == stream_outcome::ended_elsewhere);
+  f.idle_for(3s); // the actor passivates; its record keeps the tombstone
+  REQUIRE(f.counters.live_user_actors == 0);
+  CHECK(f.call(op(user_op::heartbeat, 30, "tv")).outcome
+        == stream_outcome::ended_elsewhere);
+  f.idle_for(18s); // past one TTL (20 s) since the close
+  CHECK(f.call(op(user_op::heartbeat, 30, "tv")).outcome
+        == stream_outcome::not_found);
+  // Opening the id again makes it an open session like any other.
+  f.call(op(user_op::close_session, 30, "phone"));
+  CHECK(f.call(open(30, "phone")).outcome == stream_outcome::granted);
+  CHECK(f.call(op(user_op::heartbeat, 30, "phone")).outcome
+        == stream_outcome::renewed);
+}
+
+TEST_CASE("a record holding only ended sessions is dropped once their TTL "
+          "is over",
+          "[unit]") {
+  shard_fixture f;
+  f.call(open(31, "a", 10));
+  f.call(op(user_op::close_session, 31, "a"));
+  f.idle_for(3s);
+  REQUIRE(f.counters.live_user_actors == 0);
+  CHECK(f.counters.passive_records == 1); // the ended session
+  f.idle_for(9s);
+  CHECK(f.counters.passive_records == 0); // swept by the shard, no request
+  CHECK(f.counters.live_user_actors == 0);
+  // The user is still known to the original API (a stream closed within
+  // the hour), from the shard's compact tombstone.
+  CHECK(f.call(op(user_op::end_legacy, 31)).outcome
+        == stream_outcome::nothing_to_close);
+}
+
+TEST_CASE("a user is known to endstream for an hour after its last stream "
+          "ended, across passivation",
+          "[unit]") {
+  shard_fixture f{3, 30};
+  CHECK(f.call(op(user_op::end_legacy, 32)).outcome
+        == stream_outcome::unknown_user);
+  f.call(op(user_op::start_legacy, 32));
+  f.call(op(user_op::start_legacy, 33));
+  f.call(op(user_op::end_legacy, 32));
+  f.idle_for(3s); // both passivate: 32 as a tombstone, 33 as a record
+  REQUIRE(f.counters.live_user_actors == 0);
+  CHECK(f.counters.passive_records == 1);
+  CHECK(f.call(op(user_op::end_legacy, 32)).outcome
+        == stream_outcome::nothing_to_close);
+  f.idle_for(40s); // 33's stream expires (legacy TTL 30 s) in its record
+  CHECK(f.counters.passive_records == 0);
+  CHECK(f.call(op(user_op::end_legacy, 33)).outcome
+        == stream_outcome::nothing_to_close);
+  // An hour after the ends, neither is known any more. (Steps of a minute:
+  // the shard sweeps its tombstones once a minute.)
+  for (int i = 0; i < 61; ++i) {
+    f.clock->advance(std::chrono::minutes{1});
+    f.sched.advance_time(std::chrono::minutes{1});
+    f.sched.run();
+  }
+  CHECK(f.call(op(user_op::end_legacy, 32)).outcome
+        == stream_outcome::unknown_user);
+  CHECK(f.call(op(user_op::end_legacy, 33)).outcome
+        == stream_outcome::unknown_user);
+}
+
+TEST_CASE("an own limit makes a user known; a list does not", "[unit]") {
+  shard_fixture f;
+  f.call(set_limit(34, 2));
+  CHECK(f.call(op(user_op::end_legacy, 34)).outcome
+        == stream_outcome::nothing_to_close);
+  f.call(op(user_op::list_sessions, 35));
+  f.idle_for(3s);
+  CHECK(f.call(op(user_op::end_legacy, 35)).outcome
+        == stream_outcome::unknown_user);
+}
+
+TEST_CASE("replaceSessionId ends that session and opens the new one in one "
+          "decision",
+          "[unit]") {
+  shard_fixture f{2};
+  f.call(open(36, "a"));
+  f.call(open(36, "b"));
+  CHECK(f.call(open(36, "c")).outcome == stream_outcome::denied);
+  auto r = f.call(replacing(36, "c", "a"));
+  CHECK(r.outcome == stream_outcome::granted);
+  CHECK(r.replaced);
+  CHECK(r.stream_count == 2);
+  CHECK(f.counters.open_streams == 2);
+  CHECK(f.counters.grants == 3);
+  CHECK(f.call(op(user_op::heartbeat, 36, "a")).outcome
+        == stream_outcome::ended_elsewhere);
+  // Naming no open session: a plain open, denied at the limit, nothing
+  // closed.
+  auto plain = f.call(replacing(36, "d", "a"));
+  CHECK(plain.outcome == stream_outcome::denied);
+  CHECK_FALSE(plain.replaced);
+  CHECK(plain.stream_count == 2);
+  // Renewing an open session while replacing another ends the other.
+  auto renewed = f.call(replacing(36, "c", "b"));
+  CHECK(renewed.outcome == stream_outcome::renewed);
+  CHECK(renewed.replaced);
+  CHECK(renewed.stream_count == 1);
+  CHECK(f.counters.open_streams == 1);
+}
+
+TEST_CASE("a replace below a lowered limit is denied and closes nothing",
+          "[unit]") {
+  shard_fixture f;
+  f.call(open(37, "a"));
+  f.call(open(37, "b"));
+  f.call(open(37, "c"));
+  f.call(set_limit(37, 1)); // now 3 open, limit 1
+  auto r = f.call(replacing(37, "d", "a"));
+  CHECK(r.outcome == stream_outcome::denied);
+  CHECK_FALSE(r.replaced);
+  CHECK(r.stream_count == 3);
+  CHECK(f.call(op(user_op::heartbeat, 37, "a")).outcome
+        == stream_outcome::renewed);
+}
+
+TEST_CASE("a replace is persisted as the close and the grant, in that order",
+          "[unit]") {
+  shard_fixture f{1, 0, true, true};
+  f.call(open(38, "a", 30));
+  f.changes.clear();
+  auto r = f.call(replacing(38, "b", "a"));
+  CHECK(r.outcome == stream_outcome::granted);
+  REQUIRE(f.changes.size() == 2);
+  CHECK(f.changes[0].kind == change_kind::close);
+  CHECK(f.changes[0].key == "a");
+  CHECK(f.changes[1].kind == change_kind::grant);
+  CHECK(f.changes[1].key == "b");
+}

@@ -51,6 +51,10 @@ TEST_CASE("ends close the oldest stream without an id, never below zero",
   CHECK(s.close("tv", at(204)) == stream_outcome::closed);
   CHECK(s.end_legacy(at(205)) == stream_outcome::nothing_to_close);
   CHECK(s.count() == 0);
+  // What is left: "tv" ended by a close (its heartbeat is told so for one
+  // TTL), and nothing once that is over.
+  CHECK(s.ended().size() == 1);
+  s.expire(at(204 + 60).mono_ns);
   CHECK(s.empty());
 }
 
@@ -138,4 +142,71 @@ TEST_CASE("streams opened by startstream cannot be named by a session id",
   CHECK(s.heartbeat("~abc", at(1)) == stream_outcome::not_found);
   CHECK(s.close("~abc", at(1)) == stream_outcome::not_found);
   CHECK(s.count() == 1);
+}
+
+TEST_CASE("endstream tells a known user from an unknown one", "[unit]") {
+  user_streams s;
+  CHECK_FALSE(s.known(at(1).mono_ns));
+  CHECK(s.end_legacy(at(1)) == stream_outcome::unknown_user);
+  s.start_legacy(3, 0, at(2), "~a");
+  CHECK(s.known(at(2).mono_ns));
+  CHECK(s.end_legacy(at(3)) == stream_outcome::closed);
+  CHECK(s.last_end_ns() == at(3).mono_ns);
+  // Known for an hour after the last close, then no more.
+  CHECK(s.end_legacy(at(3 + 3599)) == stream_outcome::nothing_to_close);
+  CHECK(s.end_legacy(at(3 + 3600)) == stream_outcome::unknown_user);
+  // An expiry counts as an end too.
+  s.open("tv", 10, 3, at(5000));
+  CHECK(s.expire(at(5010).mono_ns) == 1);
+  CHECK(s.last_end_ns() == at(5010).mono_ns);
+  CHECK(s.end_legacy(at(5011)) == stream_outcome::nothing_to_close);
+  // An own limit makes a user known for good.
+  user_streams limited;
+  limited.set_limit(2);
+  CHECK(limited.end_legacy(at(1)) == stream_outcome::nothing_to_close);
+}
+
+TEST_CASE("a closed session is remembered as ended for one TTL, at most "
+          "max_ended_sessions of them",
+          "[unit]") {
+  user_streams s;
+  s.open("a", 30, 3, at(0));
+  CHECK(s.close("a", at(10)) == stream_outcome::closed);
+  CHECK(s.heartbeat("a", at(11)) == stream_outcome::ended_elsewhere);
+  CHECK_FALSE(s.empty()); // the ended session is state to keep
+  CHECK(s.next_cleanup() == at(40).mono_ns);
+  CHECK(s.heartbeat("a", at(40)) == stream_outcome::not_found);
+  CHECK(s.empty());
+  // A loop of opens and deletes keeps a bounded number.
+  for (int i = 0; i < 100; ++i) {
+    auto id = "s" + std::to_string(i);
+    s.open(id, 60, 3, at(100 + i));
+    s.close(id, at(100 + i));
+  }
+  CHECK(s.ended().size() == max_ended_sessions);
+  // The newest are kept.
+  CHECK(s.heartbeat("s99", at(200)) == stream_outcome::ended_elsewhere);
+  CHECK(s.heartbeat("s0", at(200)) == stream_outcome::not_found);
+}
+
+TEST_CASE("a replace never takes the count over the limit", "[unit]") {
+  user_streams s;
+  s.open("a", 60, 2, at(0));
+  s.open("b", 60, 2, at(0));
+  bool replaced = false;
+  CHECK(s.open("c", 60, 2, at(1), "a", &replaced) == stream_outcome::granted);
+  CHECK(replaced);
+  CHECK(s.count() == 2);
+  CHECK(s.find("a") == nullptr);
+  CHECK(s.heartbeat("a", at(2)) == stream_outcome::ended_elsewhere);
+  // A replace that names itself or nothing open is a plain open.
+  CHECK(s.open("d", 60, 2, at(3), "zz", &replaced) == stream_outcome::denied);
+  CHECK_FALSE(replaced);
+  CHECK(s.open("c", 60, 2, at(3), "c", &replaced) == stream_outcome::renewed);
+  CHECK_FALSE(replaced);
+  CHECK(s.count() == 2);
+  // Reopening an ended id forgets that it ended.
+  CHECK(s.open("a", 60, 2, at(4), "b", &replaced) == stream_outcome::granted);
+  CHECK(s.heartbeat("a", at(5)) == stream_outcome::renewed);
+  CHECK(s.heartbeat("b", at(5)) == stream_outcome::ended_elsewhere);
 }
