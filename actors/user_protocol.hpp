@@ -53,7 +53,7 @@ struct user_command {
   std::uint32_t max_streams = 0;
   /// For `open_session`: the session to end in the same decision (a player
   /// taking over another device's slot); empty for none.
-  std::string replace_session_id;
+  std::string replace_session_id{};
   /// When the caller stops waiting, on this node's monotonic clock (ns of
   /// `std::chrono::steady_clock`); 0 = never. Nothing may be decided for a
   /// caller that has given up (it was answered 503): a command that
