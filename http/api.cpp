@@ -167,23 +167,6 @@ std::optional<std::string> legacy_body(const user_reply& reply) {
   return std::string(buf, static_cast<std::size_t>(n));
 }
 
-bool allows(route r, std::string_view method) {
-  switch (r) {
-    case route::startstream:
-    case route::endstream:
-      return method == "GET";
-    case route::v2_streams:
-      return method == "GET" || method == "HEAD" || method == "POST";
-    case route::v2_stream:
-    case route::v2_limit:
-      return method == "PUT" || method == "DELETE";
-    case route::unmatched:
-      return false;
-    default:
-      return method == "GET" || method == "HEAD";
-  }
-}
-
 json::object cluster_json(const cluster_view& v) {
   json::array members;
   for (auto& m : v.members)
@@ -324,7 +307,7 @@ api_response api::dispatch(const api_request& req, const route_match& m) {
     res.headers.emplace_back("Access-Control-Max-Age", "86400");
     return res;
   }
-  if (!allows(m.which, req.method)) {
+  if (!allows_method(m.which, req.method)) {
     auto res = error_response(405);
     res.headers.emplace_back("Allow", std::string{allowed_methods(m.which)});
     return res;

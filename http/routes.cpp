@@ -122,4 +122,16 @@ std::string_view allowed_methods(route r) noexcept {
   }
 }
 
+bool allows_method(route r, std::string_view method) noexcept {
+  auto list = allowed_methods(r);
+  while (!list.empty()) {
+    auto comma = list.find(", ");
+    if (list.substr(0, comma) == method)
+      return true;
+    list = comma == std::string_view::npos ? std::string_view{}
+                                           : list.substr(comma + 2);
+  }
+  return false;
+}
+
 } // namespace videostreams

@@ -60,4 +60,7 @@ constexpr bool is_operations_route(route r) noexcept {
 /// The methods a route answers, as an `Allow` header value.
 std::string_view allowed_methods(route r) noexcept;
 
+/// Whether `method` is one of `allowed_methods(r)`.
+bool allows_method(route r, std::string_view method) noexcept;
+
 } // namespace videostreams
