@@ -134,13 +134,18 @@ def run_load(argv, cpus, env=None):
     return {k: float(v) for k, v in fields.items()}
 
 
-def wrk(port, args, connections, cpus, duration=None, host="127.0.0.1"):
-    """wrk with the mixed workload of bench/mixed.lua against host:port."""
+def wrk(port, args, connections, cpus, duration=None, host="127.0.0.1",
+        users_file=None):
+    """wrk with the mixed workload of bench/mixed.lua against host:port
+    (over args.users users, or over those listed in `users_file`)."""
+    env = dict(os.environ, USERS=str(args.users))
+    if users_file:
+        env["USERS_FILE"] = users_file
     return run_load(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration or args.duration}s",
          "--timeout", "2s", "-s", os.path.join(ROOT, "bench", "mixed.lua"),
          f"http://{host}:{port}"],
-        cpus, env=dict(os.environ, USERS=str(args.users)))
+        cpus, env=env)
 
 
 def errors(r):

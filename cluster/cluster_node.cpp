@@ -43,7 +43,7 @@ struct held_command {
   /// request (its promise), or another node's link (`reply_to`, `id`).
   std::shared_ptr<reply_slot> slot;
   caf::typed_response_promise<user_reply> promise;
-  peer_link_actor reply_to;
+  peer_gateway reply_to;
   std::uint64_t id = 0;
   /// A local command that another node sent back as not its own: the
   /// node that did (on to the next node, the command's second and last
@@ -84,13 +84,13 @@ struct shard_entry {
 
 struct peer_entry {
   member_record member;
-  peer_link_actor link;
+  peer_link link;
   bool connected = false;
 };
 
 /// Replies gathered for one peer's link.
 struct outgoing_replies {
-  peer_link_actor to;
+  peer_gateway to;
   std::vector<forwarded_reply> replies;
 };
 
@@ -209,7 +209,7 @@ forwarded_reply reply_without_decision(std::uint64_t id, forward_result result,
   return r;
 }
 
-void reply_to_peer(node_pointer self, const peer_link_actor& to,
+void reply_to_peer(node_pointer self, const peer_gateway& to,
                    forwarded_reply r) {
   auto& out = self->state.replies[to.address()];
   out.to = to;
@@ -258,12 +258,12 @@ std::string best_owner(node_pointer self, std::uint32_t shard) {
   return owner_of(self, shard, true);
 }
 
-/// The link to `node`, if there is one.
-const peer_link_actor* link_to(node_pointer self, const std::string& node) {
+/// The gateway of the link to `node`, if there is one.
+const peer_gateway* link_to(node_pointer self, const std::string& node) {
   auto i = self->state.peers.find(node);
-  if (i == self->state.peers.end() || !i->second.link)
+  if (i == self->state.peers.end() || !i->second.link.gateway)
     return nullptr;
-  return &i->second.link;
+  return &i->second.link.gateway;
 }
 
 // -- held commands ------------------------------------------------------------
@@ -337,7 +337,7 @@ void decide_here(node_pointer self, const shard_actor& actor,
 
 /// Sends the local command `x` to another node through `link` (as a
 /// second try if another node sent it back before).
-void forward(node_pointer self, const peer_link_actor& link, held_command& x) {
+void forward(node_pointer self, const peer_gateway& link, held_command& x) {
   local_call call{std::move(x.cmd), std::move(x.slot)};
   if (!x.referred_by.empty())
     self->send(link, retry_atom::value, std::move(call),
@@ -1054,18 +1054,18 @@ void update_peers(node_pointer self, const std::vector<member_record>& table) {
       continue;
     present.insert(m.node_id);
     auto& p = st.peers[m.node_id];
-    bool moved = p.link
+    bool moved = p.link.actor
                  && (p.member.incarnation != m.incarnation
                      || p.member.advertise_host != m.advertise_host
                      || p.member.cluster_port != m.cluster_port);
     if (moved) {
       // Restarted, or somewhere else now: a new link to the new process.
-      self->send_exit(p.link, caf::exit_reason::user_shutdown);
-      p.link = nullptr;
+      self->send_exit(p.link.actor, caf::exit_reason::user_shutdown);
+      p.link = {};
       p.connected = false;
     }
     p.member = m;
-    if (!p.link) {
+    if (!p.link.actor) {
       peer_link_settings ls;
       ls.node_id = m.node_id;
       ls.host = m.advertise_host;
@@ -1080,8 +1080,8 @@ void update_peers(node_pointer self, const std::vector<member_record>& table) {
   }
   for (auto i = st.peers.begin(); i != st.peers.end();) {
     if (present.count(i->first) == 0) {
-      if (i->second.link)
-        self->send_exit(i->second.link, caf::exit_reason::user_shutdown);
+      if (i->second.link.actor)
+        self->send_exit(i->second.link.actor, caf::exit_reason::user_shutdown);
       i = st.peers.erase(i);
       changed = true;
     } else {
@@ -1415,8 +1415,8 @@ cluster_node_actor::behavior_type node_impl(node_pointer self,
     for (auto& [addr, actor] : st.retired)
       self->send_exit(actor, msg.reason);
     for (auto& [id, p] : st.peers)
-      if (p.link)
-        self->send_exit(p.link, msg.reason);
+      if (p.link.actor)
+        self->send_exit(p.link.actor, msg.reason);
     self->quit(msg.reason);
   });
   if (st.in_memory)
@@ -1441,7 +1441,7 @@ cluster_node_actor::behavior_type node_impl(node_pointer self,
       dispatch(self, shard, std::move(x));
     },
     [self](forward_batch& batch) {
-      auto to = caf::actor_cast<peer_link_actor>(self->current_sender());
+      auto to = caf::actor_cast<peer_gateway>(self->current_sender());
       auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
                    steady::now().time_since_epoch())
                    .count();
@@ -1518,15 +1518,15 @@ cluster_node_actor::behavior_type node_impl(node_pointer self,
     [self](link_atom, const std::string& node, bool connected) {
       auto& st = self->state;
       auto i = st.peers.find(node);
-      if (i == st.peers.end() || !i->second.link
-          || self->current_sender() != i->second.link.address())
+      if (i == st.peers.end() || !i->second.link.actor
+          || self->current_sender() != i->second.link.actor.address())
         return; // from a link replaced since
       i->second.connected = connected;
       if (connected) {
         // Say hello: a node that has not read this one as a member yet
         // reads the member table at once (a join need not wait for every
         // other node's next heartbeat).
-        self->send(i->second.link,
+        self->send(i->second.link.actor,
                    shard_news{{}, self_id(self), st.leaving});
         // Commands waiting for this node can go now; hand-offs to it too.
         for (std::uint32_t s = 0; s < st.shards.size(); ++s) {
@@ -1621,8 +1621,8 @@ cluster_node_actor::behavior_type node_impl(node_pointer self,
         shard_news news{std::move(st.news), self_id(self), st.leaving};
         st.news.clear();
         for (auto& [id, p] : st.peers)
-          if (p.link)
-            self->send(p.link, news);
+          if (p.link.actor)
+            self->send(p.link.actor, news);
       }
     },
     [self](retire_atom, shard_actor& actor) {

@@ -1,6 +1,7 @@
 #include "cluster/peer_link.hpp"
 
 #include <algorithm>
+#include <mutex>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -12,7 +13,11 @@
 #include <unistd.h>
 
 #include "caf/actor_cast.hpp"
+#include "caf/actor_companion.hpp"
+#include "caf/actor_registry.hpp"
 #include "caf/actor_system.hpp"
+#include "caf/mailbox_element.hpp"
+#include "caf/send.hpp"
 #include "caf/stateful_actor.hpp"
 #include "caf/typed_event_based_actor.hpp"
 
@@ -28,9 +33,6 @@ constexpr auto relaxed = std::memory_order_relaxed;
 /// How often a link checks for commands waiting too long and for a due
 /// reconnect.
 constexpr auto check_every = std::chrono::milliseconds{100};
-
-/// How long commands may gather while others are on their way to the peer.
-constexpr auto gather_for = std::chrono::microseconds{500};
 
 /// Back-off between connection attempts: from the first to the last.
 constexpr auto first_backoff = std::chrono::milliseconds{200};
@@ -98,9 +100,12 @@ enum class link_status { connecting, up, down };
 /// A command sent to the peer, waiting for its answer.
 struct pending_command {
   user_command cmd;
-  /// Exactly one of these two is set: a local caller's slot, or a request.
+  /// Exactly one origin is set: a local caller's slot, or a request (who
+  /// asked, the request's id and the stages it passes on the way back).
   std::shared_ptr<reply_slot> slot;
-  caf::typed_response_promise<user_reply> promise;
+  caf::strong_actor_ptr requester;
+  caf::message_id request_id;
+  caf::mailbox_element::forwarding_stack stages;
   /// Second try (sent here by `referred_by`): a `not_owner` answer is
   /// final.
   bool retry = false;
@@ -110,14 +115,278 @@ struct pending_command {
   steady::time_point deadline;
 };
 
+/// What a link's gateway and its actor share: the connection's state and
+/// the commands on their way. The gateway's handler runs in whichever
+/// thread sends to it (HTTP workers, the node, the middleman), so every
+/// member is guarded by `mtx_`; answers are given outside the lock.
+class peer_channel {
+public:
+  explicit peer_channel(const peer_link_settings& settings)
+    : node_id_(settings.node_id),
+      request_timeout_(settings.request_timeout),
+      owner_(settings.owner),
+      counters_(settings.counters) {
+    counters_->connected.store(0, relaxed);
+  }
+
+  /// The gateway, the sender of every command (and so the receiver of
+  /// every answer).
+  void set_gateway(caf::strong_actor_ptr gateway) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    gateway_ = std::move(gateway);
+  }
+
+  /// The gateway's handler: one message to it.
+  void handle(caf::mailbox_element& e) {
+    auto& content = e.content();
+    if (content.match_elements<local_call>()) {
+      auto& call = content.get_mutable_as<local_call>(0);
+      pending_command x;
+      x.cmd = std::move(call.cmd);
+      x.slot = std::move(call.slot);
+      take(std::move(x));
+    } else if (content.match_elements<reply_batch>()) {
+      answered(content.get_mutable_as<reply_batch>(0));
+    } else if (content.match_elements<retry_atom, local_call, std::string>()) {
+      auto& call = content.get_mutable_as<local_call>(1);
+      pending_command x;
+      x.cmd = std::move(call.cmd);
+      x.slot = std::move(call.slot);
+      x.retry = true;
+      x.referred_by = std::move(content.get_mutable_as<std::string>(2));
+      take(std::move(x));
+    } else if (content.match_elements<user_command>() && e.mid.is_request()
+               && e.sender) {
+      pending_command x;
+      x.cmd = std::move(content.get_mutable_as<user_command>(0));
+      x.requester = e.sender;
+      x.request_id = e.mid;
+      x.stages = std::move(e.stages);
+      take(std::move(x));
+    }
+  }
+
+  /// Connected to `remote`: sends what waited for the first connect.
+  void up(cluster_endpoint remote) {
+    std::vector<forwarded_command> waiting;
+    caf::strong_actor_ptr from;
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      if (!gateway_)
+        return; // closed
+      from = gateway_;
+      status_ = link_status::up;
+      remote_ = remote;
+      // Not what was answered meanwhile: its caller has had a 503 and must
+      // not see it decided after all.
+      for (auto& fc : waiting_)
+        if (pending_.count(fc.id) != 0)
+          waiting.push_back(std::move(fc));
+      waiting_.clear();
+    }
+    counters_->connected.store(1, relaxed);
+    send(remote, from, std::move(waiting));
+  }
+
+  /// Not connected (or closing): everything waiting is answered 503, and
+  /// so is every command until `up`.
+  void down() {
+    std::unordered_map<std::uint64_t, pending_command> lost;
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      status_ = link_status::down;
+      remote_ = nullptr;
+      lost.swap(pending_);
+      waiting_.clear();
+    }
+    counters_->connected.store(0, relaxed);
+    for (auto& [id, x] : lost)
+      fail(x);
+  }
+
+  /// Closed for good: as `down`, and the gateway is forgotten (it holds
+  /// this channel: the cycle ends here).
+  void close() {
+    down();
+    std::lock_guard<std::mutex> guard{mtx_};
+    gateway_ = nullptr;
+  }
+
+  /// Answers the commands whose deadline passed (their callers gave up
+  /// already).
+  void expire(steady::time_point now) {
+    std::vector<pending_command> late;
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      for (auto i = pending_.begin(); i != pending_.end();) {
+        if (i->second.deadline <= now) {
+          late.push_back(std::move(i->second));
+          i = pending_.erase(i);
+        } else {
+          ++i;
+        }
+      }
+    }
+    for (auto& x : late)
+      fail(x);
+  }
+
+private:
+  void take(pending_command x) {
+    // The answer takes a round trip to another process: the waiting thread
+    // should sleep, not yield the core to and fro meanwhile.
+    if (x.slot)
+      x.slot->defer();
+    x.sent = steady::now();
+    // Answered by the request timeout, or by when its caller gives up if
+    // that is sooner; the peer gets the time left.
+    auto deadline = x.sent + request_timeout_;
+    forwarded_command fc{0, x.cmd, 0, x.referred_by};
+    if (x.cmd.answer_by_ns != 0) {
+      deadline = std::min(deadline,
+                          steady::time_point{
+                            std::chrono::nanoseconds{x.cmd.answer_by_ns}});
+      fc.budget_ns = std::max<std::int64_t>(1, (deadline - x.sent).count());
+      fc.sent_wall_ns = wall_now_ns();
+    }
+    if (deadline <= x.sent) {
+      fail(x); // its caller has given up already
+      return;
+    }
+    x.deadline = deadline;
+    cluster_endpoint to;
+    caf::strong_actor_ptr from;
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      if (status_ != link_status::down) {
+        from = gateway_;
+        fc.id = next_id_++;
+        pending_.emplace(fc.id, std::move(x));
+        if (status_ == link_status::up)
+          to = remote_;
+        else
+          waiting_.push_back(std::move(fc));
+      }
+    }
+    if (fc.id == 0) {
+      fail(x); // never hold a command for a peer that cannot be reached
+      return;
+    }
+    if (to)
+      send(to, from, {std::move(fc)});
+  }
+
+  /// Sends `commands` to the peer, as one message from the gateway.
+  void send(const cluster_endpoint& to, const caf::strong_actor_ptr& from,
+            std::vector<forwarded_command> commands) {
+    if (commands.empty())
+      return;
+    counters_->forwarded.fetch_add(commands.size(), relaxed);
+    counters_->batches.fetch_add(1, relaxed);
+    caf::actor_cast<caf::strong_actor_ptr>(to)->enqueue(
+      from, caf::make_message_id(),
+      caf::make_message(forward_batch{std::move(commands)}), nullptr);
+  }
+
+  /// The peer's answers.
+  void answered(reply_batch& batch) {
+    std::vector<std::pair<forwarded_reply*, pending_command>> found;
+    found.reserve(batch.replies.size());
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      for (auto& r : batch.replies) {
+        auto i = pending_.find(r.id);
+        if (i == pending_.end())
+          continue; // answered already (it waited too long)
+        found.emplace_back(&r, std::move(i->second));
+        pending_.erase(i);
+      }
+    }
+    for (auto& [r, x] : found)
+      answered(*r, x);
+  }
+
+  void answered(forwarded_reply& r, pending_command& x) {
+    switch (r.result) {
+      case forward_result::served:
+        counters_->record_latency((steady::now() - x.sent).count());
+        if (x.slot)
+          x.slot->fulfill(r.reply);
+        else
+          respond(x, caf::make_message(std::move(r.reply)));
+        return;
+      case forward_result::not_owner:
+        counters_->not_owner.fetch_add(1, relaxed);
+        if (x.retry) {
+          fail(x);
+        } else if (x.slot) {
+          // The node routes it to the owner the peer named, once.
+          caf::anon_send(owner_, retry_atom::value,
+                         local_call{std::move(x.cmd), std::move(x.slot)},
+                         node_id_, std::move(r.owner_hint));
+        } else {
+          respond(x, caf::make_message(make_error(
+                       cluster_error::not_owner, std::move(r.owner_hint))));
+        }
+        return;
+      case forward_result::unavailable:
+        fail(x);
+        return;
+    }
+  }
+
+  /// Answers `x` with 503 (no owner could decide).
+  void fail(pending_command& x) {
+    counters_->failed.fetch_add(1, relaxed);
+    if (x.slot)
+      x.slot->fulfill(user_reply::unavailable());
+    else
+      respond(x, caf::make_message(make_error(cluster_error::unavailable)));
+  }
+
+  /// Answers a request as a response promise would.
+  void respond(pending_command& x, caf::message msg) {
+    if (!x.requester)
+      return;
+    if (!x.stages.empty()) {
+      auto next = std::move(x.stages.back());
+      x.stages.pop_back();
+      next->enqueue(caf::make_mailbox_element(std::move(x.requester),
+                                              x.request_id,
+                                              std::move(x.stages),
+                                              std::move(msg)),
+                    nullptr);
+      return;
+    }
+    caf::strong_actor_ptr from;
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      from = gateway_;
+    }
+    x.requester->enqueue(std::move(from), x.request_id.response_id(),
+                         std::move(msg), nullptr);
+  }
+
+  const std::string node_id_;
+  const std::chrono::milliseconds request_timeout_;
+  const link_owner owner_;
+  const std::shared_ptr<peer_counters> counters_;
+  caf::strong_actor_ptr gateway_;
+
+  std::mutex mtx_;
+  link_status status_ = link_status::connecting;
+  cluster_endpoint remote_;
+  std::unordered_map<std::uint64_t, pending_command> pending_;
+  /// Sent once the first connect succeeds.
+  std::vector<forwarded_command> waiting_;
+  std::uint64_t next_id_ = 1;
+};
+
 struct link_state {
   peer_link_settings settings;
+  std::shared_ptr<peer_channel> channel;
   link_status status = link_status::connecting;
   cluster_endpoint remote;
-  std::unordered_map<std::uint64_t, pending_command> pending;
-  std::vector<forwarded_command> outgoing;
-  std::uint64_t next_id = 1;
-  bool send_scheduled = false;
   bool dialing = false;
   steady::time_point next_dial;
   std::chrono::milliseconds backoff = first_backoff;
@@ -126,98 +395,15 @@ struct link_state {
 
 using link_pointer = peer_link_actor::stateful_pointer<link_state>;
 
-/// Answers `x` with 503 (no owner could decide).
-void fail(link_pointer self, pending_command& x) {
-  self->state.settings.counters->failed.fetch_add(1, relaxed);
-  if (x.slot)
-    x.slot->fulfill(user_reply::unavailable());
-  else
-    x.promise.deliver(make_error(cluster_error::unavailable));
-}
-
-void fail_all(link_pointer self) {
-  auto& st = self->state;
-  for (auto& [id, x] : st.pending)
-    fail(self, x);
-  st.pending.clear();
-  st.outgoing.clear();
-}
-
-/// Sends what gathered to the peer (but what was answered meanwhile: its
-/// caller has had a 503 and must not see it decided after all).
-void send_now(link_pointer self) {
-  auto& st = self->state;
-  st.outgoing.erase(std::remove_if(st.outgoing.begin(), st.outgoing.end(),
-                                   [&st](const forwarded_command& x) {
-                                     return st.pending.count(x.id) == 0;
-                                   }),
-                    st.outgoing.end());
-  if (st.status != link_status::up || st.outgoing.empty())
-    return;
-  st.settings.counters->forwarded.fetch_add(st.outgoing.size(), relaxed);
-  st.settings.counters->batches.fetch_add(1, relaxed);
-  forward_batch batch{std::move(st.outgoing)};
-  st.outgoing.clear();
-  self->send(st.remote, std::move(batch));
-}
-
-/// Sends what gathered at once when nothing is on its way to the peer (no
-/// wait when idle); otherwise a little later, so that commands arriving
-/// meanwhile share the message (fewer messages, and fewer wake-ups of the
-/// threads that carry them, under load).
-void schedule_send(link_pointer self) {
-  auto& st = self->state;
-  if (st.send_scheduled || st.status != link_status::up
-      || st.outgoing.empty())
-    return;
-  if (st.pending.size() == st.outgoing.size()) {
-    send_now(self);
-    return;
-  }
-  st.send_scheduled = true;
-  self->delayed_send(self, gather_for, send_atom::value);
-}
-
-void take(link_pointer self, pending_command x) {
-  auto& st = self->state;
-  if (st.status == link_status::down) {
-    fail(self, x); // never hold a command for a peer that cannot be reached
-    return;
-  }
-  // The answer takes a round trip to another process: the waiting thread
-  // should sleep, not yield the core to and fro meanwhile.
-  if (x.slot)
-    x.slot->defer();
-  auto id = st.next_id++;
-  x.sent = steady::now();
-  // Answered by the request timeout, or by when its caller gives up if
-  // that is sooner; the peer gets the time left.
-  auto deadline = x.sent + st.settings.request_timeout;
-  forwarded_command fc{id, x.cmd, 0, x.referred_by};
-  if (x.cmd.answer_by_ns != 0) {
-    deadline = std::min(deadline,
-                        steady::time_point{
-                          std::chrono::nanoseconds{x.cmd.answer_by_ns}});
-    fc.budget_ns = std::max<std::int64_t>(
-      1, (deadline - x.sent).count());
-    fc.sent_wall_ns = wall_now_ns();
-  }
-  if (deadline <= x.sent) {
-    fail(self, x); // its caller has given up already
-    return;
-  }
-  st.outgoing.push_back(std::move(fc));
-  x.deadline = deadline;
-  st.pending.emplace(id, std::move(x));
-  schedule_send(self);
-}
-
 void set_status(link_pointer self, link_status x) {
   auto& st = self->state;
   bool was_up = st.status == link_status::up;
   st.status = x;
   bool up = x == link_status::up;
-  st.settings.counters->connected.store(up ? 1 : 0, relaxed);
+  if (up)
+    st.channel->up(st.remote);
+  else if (x == link_status::down)
+    st.channel->down();
   if (up != was_up || x == link_status::down)
     self->send(st.settings.owner, link_atom::value, st.settings.node_id, up);
 }
@@ -227,7 +413,6 @@ void connection_lost(link_pointer self) {
   st.remote = nullptr;
   st.dialing = false;
   set_status(self, link_status::down);
-  fail_all(self);
   st.next_dial = steady::now() + st.backoff;
   st.backoff = std::min(last_backoff, st.backoff * 2);
 }
@@ -270,122 +455,51 @@ void dial(link_pointer self) {
               self->monitor(st.remote);
               st.backoff = first_backoff;
               set_status(self, link_status::up);
-              schedule_send(self);
             },
             [self](caf::error&) { connection_lost(self); });
       },
       [self](caf::error&) { connection_lost(self); });
 }
 
-void on_reply(link_pointer self, forwarded_reply& r) {
-  auto& st = self->state;
-  auto i = st.pending.find(r.id);
-  if (i == st.pending.end())
-    return; // answered already (it waited too long)
-  auto x = std::move(i->second);
-  st.pending.erase(i);
-  auto& counters = *st.settings.counters;
-  switch (r.result) {
-    case forward_result::served:
-      counters.record_latency((steady::now() - x.sent).count());
-      if (x.slot)
-        x.slot->fulfill(r.reply);
-      else
-        x.promise.deliver(std::move(r.reply));
-      return;
-    case forward_result::not_owner:
-      counters.not_owner.fetch_add(1, relaxed);
-      if (!x.retry) {
-        // The node routes it to the owner the peer named, once.
-        if (x.slot)
-          self->send(st.settings.owner, retry_atom::value,
-                     local_call{std::move(x.cmd), std::move(x.slot)},
-                     st.settings.node_id, std::move(r.owner_hint));
-        else
-          x.promise.deliver(make_error(cluster_error::not_owner,
-                                       std::move(r.owner_hint)));
-        return;
-      }
-      fail(self, x);
-      return;
-    case forward_result::unavailable:
-      fail(self, x);
-      return;
-  }
-}
-
-/// Answers the commands that waited longer than the request timeout (their
-/// callers gave up already) and reconnects when due.
-void check(link_pointer self) {
-  auto& st = self->state;
-  auto now = steady::now();
-  for (auto i = st.pending.begin(); i != st.pending.end();) {
-    if (i->second.deadline <= now) {
-      fail(self, i->second);
-      i = st.pending.erase(i);
-    } else {
-      ++i;
-    }
-  }
-  if (st.status != link_status::up)
-    dial(self);
+/// Closes the link: nobody is left waiting, and a command that still
+/// reaches the gateway (through a route not re-pointed yet) is answered 503
+/// at once. The gateway is taken out of the registry, where the middleman
+/// put it to deliver the peer's answers, so that it goes when its last
+/// handle does.
+void close(peer_channel& channel, caf::actor_system& sys, caf::actor_id gateway) {
+  channel.close();
+  sys.registry().erase(gateway);
 }
 
 peer_link_actor::behavior_type link_impl(link_pointer self,
-                                         peer_link_settings settings) {
+                                         peer_link_settings settings,
+                                         std::shared_ptr<peer_channel> channel,
+                                         caf::actor gateway) {
   auto& st = self->state;
   st.settings = std::move(settings);
-  st.settings.counters->connected.store(0, relaxed);
+  st.channel = channel;
+  auto& sys = self->system();
+  auto id = gateway.id();
+  self->attach_functor([channel, &sys, id] { close(*channel, sys, id); });
   self->set_down_handler([self](caf::down_msg& msg) {
     if (msg.source == self->state.remote.address())
       connection_lost(self);
   });
-  // Nobody may be left waiting when the node closes the link.
-  self->set_exit_handler([self](caf::exit_msg& msg) {
-    fail_all(self);
-    self->state.settings.counters->connected.store(0, relaxed);
-    self->quit(msg.reason);
-  });
+  self->set_exit_handler(
+    [self](caf::exit_msg& msg) { self->quit(msg.reason); });
   dial(self);
   self->delayed_send(self, check_every, check_atom::value);
   return {
-    [self](user_command& cmd) -> caf::result<user_reply> {
-      auto rp = self->make_response_promise<user_reply>();
-      pending_command x;
-      x.cmd = std::move(cmd);
-      x.promise = rp;
-      take(self, std::move(x));
-      return rp;
-    },
-    [self](local_call& call) {
-      pending_command x;
-      x.cmd = std::move(call.cmd);
-      x.slot = std::move(call.slot);
-      take(self, std::move(x));
-    },
-    [self](retry_atom, local_call& call, std::string& referred_by) {
-      pending_command x;
-      x.cmd = std::move(call.cmd);
-      x.slot = std::move(call.slot);
-      x.retry = true;
-      x.referred_by = std::move(referred_by);
-      take(self, std::move(x));
-    },
-    [self](reply_batch& batch) {
-      for (auto& r : batch.replies)
-        on_reply(self, r);
-    },
     [self](shard_news& news) {
       auto& st = self->state;
       if (st.status == link_status::up)
         self->send(st.remote, std::move(news));
     },
-    [self](send_atom) {
-      self->state.send_scheduled = false;
-      send_now(self);
-    },
     [self](check_atom) {
-      check(self);
+      auto& st = self->state;
+      st.channel->expire(steady::now());
+      if (st.status != link_status::up)
+        dial(self);
       self->delayed_send(self, check_every, check_atom::value);
     },
   };
@@ -393,9 +507,23 @@ peer_link_actor::behavior_type link_impl(link_pointer self,
 
 } // namespace
 
-peer_link_actor spawn_peer_link(caf::actor_system& sys,
-                                peer_link_settings settings) {
-  return sys.spawn(link_impl, std::move(settings));
+peer_link spawn_peer_link(caf::actor_system& sys, peer_link_settings settings) {
+  auto channel = std::make_shared<peer_channel>(settings);
+  // Hidden: the system does not wait for it at shutdown; the link's exit
+  // disconnects it.
+  auto gateway = sys.spawn<caf::actor_companion, caf::hidden>();
+  channel->set_gateway(caf::actor_cast<caf::strong_actor_ptr>(gateway));
+  static_cast<caf::actor_companion*>(
+    caf::actor_cast<caf::abstract_actor*>(gateway))
+    ->on_enqueue([channel](caf::mailbox_element_ptr e) {
+      if (e)
+        channel->handle(*e);
+    });
+  peer_link result;
+  result.gateway = caf::actor_cast<peer_gateway>(gateway);
+  result.actor = sys.spawn(link_impl, std::move(settings), std::move(channel),
+                           std::move(gateway));
+  return result;
 }
 
 } // namespace videostreams
