@@ -168,24 +168,20 @@ public:
 
   /// Connected to `remote`: sends what waited for the first connect.
   void up(cluster_endpoint remote) {
-    std::vector<forwarded_command> waiting;
-    caf::strong_actor_ptr from;
-    {
-      std::lock_guard<std::mutex> guard{mtx_};
-      if (!gateway_)
-        return; // closed
-      from = gateway_;
-      status_ = link_status::up;
-      remote_ = remote;
-      // Not what was answered meanwhile: its caller has had a 503 and must
-      // not see it decided after all.
-      for (auto& fc : waiting_)
-        if (pending_.count(fc.id) != 0)
-          waiting.push_back(std::move(fc));
-      waiting_.clear();
-    }
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (!gateway_)
+      return; // closed
+    status_ = link_status::up;
+    remote_ = std::move(remote);
     counters_->connected.store(1, relaxed);
-    send(remote, from, std::move(waiting));
+    // Not what was answered meanwhile: its caller has had a 503 and must
+    // not see it decided after all.
+    std::vector<forwarded_command> waiting;
+    for (auto& fc : waiting_)
+      if (pending_.count(fc.id) != 0)
+        waiting.push_back(std::move(fc));
+    waiting_.clear();
+    send_locked(std::move(waiting));
   }
 
   /// Not connected (or closing): everything waiting is answered 503, and
@@ -254,37 +250,33 @@ private:
       return;
     }
     x.deadline = deadline;
-    cluster_endpoint to;
-    caf::strong_actor_ptr from;
     {
       std::lock_guard<std::mutex> guard{mtx_};
       if (status_ != link_status::down) {
-        from = gateway_;
         fc.id = next_id_++;
         pending_.emplace(fc.id, std::move(x));
         if (status_ == link_status::up)
-          to = remote_;
+          send_locked({std::move(fc)});
         else
           waiting_.push_back(std::move(fc));
+        return;
       }
     }
-    if (fc.id == 0) {
-      fail(x); // never hold a command for a peer that cannot be reached
-      return;
-    }
-    if (to)
-      send(to, from, {std::move(fc)});
+    fail(x); // never hold a command for a peer that cannot be reached
   }
 
-  /// Sends `commands` to the peer, as one message from the gateway.
-  void send(const cluster_endpoint& to, const caf::strong_actor_ptr& from,
-            std::vector<forwarded_command> commands) {
+  /// Sends `commands` to the peer, as one message from the gateway. Called
+  /// with `mtx_` held: a command is either sent or answered 503 by `down`
+  /// or `expire`, never both (the peer must not decide what its caller was
+  /// told failed). Enqueueing to the middleman never calls back into the
+  /// gateway (an asynchronous message is never bounced).
+  void send_locked(std::vector<forwarded_command> commands) {
     if (commands.empty())
       return;
     counters_->forwarded.fetch_add(commands.size(), relaxed);
     counters_->batches.fetch_add(1, relaxed);
-    caf::actor_cast<caf::strong_actor_ptr>(to)->enqueue(
-      from, caf::make_message_id(),
+    caf::actor_cast<caf::strong_actor_ptr>(remote_)->enqueue(
+      gateway_, caf::make_message_id(),
       caf::make_message(forward_batch{std::move(commands)}), nullptr);
   }
 
