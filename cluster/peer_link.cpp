@@ -14,7 +14,6 @@
 
 #include "caf/actor_cast.hpp"
 #include "caf/actor_companion.hpp"
-#include "caf/actor_registry.hpp"
 #include "caf/actor_system.hpp"
 #include "caf/mailbox_element.hpp"
 #include "caf/send.hpp"
@@ -204,8 +203,12 @@ public:
   /// this channel: the cycle ends here).
   void close() {
     down();
-    std::lock_guard<std::mutex> guard{mtx_};
-    gateway_ = nullptr;
+    caf::strong_actor_ptr gateway;
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      gateway.swap(gateway_);
+    }
+    // Perhaps the last reference: released outside the lock.
   }
 
   /// Answers the commands whose deadline passed (their callers gave up
@@ -237,14 +240,14 @@ private:
     // Answered by the request timeout, or by when its caller gives up if
     // that is sooner; the peer gets the time left.
     auto deadline = x.sent + request_timeout_;
-    forwarded_command fc{0, x.cmd, 0, x.referred_by};
-    if (x.cmd.answer_by_ns != 0) {
+    if (x.cmd.answer_by_ns != 0)
       deadline = std::min(deadline,
                           steady::time_point{
                             std::chrono::nanoseconds{x.cmd.answer_by_ns}});
-      fc.budget_ns = std::max<std::int64_t>(1, (deadline - x.sent).count());
-      fc.sent_wall_ns = wall_now_ns();
-    }
+    // The peer never decides after this link has answered 503.
+    forwarded_command fc{0, x.cmd, 0, x.referred_by};
+    fc.budget_ns = std::max<std::int64_t>(1, (deadline - x.sent).count());
+    fc.sent_wall_ns = wall_now_ns();
     if (deadline <= x.sent) {
       fail(x); // its caller has given up already
       return;
@@ -266,10 +269,13 @@ private:
   }
 
   /// Sends `commands` to the peer, as one message from the gateway. Called
-  /// with `mtx_` held: a command is either sent or answered 503 by `down`
-  /// or `expire`, never both (the peer must not decide what its caller was
-  /// told failed). Enqueueing to the middleman never calls back into the
-  /// gateway (an asynchronous message is never bounced).
+  /// with `mtx_` held, so that `down` and `expire` answer 503 only commands
+  /// that were sent, which the peer then decides only within their budget,
+  /// or that never will be. Enqueueing never blocks on this lock's other
+  /// users: the middleman's proxy only appends to its broker's mailbox (an
+  /// asynchronous message is dropped, never bounced back to the gateway),
+  /// and wakes the middleman's thread at most once per scheduling of that
+  /// broker.
   void send_locked(std::vector<forwarded_command> commands) {
     if (commands.empty())
       return;
@@ -455,12 +461,16 @@ void dial(link_pointer self) {
 
 /// Closes the link: nobody is left waiting, and a command that still
 /// reaches the gateway (through a route not re-pointed yet) is answered 503
-/// at once. The gateway is taken out of the registry, where the middleman
-/// put it to deliver the peer's answers, so that it goes when its last
+/// at once (its handler stays). The gateway is terminated: that takes it out
+/// of the registry, where the middleman puts the sender of each message it
+/// carries (at once, too, if the middleman does so after this), tells the
+/// middleman to drop the peer's proxy of it, and lets it go when its last
 /// handle does.
-void close(peer_channel& channel, caf::actor_system& sys, caf::actor_id gateway) {
+void close(peer_channel& channel, const caf::actor& gateway) {
   channel.close();
-  sys.registry().erase(gateway);
+  static_cast<caf::actor_companion*>(
+    caf::actor_cast<caf::abstract_actor*>(gateway))
+    ->cleanup(caf::exit_reason::user_shutdown, nullptr);
 }
 
 peer_link_actor::behavior_type link_impl(link_pointer self,
@@ -470,9 +480,7 @@ peer_link_actor::behavior_type link_impl(link_pointer self,
   auto& st = self->state;
   st.settings = std::move(settings);
   st.channel = channel;
-  auto& sys = self->system();
-  auto id = gateway.id();
-  self->attach_functor([channel, &sys, id] { close(*channel, sys, id); });
+  self->attach_functor([channel, gateway] { close(*channel, gateway); });
   self->set_down_handler([self](caf::down_msg& msg) {
     if (msg.source == self->state.remote.address())
       connection_lost(self);

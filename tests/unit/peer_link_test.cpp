@@ -9,12 +9,14 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "caf/actor_registry.hpp"
 #include "caf/actor_system.hpp"
 #include "caf/actor_system_config.hpp"
 #include "caf/event_based_actor.hpp"
@@ -258,6 +260,8 @@ TEST_CASE("a command the peer says is not its own goes back to the node "
   f.connect(60s);
   auto slot = f.call();
   REQUIRE(f.seen->wait([&] { return f.seen->retries.size() == 1; }));
+  // Not answered yet: the node's second try answers it.
+  CHECK_FALSE(slot->wait_for(0ms));
   {
     std::lock_guard<std::mutex> guard{f.seen->mtx};
     CHECK(f.seen->retries[0].first == "n2");
@@ -294,6 +298,10 @@ TEST_CASE("a command the peer never answers is answered 503 once the "
     CHECK(f.counters->failed.load() == 1);
   }
   SECTION("the caller's patience, shorter: the peer is told what is left") {
+    // Connected first: a slow connect must not use up the patience.
+    REQUIRE(f.seen->wait([&] {
+      return !f.seen->link_news.empty() && f.seen->link_news.back();
+    }));
     auto started = std::chrono::steady_clock::now();
     user_command cmd;
     cmd.answer_by_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -342,4 +350,19 @@ TEST_CASE("closing a link answers every command still waiting with a 503, "
   auto late = f.call();
   REQUIRE(late->wait_for(0ms));
   CHECK(late->value().outcome == stream_outcome::unavailable);
+  // The middleman registered the gateway to deliver the peer's answers;
+  // closed, it is out of the registry and goes with its last handle.
+  // (The link's actor lets go of it as it finishes terminating.)
+  auto id = f.link.gateway.id();
+  caf::actor_addr addr = f.link.gateway.address();
+  f.link.gateway = nullptr;
+  auto gone = [&] {
+    return f.node_sys.registry().get(id) == nullptr
+           && caf::actor_cast<caf::strong_actor_ptr>(addr) == nullptr;
+  };
+  auto deadline = std::chrono::steady_clock::now() + patience;
+  while (!gone() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  CHECK(f.node_sys.registry().get(id) == nullptr);
+  CHECK(caf::actor_cast<caf::strong_actor_ptr>(addr) == nullptr);
 }
