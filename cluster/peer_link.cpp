@@ -510,7 +510,7 @@ peer_link_actor::behavior_type link_impl(link_pointer self,
 peer_link spawn_peer_link(caf::actor_system& sys, peer_link_settings settings) {
   auto channel = std::make_shared<peer_channel>(settings);
   // Hidden: the system does not wait for it at shutdown; the link's exit
-  // disconnects it.
+  // closes it.
   auto gateway = sys.spawn<caf::actor_companion, caf::hidden>();
   channel->set_gateway(caf::actor_cast<caf::strong_actor_ptr>(gateway));
   static_cast<caf::actor_companion*>(
