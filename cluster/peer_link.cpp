@@ -383,7 +383,7 @@ private:
 struct link_state {
   peer_link_settings settings;
   std::shared_ptr<peer_channel> channel;
-  link_status status = link_status::connecting;
+  /// The peer's endpoint while connected; null otherwise.
   cluster_endpoint remote;
   bool dialing = false;
   steady::time_point next_dial;
@@ -393,24 +393,23 @@ struct link_state {
 
 using link_pointer = peer_link_actor::stateful_pointer<link_state>;
 
-void set_status(link_pointer self, link_status x) {
+/// Connected to `remote`, or (null) not connected: tells the channel and
+/// the node.
+void set_remote(link_pointer self, cluster_endpoint remote) {
   auto& st = self->state;
-  bool was_up = st.status == link_status::up;
-  st.status = x;
-  bool up = x == link_status::up;
-  if (up)
+  st.remote = std::move(remote);
+  if (st.remote)
     st.channel->up(st.remote);
-  else if (x == link_status::down)
+  else
     st.channel->down();
-  if (up != was_up || x == link_status::down)
-    self->send(st.settings.owner, link_atom::value, st.settings.node_id, up);
+  self->send(st.settings.owner, link_atom::value, st.settings.node_id,
+             static_cast<bool>(st.remote));
 }
 
 void connection_lost(link_pointer self) {
   auto& st = self->state;
-  st.remote = nullptr;
   st.dialing = false;
-  set_status(self, link_status::down);
+  set_remote(self, cluster_endpoint{});
   st.next_dial = steady::now() + st.backoff;
   st.backoff = std::min(last_backoff, st.backoff * 2);
 }
@@ -418,7 +417,7 @@ void connection_lost(link_pointer self) {
 /// Connects, unless connected, connecting or waiting out a back-off.
 void dial(link_pointer self) {
   auto& st = self->state;
-  if (st.status == link_status::up || st.dialing
+  if (st.remote || st.dialing
       || steady::now() < st.next_dial)
     return;
   st.dialing = true;
@@ -449,10 +448,10 @@ void dial(link_pointer self) {
                 connection_lost(self);
                 return;
               }
-              st.remote = caf::actor_cast<cluster_endpoint>(std::move(ptr));
-              self->monitor(st.remote);
+              auto remote = caf::actor_cast<cluster_endpoint>(std::move(ptr));
+              self->monitor(remote);
               st.backoff = first_backoff;
-              set_status(self, link_status::up);
+              set_remote(self, std::move(remote));
             },
             [self](caf::error&) { connection_lost(self); });
       },
@@ -492,13 +491,13 @@ peer_link_actor::behavior_type link_impl(link_pointer self,
   return {
     [self](shard_news& news) {
       auto& st = self->state;
-      if (st.status == link_status::up)
+      if (st.remote)
         self->send(st.remote, std::move(news));
     },
     [self](check_atom) {
       auto& st = self->state;
       st.channel->expire(steady::now());
-      if (st.status != link_status::up)
+      if (!st.remote)
         dial(self);
       self->delayed_send(self, check_every, check_atom::value);
     },
