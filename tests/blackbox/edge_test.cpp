@@ -21,12 +21,6 @@ namespace {
 /// Generous for a busy machine: these tests are not about request timeouts.
 const std::string patient = "--request-timeout=10s";
 
-int status_of(const std::string& response) {
-  if (response.rfind("HTTP/1.1 ", 0) != 0)
-    return -1;
-  return std::atoi(response.c_str() + 9);
-}
-
 bool has_header(const std::string& response, const std::string& line) {
   auto head = response.substr(0, response.find("\r\n\r\n"));
   return head.find("\r\n" + line + "\r\n") != std::string::npos

@@ -70,6 +70,12 @@ reply get(httplib::Client& cli, const std::string& path) {
   return send(cli, "GET", path);
 }
 
+int status_of(const std::string& response) {
+  if (response.rfind("HTTP/1.1 ", 0) != 0 || response.size() < 12)
+    return -1;
+  return std::atoi(response.c_str() + 9);
+}
+
 std::string raw_exchange(int port, std::string_view bytes) {
   raw_connection conn{port};
   if (!conn.connected() || !conn.write(bytes))

@@ -58,6 +58,10 @@ reply get(httplib::Client& cli, const std::string& path);
 /// the first response (see `raw_connection::read_response`), or "".
 std::string raw_exchange(int port, std::string_view bytes);
 
+/// The status code of a raw response ("HTTP/1.1 NNN ..."), or -1 when
+/// `response` is not one.
+int status_of(const std::string& response);
+
 /// One TCP connection to the service, for requests the HTTP client cannot
 /// make (partial, malformed). Reads and writes time out after 30 seconds.
 class raw_connection {

@@ -16,13 +16,6 @@ namespace json = boost::json;
 
 namespace {
 
-/// The status code of a raw HTTP/1.x response, or -1.
-int status_of(const std::string& response) {
-  if (response.rfind("HTTP/1.", 0) != 0 || response.size() < 12)
-    return -1;
-  return std::atoi(response.c_str() + 9);
-}
-
 std::string body_of(const std::string& response) {
   auto at = response.find("\r\n\r\n");
   return at == std::string::npos ? std::string{} : response.substr(at + 4);

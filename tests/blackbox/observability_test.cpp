@@ -19,12 +19,13 @@ namespace json = boost::json;
 
 namespace {
 
-/// The status code of a raw HTTP/1.x response, or -1.
-int status_of(const std::string& response) {
-  if (response.rfind("HTTP/1.", 0) != 0 || response.size() < 12)
-    return -1;
-  return std::atoi(response.c_str() + 9);
-}
+/// Refused by the edge: a body on a GET.
+const std::string body_on_a_get
+  = "GET /api HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nab";
+
+/// Refused by cpp-httplib, which cannot parse it: no route is ever known.
+const std::string unparseable_request_line
+  = "GET /api/startstream/1 HTTP/1.1 extra\r\nHost: t\r\n\r\n";
 
 /// Every line of `text` parsed as a JSON object; a line that is not one
 /// fails the test.
@@ -78,13 +79,6 @@ std::vector<json::object> requests_of(const std::vector<json::object>& lines) {
   for (auto& o : lines)
     if (o.at("event").as_string() == "request")
       out.push_back(o);
-  return out;
-}
-
-std::string problems_of(const videostreams::testing::exposition_report& r) {
-  std::string out;
-  for (auto& p : r.problems)
-    out += p + "\n";
   return out;
 }
 
@@ -182,13 +176,8 @@ TEST_CASE("the access log (--access-log) writes a line per request, on both port
   CHECK(get(*ops, "/readyz").status == 200);
   // Refused by the edge (a body on a GET), and one cpp-httplib cannot
   // parse: no route was ever known.
-  CHECK(status_of(raw_exchange(svc.port(),
-                               "GET /api HTTP/1.1\r\nHost: t\r\n"
-                               "Content-Length: 2\r\n\r\nab"))
-        == 400);
-  CHECK(status_of(raw_exchange(svc.port(),
-                               "GET /api/startstream/1 HTTP/1.1 extra\r\n"
-                               "Host: t\r\n\r\n"))
+  CHECK(status_of(raw_exchange(svc.port(), body_on_a_get)) == 400);
+  CHECK(status_of(raw_exchange(svc.port(), unparseable_request_line))
         == 400);
   REQUIRE(eventually([&] { return ours().size() >= 6; }));
   auto lines = ours();
@@ -230,7 +219,7 @@ TEST_CASE("every metric family on /metrics has a sample from the start, in "
   auto r = get(*ops, "/metrics");
   REQUIRE(r.status == 200);
   auto report = videostreams::testing::check_exposition(r.body);
-  INFO(problems_of(report));
+  INFO(report.problems_text());
   CHECK(report.ok());
   CHECK(report.families.size() > 50);
   CHECK(report.value(R"(videostreams_build_info{version="0.1.0",)"
@@ -260,13 +249,8 @@ TEST_CASE("requests the edge or cpp-httplib answer are counted in "
   const std::string post = "POST /api/v2/users/3/streams HTTP/1.1\r\nHost: t"
                            "\r\n";
   // 400 refused framing, 400 unparseable, 413, 414, 415, 431.
-  CHECK(status_of(raw_exchange(svc.port(),
-                               "GET /api HTTP/1.1\r\nHost: t\r\n"
-                               "Content-Length: 2\r\n\r\nab"))
-        == 400);
-  CHECK(status_of(raw_exchange(svc.port(),
-                               "GET /api/startstream/1 HTTP/1.1 extra\r\n"
-                               "Host: t\r\n\r\n"))
+  CHECK(status_of(raw_exchange(svc.port(), body_on_a_get)) == 400);
+  CHECK(status_of(raw_exchange(svc.port(), unparseable_request_line))
         == 400);
   CHECK(status_of(raw_exchange(svc.port(),
                                post + "Content-Length: 16385\r\n\r\n"))

@@ -27,6 +27,14 @@ struct exposition_report {
     return problems.empty();
   }
 
+  /// The problems, a line each (for a test's INFO).
+  std::string problems_text() const {
+    std::string out;
+    for (auto& p : problems)
+      out += p + "\n";
+    return out;
+  }
+
   /// The value of the series `series` (name and labels, exactly as
   /// exposed); -1 when absent.
   double value(const std::string& series) const {

@@ -21,115 +21,13 @@
 #include "actors/shard_actor.hpp"
 #include "cluster/cluster_view.hpp"
 
+#include "api_fixture.hpp"
+
 using namespace videostreams;
+using namespace videostreams::testing;
 namespace json = boost::json;
 
 namespace {
-
-struct threaded_config : caf::actor_system_config {
-  threaded_config() {
-    register_message_types(*this);
-    set("logger.verbosity", caf::atom("quiet"));
-  }
-};
-
-/// An endpoint that takes every command and never answers, like an owner
-/// that is stuck or unreachable.
-user_endpoint::behavior_type silent_endpoint() {
-  return {
-    [](user_command&) -> caf::result<user_reply> {
-      return caf::delegated<user_reply>{};
-    },
-    [](local_call&) {},
-  };
-}
-
-/// An endpoint that answers every command at once with `unavailable`, like
-/// the cluster's gate when no owner could decide in time.
-user_endpoint::behavior_type unavailable_endpoint() {
-  return {
-    [](user_command&) {
-      user_reply r;
-      r.outcome = stream_outcome::unavailable;
-      return r;
-    },
-    [](local_call& call) {
-      user_reply r;
-      r.outcome = stream_outcome::unavailable;
-      call.slot->fulfill(r);
-    },
-  };
-}
-
-/// What the fixture's endpoints do with a command.
-enum class owners { deciding, silent, unavailable };
-
-struct api_fixture {
-  explicit api_fixture(owners kind = owners::deciding,
-                       std::string admin_token = {},
-                       std::shared_ptr<const cluster_view_box> cluster = {})
-    : sys(cfg) {
-    auto users = std::make_shared<user_settings>();
-    users->counters = &counters;
-    for (int i = 0; i < 4; ++i) {
-      switch (kind) {
-        case owners::deciding:
-          endpoints.push_back(spawn_shard_actor(sys, {users}));
-          break;
-        case owners::silent:
-          endpoints.push_back(sys.spawn(silent_endpoint));
-          break;
-        case owners::unavailable:
-          endpoints.push_back(sys.spawn(unavailable_endpoint));
-          break;
-      }
-    }
-    users_router = std::make_unique<router>(endpoints);
-    api_settings settings;
-    settings.request_timeout = std::chrono::milliseconds{
-      kind == owners::silent ? 50 : 5000};
-    settings.admin_token = std::move(admin_token);
-    settings.cluster = std::move(cluster);
-    rest = std::make_unique<api>(*users_router, settings, metrics, counters);
-    rest->set_readiness(readiness::ready);
-  }
-
-  ~api_fixture() {
-    for (auto& e : endpoints)
-      caf::anon_send_exit(e, caf::exit_reason::user_shutdown);
-  }
-
-  api_response get(std::string_view path) {
-    return rest->handle(api_request{"GET", path, {}, {}});
-  }
-
-  api_response send(std::string_view method, std::string_view path,
-                    std::string_view body = {},
-                    std::string_view authorization = {}) {
-    return rest->handle(api_request{method, path, body, authorization});
-  }
-
-  json::object send_json(std::string_view method, std::string_view path,
-                         std::string_view body = {}) {
-    auto res = send(method, path, body);
-    return json::parse(res.body).as_object();
-  }
-
-  stream_counters counters;
-  http_metrics metrics;
-  threaded_config cfg;
-  caf::actor_system sys;
-  std::vector<user_endpoint> endpoints;
-  std::unique_ptr<router> users_router;
-  std::unique_ptr<api> rest;
-};
-
-std::string header(const api_response& res, std::string_view name) {
-  for (auto& [k, v] : res.headers)
-    if (k == name)
-      return v;
-  return {};
-}
 
 /// A cluster as a node would publish it: two members and three shards, one
 /// of them unowned, one with an epoch beyond 32 bits.

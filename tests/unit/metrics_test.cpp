@@ -13,17 +13,6 @@
 using namespace videostreams;
 using videostreams::testing::check_exposition;
 
-namespace {
-
-std::string problems_of(const videostreams::testing::exposition_report& r) {
-  std::string out;
-  for (auto& p : r.problems)
-    out += p + "\n";
-  return out;
-}
-
-} // namespace
-
 TEST_CASE("every metric family shows a sample from the start, in memory",
           "[unit]") {
   http_metrics metrics;
@@ -32,7 +21,7 @@ TEST_CASE("every metric family shows a sample from the start, in memory",
   cluster_counters cluster;
   auto text = metrics.render(counters, nullptr, &cluster);
   auto r = check_exposition(text);
-  INFO(problems_of(r));
+  INFO(r.problems_text());
   CHECK(r.ok());
   // The database's families are there, at 0; so is the database.
   CHECK(r.value("videostreams_persistence_queue_depth") == 0);
@@ -97,7 +86,7 @@ TEST_CASE("with a database and peers, the series are the real ones",
   persistence.batch_sizes[4].store(1);     // <= 20 changes
   persistence.changes_written.store(16);
   auto r = check_exposition(metrics.render(counters, &persistence, &cluster));
-  INFO(problems_of(r));
+  INFO(r.problems_text());
   CHECK(r.ok());
   CHECK(r.value("videostreams_database_up") == 1);
   CHECK(r.value(R"(videostreams_build_info{version="1.2.3",node_id="n2",)"
@@ -138,7 +127,7 @@ TEST_CASE("requests the edge answered count as route (edge), by status",
   CHECK(metrics.edge_requests(400) == 2);
   CHECK(metrics.edge_requests(431) == 1);
   auto r = check_exposition(metrics.render(counters));
-  INFO(problems_of(r));
+  INFO(r.problems_text());
   CHECK(r.ok());
   auto edge = [&r](const char* code) {
     return r.value(std::string{R"x(videostreams_http_requests_total{route="(edge)",code=")x"}
@@ -161,7 +150,7 @@ TEST_CASE("the exposition check itself finds what it must", "[unit]") {
   auto bad = check_exposition("# TYPE a counter\n# TYPE b gauge\nb 1\n"
                               "c 2\nb 3\nd{x=\"1\"} x\n");
   CHECK_FALSE(bad.ok());
-  auto text = problems_of(bad);
+  auto text = bad.problems_text();
   CHECK_THAT(text, Catch::Contains("family without a sample: a"));
   CHECK_THAT(text, Catch::Contains("a sample of no declared family: c 2"));
   CHECK_THAT(text, Catch::Contains("repeated series: b"));

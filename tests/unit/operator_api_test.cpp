@@ -23,19 +23,15 @@
 #include "http/member_metrics.hpp"
 #include "http/served_files.hpp"
 
+#include "api_fixture.hpp"
+
 using namespace videostreams;
+using namespace videostreams::testing;
 namespace json = boost::json;
 
 namespace {
 
-struct threaded_config : caf::actor_system_config {
-  threaded_config() {
-    register_message_types(*this);
-    set("logger.verbosity", caf::atom("quiet"));
-  }
-};
-
-constexpr std::uint32_t shards = 4;
+constexpr std::uint32_t shards = api_fixture::shard_count;
 
 /// Four shards, 0 and 2 owned by n1 (this node), 1 by n2, 3 by nobody.
 std::shared_ptr<cluster_view_box> cluster_of_two(int n2_port = 0) {
@@ -55,50 +51,21 @@ std::shared_ptr<cluster_view_box> cluster_of_two(int n2_port = 0) {
   return box;
 }
 
-/// The API over four local shard actors.
-struct operator_fixture {
-  explicit operator_fixture(std::string admin_token = {}) : sys(cfg) {
-    auto users = std::make_shared<user_settings>();
-    users->counters = &counters;
-    for (std::uint32_t i = 0; i < shards; ++i)
-      endpoints.push_back(spawn_shard_actor(sys, {users}));
-    users_router = std::make_unique<router>(endpoints);
-    api_settings settings;
-    settings.request_timeout = std::chrono::seconds{5};
-    settings.admin_token = std::move(admin_token);
-    settings.cluster = cluster_of_two();
-    rest = std::make_unique<api>(*users_router, settings, metrics, counters);
-    rest->set_readiness(readiness::ready);
-  }
-
-  ~operator_fixture() {
-    for (auto& e : endpoints)
-      caf::anon_send_exit(e, caf::exit_reason::user_shutdown);
+/// The API over four local shard actors, in the cluster of two above.
+struct operator_fixture : api_fixture {
+  explicit operator_fixture(std::string admin_token = {})
+    : api_fixture(owners::deciding, std::move(admin_token), cluster_of_two()) {
+    // Nothing else to do.
   }
 
   api_response send(std::string_view method, std::string_view path,
                     std::string_view if_none_match = {},
                     std::string_view authorization = {},
                     std::string_view body = {}) {
-    return rest->handle(
+    return handle(
       api_request{method, path, body, authorization, if_none_match});
   }
-
-  stream_counters counters;
-  http_metrics metrics;
-  threaded_config cfg;
-  caf::actor_system sys;
-  std::vector<user_endpoint> endpoints;
-  std::unique_ptr<router> users_router;
-  std::unique_ptr<api> rest;
 };
-
-std::string header(const api_response& res, std::string_view name) {
-  for (auto& [k, v] : res.headers)
-    if (k == name)
-      return v;
-  return {};
-}
 
 bool has_header(const api_response& res, std::string_view name) {
   for (auto& kv : res.headers)
