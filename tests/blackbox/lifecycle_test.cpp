@@ -21,6 +21,9 @@ struct client_log {
   int answered = 0;
   std::vector<std::string> malformed;
   std::string last_error;
+  /// Whether the last answer said `Connection: close` (so the request that
+  /// failed went on a new connection).
+  bool told_to_close = false;
 };
 
 /// A well-formed answer to the start/end requests the load loop makes.
@@ -105,6 +108,7 @@ TEST_CASE("requests in flight when SIGTERM arrives still get their answers",
         }
         ++log.answered;
         ++total;
+        log.told_to_close = r.header("Connection") == "close";
         if (!well_formed(r, 3))
           log.malformed.push_back(std::to_string(r.status) + " " + r.body);
       }
@@ -131,9 +135,13 @@ TEST_CASE("requests in flight when SIGTERM arrives still get their answers",
       FAIL_CHECK("malformed answer: " << m);
     // Each client was stopped by the shutdown, not by running out of work:
     // its connection was closed after an answer (Connection: close), and
-    // its next connect was refused. No request was cut off unanswered.
+    // its next connection was refused, or reset unread if it completed in
+    // the instant between the last accept and the listener's shutdown. No
+    // request on a connection the service had accepted was cut off.
     CHECK(log.answered < max_requests_per_client);
-    CHECK(log.last_error == "Connection");
+    CHECK(log.told_to_close);
+    CHECK((log.last_error == "Connection" || log.last_error == "Write"
+           || log.last_error == "Read"));
   }
   CHECK(total.load() >= answered_before);
 }

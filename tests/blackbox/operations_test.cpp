@@ -160,9 +160,10 @@ TEST_CASE("a passivated user keeps its open streams", "[blackbox]") {
   // Activation restores the two streams: one more is granted, then denied.
   CHECK(must_get(*cli, "/api/startstream/77") == granted_body(3));
   CHECK(must_get(*cli, "/api/startstream/77") == denied_body(3));
+  // A second actor served them (whether it has passivated again by the
+  // time of this scrape depends on the scheduler: 50 ms is short).
   text = scrape(*cli);
-  CHECK(metric_value(text, "videostreams_live_user_actors") == 1);
-  CHECK(metric_value(text, "videostreams_passive_user_records") == 0);
+  CHECK(metric_value(text, "videostreams_user_activations_total") == 2);
 }
 
 TEST_CASE("a user with no open stream leaves no record when passivated",

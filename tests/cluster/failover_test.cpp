@@ -96,8 +96,9 @@ TEST_CASE("kill -9 of a node: its users are served elsewhere within the "
        << " ms");
   CHECK(served_after <= ttl + 2s);
   // No request waited for the dead node: it was unreachable, not slow
-  // (a request held until its timeout takes 10 s).
-  CHECK(*std::max_element(slowest.begin(), slowest.end()) < 1s);
+  // (a request held until its timeout takes 10 s; one that arrives while
+  // a survivor loads the shard waits for that load).
+  CHECK(*std::max_element(slowest.begin(), slowest.end()) < 5s);
   // The limit holds with the restored grants: one more, then no more.
   for (auto user : victims) {
     auto path = "/api/startstream/" + std::to_string(user);

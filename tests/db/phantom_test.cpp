@@ -163,8 +163,11 @@ TEST_CASE("a startstream grant answered 503 whose commit lands after a kill "
     INFO(refused.status << " " << refused.body);
     REQUIRE(refused.status == 503);
     CHECK(refused.has_header("Retry-After"));
-    // The slot was released in memory; the commit is still on its way.
-    CHECK(require_listing(*a.client, "7").count == 0);
+    // The slot was released in memory (by the commit's deadline, which
+    // comes before the request's unless the machine stalls between them);
+    // the commit is still on its way.
+    CHECK(eventually([&] { return require_listing(*a.client, "7").count == 0; },
+                     5s));
     REQUIRE(eventually(
       [&] {
         return d.count("SELECT count(*) FROM pg_stat_activity WHERE "
@@ -299,7 +302,9 @@ TEST_CASE("startstream streams whose lease ran out while no node served "
   }
   std::int64_t expires_10 = 0;
   {
-    node a{d.dsn, {"--legacy-stream-ttl=2s"}};
+    // Long enough that this node, which loads user 11's stream too, never
+    // lives to close it (it would, 6 s after that start).
+    node a{d.dsn, {"--legacy-stream-ttl=6s"}};
     REQUIRE(get(*a.client, "/api/startstream/10").body == granted_body(1));
     auto l = require_listing(*a.client, "10");
     REQUIRE(l.sessions.at(0).expires_at_ms.has_value());
@@ -309,8 +314,8 @@ TEST_CASE("startstream streams whose lease ran out while no node served "
   REQUIRE(stored_streams(d, 10).size() == 1);
   REQUIRE(stored_streams(d, 11).size() == 1);
   CHECK(stored_streams(d, 11).at(0).expires_ms == 0);
-  // Both leases (user 11's: 2 s from its start, as the next node sees it)
-  // run out while no node runs.
+  // Both leases (user 10's 6 s, user 11's: 2 s from its start, as the
+  // next node sees it) run out while no node runs.
   REQUIRE(eventually(
     [&] {
       return wall_ms() > std::max(expires_10, started_11 + 2000) + 100;
