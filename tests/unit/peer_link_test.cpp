@@ -176,6 +176,13 @@ struct link_fixture {
     link = spawn_peer_link(node_sys, std::move(ls));
   }
 
+  /// Waits until the link's last news to its node says `connected`.
+  bool wait_link(bool connected) {
+    return seen->wait([&] {
+      return !seen->link_news.empty() && seen->link_news.back() == connected;
+    });
+  }
+
   /// Hands `cmd` to the gateway as the router does, from this thread.
   std::shared_ptr<reply_slot> call(user_command cmd = {}) {
     auto slot = std::make_shared<reply_slot>();
@@ -299,9 +306,7 @@ TEST_CASE("a command the peer never answers is answered 503 once the "
   }
   SECTION("the caller's patience, shorter: the peer is told what is left") {
     // Connected first: a slow connect must not use up the patience.
-    REQUIRE(f.seen->wait([&] {
-      return !f.seen->link_news.empty() && f.seen->link_news.back();
-    }));
+    REQUIRE(f.wait_link(true));
     auto started = std::chrono::steady_clock::now();
     user_command cmd;
     cmd.answer_by_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -324,9 +329,7 @@ TEST_CASE("while a peer cannot be reached, commands are answered 503 at "
           "[peer_link]") {
   link_fixture f;
   f.connect(60s, closed_port());
-  REQUIRE(f.seen->wait([&] {
-    return !f.seen->link_news.empty() && !f.seen->link_news.back();
-  }));
+  REQUIRE(f.wait_link(false));
   // Answered within the send itself (the gateway runs in this thread),
   // not after the request timeout of a minute.
   auto slot = f.call();
