@@ -29,11 +29,6 @@ bool has_header(const std::string& response, const std::string& line) {
                    == 0;
 }
 
-std::string body_of(const std::string& response) {
-  auto at = response.find("\r\n\r\n");
-  return at == std::string::npos ? std::string{} : response.substr(at + 4);
-}
-
 /// The user's open streams, through a connection of its own.
 int streams_of(int port, int user) {
   auto cli = make_client(port);

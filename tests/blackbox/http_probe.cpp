@@ -76,6 +76,11 @@ int status_of(const std::string& response) {
   return std::atoi(response.c_str() + 9);
 }
 
+std::string body_of(const std::string& response) {
+  auto at = response.find("\r\n\r\n");
+  return at == std::string::npos ? std::string{} : response.substr(at + 4);
+}
+
 std::string raw_exchange(int port, std::string_view bytes) {
   raw_connection conn{port};
   if (!conn.connected() || !conn.write(bytes))

@@ -62,6 +62,10 @@ std::string raw_exchange(int port, std::string_view bytes);
 /// `response` is not one.
 int status_of(const std::string& response);
 
+/// The body of a raw response (what follows the blank line), or "" when
+/// `response` has none.
+std::string body_of(const std::string& response);
+
 /// One TCP connection to the service, for requests the HTTP client cannot
 /// make (partial, malformed). Reads and writes time out after 30 seconds.
 class raw_connection {

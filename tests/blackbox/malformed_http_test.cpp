@@ -16,11 +16,6 @@ namespace json = boost::json;
 
 namespace {
 
-std::string body_of(const std::string& response) {
-  auto at = response.find("\r\n\r\n");
-  return at == std::string::npos ? std::string{} : response.substr(at + 4);
-}
-
 /// A 4xx with CORS and a JSON object with a "msg".
 void check_client_error(const std::string& response) {
   INFO("response: " << response);
