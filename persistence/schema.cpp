@@ -599,10 +599,12 @@ caf::expected<void> seed(pg_connection& db) {
     bool has_id;
     int ttl;
   };
+  // A `startstream` stream's key is '~' and 12 hex digits, as the user
+  // actor makes them (new_legacy_key): the '~' is what makes it one.
   const row rows[] = {
-    {1, "legacy-seed-1", false, 0},  {2, "tv-living-room", true, 3600},
-    {2, "phone", true, 3600},        {3, "legacy-seed-1", false, 0},
-    {3, "legacy-seed-2", false, 0},  {3, "legacy-seed-3", false, 0},
+    {1, "~5eed00000001", false, 0}, {2, "tv-living-room", true, 3600},
+    {2, "phone", true, 3600},       {3, "~5eed00000001", false, 0},
+    {3, "~5eed00000002", false, 0}, {3, "~5eed00000003", false, 0},
   };
   array_literal users, keys, has_ids, ttls, shards;
   for (auto& r : rows) {

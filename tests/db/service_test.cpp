@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <csignal>
+#include <set>
 
 #include <boost/json.hpp>
 
@@ -172,6 +173,37 @@ TEST_CASE("limits are persisted and restored", "[db]") {
   node b{d.dsn};
   CHECK(get(*b.client, "/api/startstream/3").body == granted_body(1));
   CHECK(get(*b.client, "/api/startstream/3").body == denied_body(1));
+}
+
+TEST_CASE("db seed's streams serve as what they are: startstream streams "
+          "without ids, sessions with theirs, and user 4's limit",
+          "[db]") {
+  migrated_database d;
+  {
+    auto db = d.connect();
+    REQUIRE(seed(db));
+  }
+  node a{d.dsn};
+  // User 1: one startstream stream, listed with a null id.
+  auto user1 = a.list(1);
+  auto& one = user1.at("sessions").as_array();
+  REQUIRE(one.size() == 1);
+  CHECK(one[0].as_object().at("sessionId").is_null());
+  // User 2: the two named sessions.
+  std::set<std::string> named;
+  auto user2 = a.list(2);
+  for (auto& s : user2.at("sessions").as_array())
+    named.insert(json::value_to<std::string>(s.as_object().at("sessionId")));
+  CHECK(named == std::set<std::string>{"phone", "tv-living-room"});
+  // User 3: at the limit with three startstream streams, which endstream
+  // closes.
+  CHECK(get(*a.client, "/api/startstream/3").body == denied_body(3));
+  CHECK(get(*a.client, "/api/endstream/3").body == closed_body(2));
+  CHECK(get(*a.client, "/api/startstream/3").body == granted_body(3));
+  // User 4: a limit of 5.
+  for (int i = 1; i <= 5; ++i)
+    CHECK(get(*a.client, "/api/startstream/4").body == granted_body(i));
+  CHECK(get(*a.client, "/api/startstream/4").body == denied_body(5));
 }
 
 TEST_CASE("a node fenced out by a newer one cannot grant", "[db]") {
