@@ -363,9 +363,12 @@ struct service::impl {
     cluster_port = *port;
   }
 
-  /// Joins the cluster (with a database), naming the HTTP port actually
-  /// bound (--port=0 picks one).
+  /// Tells the node the ports actually bound (--port=0 picks one), which
+  /// `/api/cluster` shows; with a database the node then joins the cluster.
   void join() {
+    caf::anon_send(node, join_atom::value,
+                   static_cast<std::uint16_t>(cluster_port),
+                   static_cast<std::uint16_t>(http_port));
     if (!writer) {
       // In memory the node serves every shard as soon as its shard actors
       // run: wait for that (bounded), so no request meets "starting".
@@ -375,11 +378,7 @@ struct service::impl {
         std::this_thread::sleep_for(std::chrono::milliseconds{1});
       if (rest->current_readiness() == readiness::ready)
         announce_ready();
-      return;
     }
-    caf::anon_send(node, join_atom::value,
-                   static_cast<std::uint16_t>(cluster_port),
-                   static_cast<std::uint16_t>(http_port));
   }
 
   /// Logs "ready" once: in memory after the start line (the node serves at

@@ -1541,10 +1541,14 @@ cluster_node_actor::behavior_type node_impl(node_pointer self,
     },
     [self](join_atom, std::uint16_t cluster_port, std::uint16_t http_port) {
       auto& st = self->state;
-      if (st.in_memory || st.joined || st.round_in_flight)
+      if (st.joined || st.round_in_flight)
         return;
       st.settings.self.cluster_port = cluster_port;
       st.settings.self.http_port = http_port;
+      if (st.in_memory) {
+        publish_view(self); // it serves already; /api/cluster shows the port
+        return;
+      }
       start_round(self);
     },
     [self](leave_atom) -> caf::result<bool> {

@@ -110,7 +110,7 @@ struct cluster_node_settings {
 
 /// Starts the node. It points every route at itself at once; in memory it
 /// then serves every shard, with a database it joins the cluster once told
-/// its cluster port (`join_atom`).
+/// its ports (`join_atom`; in memory they are only shown).
 cluster_node_actor spawn_cluster_node(caf::actor_system& sys,
                                       cluster_node_settings settings);
 

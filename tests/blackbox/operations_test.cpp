@@ -3,12 +3,14 @@
 
 #include <string>
 
+#include <boost/json.hpp>
 #include <catch2/catch.hpp>
 
 #include "http_probe.hpp"
 #include "service_process.hpp"
 
 using namespace videostreams::blackbox;
+namespace json = boost::json;
 
 namespace {
 
@@ -68,6 +70,28 @@ TEST_CASE("GET /readyz answers 200 ready with database none", "[blackbox]") {
 TEST_CASE("the start line says the service runs in memory", "[blackbox]") {
   service_process svc;
   CHECK(svc.stderr_text().find("in-memory") != std::string::npos);
+}
+
+TEST_CASE("in memory, GET /api/cluster shows this node alone, on the HTTP "
+          "port it bound, owning every shard at epoch 0",
+          "[blackbox]") {
+  service_process svc; // --port=0: the kernel picks the port
+  auto cli = make_client(svc.port());
+  auto body = json::parse(must_get(*cli, "/api/cluster")).as_object();
+  auto& members = body.at("members").as_array();
+  REQUIRE(members.size() == 1);
+  auto& me = members[0].as_object();
+  CHECK(me.at("nodeId") == body.at("nodeId"));
+  CHECK(me.at("httpPort") == svc.port());
+  CHECK(me.at("status") == "up");
+  CHECK(me.at("shards") == 128);
+  auto& shards = body.at("shards").as_array();
+  REQUIRE(shards.size() == 128);
+  for (auto& s : shards) {
+    CHECK(s.at("owner") == body.at("nodeId"));
+    CHECK(s.at("epoch") == 0);
+    CHECK(s.at("state") == "serving");
+  }
 }
 
 TEST_CASE("GET /metrics exposes the documented series in Prometheus text",
