@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <csignal>
 
 #include "cluster_harness.hpp"
@@ -85,8 +86,28 @@ TEST_CASE("kill -9 of a node: its users are served elsewhere within the "
         }
       }
     });
+  // The survivors stay ready while they take n4's shards over (README,
+  // Decisions: a take-over after the start keeps /readyz at 200, or every
+  // survivor would leave the Service at once).
+  std::atomic<bool> readers_done{false};
+  std::string unready;
+  std::thread readiness([&] {
+    auto c2 = n2.client();
+    auto c3 = n3.client();
+    while (!readers_done.load()) {
+      for (auto* c : {c2.get(), c3.get()}) {
+        auto r = get(*c, "/readyz");
+        if (r.status != 200)
+          unready += " " + std::to_string(r.status) + " " + r.body;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+  });
   for (auto& t : threads)
     t.join();
+  readers_done = true;
+  readiness.join();
+  CHECK(unready.empty());
   for (auto& w : wrong)
     CHECK(w.empty());
   auto served_after = *std::max_element(served.begin(), served.end());
