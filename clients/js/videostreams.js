@@ -125,6 +125,9 @@ export class StreamSession extends EventTarget {
     this.last = null; // the last session answer (201/200)
     this._timer = null;
     this._generation = 0; // bumped by stop(): late answers are ignored
+    this._waits = new Set(); // back-off waits of this session's own requests
+    this._opening = null; // settles when the POST in flight has
+    this._mayHold = false; // whether the service may hold this session
     this._onVisibility = () => this._visibilityChanged();
     this._onPageHide = () => this._pageHidden();
   }
@@ -145,8 +148,9 @@ export class StreamSession extends EventTarget {
    * decision (a player taking over another device's slot).
    * Resolves to the answer: `{ok: true, status, ...}` for 201/200,
    * `{ok: false, limitReached: true, status: 409, sessions, ...}` at the
-   * limit. Rejects with a VideostreamsError for another 4xx, or the last
-   * network error / 503 once `maxAttempts` tries failed.
+   * limit, `{ok: false, stopped: true}` when stop() came first. Rejects
+   * with a VideostreamsError for another 4xx, or the last network error /
+   * 503 once `maxAttempts` tries failed (the state is then "idle").
    */
   async start({ replaceSessionId } = {}) {
     this._listen();
@@ -155,8 +159,26 @@ export class StreamSession extends EventTarget {
     if (this.ttlSeconds != null) body.ttlSeconds = this.ttlSeconds;
     if (replaceSessionId != null) body.replaceSessionId = replaceSessionId;
     const generation = this._generation;
-    const { res, json } = await this._send("POST", this.streamsUrl, body);
+    // From the first try on, the service may hold the session, even if no
+    // answer ever comes back: stop() then ends it.
+    this._mayHold = true;
+    const sending = this._send("POST", this.streamsUrl, body, { own: true });
+    const opening = sending.then(() => {}, () => {});
+    this._opening = opening;
+    let res, json;
+    try {
+      ({ res, json } = await sending);
+    } catch (error) {
+      if (generation === this._generation) {
+        this._setState("idle");
+        this._unlisten();
+      }
+      throw error;
+    } finally {
+      if (this._opening === opening) this._opening = null;
+    }
     if (generation !== this._generation) return { ok: false, stopped: true };
+    if (res.status !== 201 && res.status !== 200) this._mayHold = false;
     if (res.status === 201 || res.status === 200) {
       this._opened(json);
       this.dispatchEvent(event("open", json));
@@ -168,6 +190,7 @@ export class StreamSession extends EventTarget {
       return { ok: false, limitReached: true, status: 409, ...json };
     }
     this._setState("idle");
+    this._unlisten();
     throw new VideostreamsError(res.status, json);
   }
 
@@ -190,12 +213,19 @@ export class StreamSession extends EventTarget {
     throw new VideostreamsError(res.status, json);
   }
 
-  /** Ends this session: no more heartbeats, and a DELETE. */
+  /**
+   * Ends this session: no more heartbeats or retries, and a DELETE if the
+   * service may hold it, sent after a POST still in flight has landed (so
+   * that it cannot open the session behind the DELETE). Resolves to true
+   * when the DELETE closed an open session.
+   */
   async stop() {
-    const wasOpen = this.state === "playing" || this.state === "paused";
+    const opening = this._opening;
     this._halt("stopped");
-    if (!wasOpen) return false;
+    if (opening) await opening;
+    if (!this._mayHold) return false;
     const { res } = await this._send("DELETE", this.sessionUrl());
+    if (res.status === 200 || res.status === 404) this._mayHold = false;
     return res.status === 200;
   }
 
@@ -232,7 +262,7 @@ export class StreamSession extends EventTarget {
     const generation = this._generation;
     let answer;
     try {
-      answer = await this._send("PUT", this.sessionUrl());
+      answer = await this._send("PUT", this.sessionUrl(), undefined, { own: true });
     } catch (error) {
       if (generation !== this._generation) return;
       // Retries ran out: the lease may still hold for a while; try again at
@@ -251,17 +281,24 @@ export class StreamSession extends EventTarget {
       return;
     }
     if (res.status === 410) {
+      this._mayHold = false;
       this._halt("ended");
       this.dispatchEvent(event("ended", { reason: "ended-elsewhere", status: 410, message: json.msg, detail: json.detail }));
       return;
     }
     if (res.status === 404) {
       // The lease ran out (a long pause, a network outage): open the same
-      // session again. At the limit that is a 409, surfaced as "limit".
+      // session again. At the limit that is a 409, surfaced as "limit". If
+      // it cannot be opened (retries ran out, another 4xx), the stream is
+      // no longer held: say so.
+      this._mayHold = false;
       try {
         await this.start();
       } catch (error) {
+        if (generation !== this._generation) return;
         this.dispatchEvent(event("error", { error }));
+        this._halt("ended");
+        this.dispatchEvent(event("ended", { reason: "expired", status: 404, message: "the lease ran out and could not be opened again" }));
       }
       return;
     }
@@ -273,13 +310,17 @@ export class StreamSession extends EventTarget {
    * Sends one request, retrying network errors and 503s with back-off; the
    * same request each time (a POST carries the same sessionId, so a retry
    * renews what an earlier try may have opened instead of opening more).
+   * With `own` (this session's POST and PUT), stop() ends the retries: it
+   * then resolves to `{res: null, json: null}` instead of trying again.
    */
-  async _send(method, url, body, extra = {}) {
-    const init = { method, headers: {}, ...extra };
+  async _send(method, url, body, { own = false } = {}) {
+    const init = { method, headers: {} };
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
+    const generation = this._generation;
+    const stopped = () => own && generation !== this._generation;
     for (let attempt = 1; ; attempt++) {
       let res;
       let error;
@@ -289,6 +330,7 @@ export class StreamSession extends EventTarget {
         error = e;
       }
       if (res && res.status !== 503) return { res, json: await bodyOf(res) };
+      if (stopped()) return { res: null, json: null };
       if (attempt >= this.maxAttempts) {
         if (error) throw error;
         throw new VideostreamsError(503, await bodyOf(res));
@@ -297,14 +339,32 @@ export class StreamSession extends EventTarget {
       if (res) await bodyOf(res); // let the connection be reused
       const delayMs = retryDelay(attempt, retryAfter, this.retry);
       this.dispatchEvent(event("retry", { attempt, delayMs, status: res ? res.status : null, error }));
-      await new Promise((resolve) => this.setTimeout(resolve, delayMs));
+      await this._wait(delayMs, own);
+      if (stopped()) return { res: null, json: null };
     }
+  }
+
+  /** Waits `ms`; with `own`, stop() ends the wait at once. */
+  _wait(ms, own) {
+    return new Promise((resolve) => {
+      const wait = { resolve, id: null };
+      wait.id = this.setTimeout(() => {
+        this._waits.delete(wait);
+        resolve();
+      }, ms);
+      if (own) this._waits.add(wait);
+    });
   }
 
   _halt(state) {
     this._generation++;
     if (this._timer != null) this.clearTimeout(this._timer);
     this._timer = null;
+    for (const wait of this._waits) {
+      this.clearTimeout(wait.id);
+      wait.resolve();
+    }
+    this._waits.clear();
     this._setState(state);
     this._unlisten();
   }
@@ -329,8 +389,9 @@ export class StreamSession extends EventTarget {
   }
 
   _pageHidden() {
-    if (this.state !== "playing" && this.state !== "paused") return;
+    if (this.state === "stopped" || !this._mayHold) return;
     this._halt("stopped");
+    this._mayHold = false;
     // keepalive: the request outlives the page (once, no retries: the page
     // is going; an unclosed lease still ends by itself after its TTL).
     try {

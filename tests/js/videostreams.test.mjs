@@ -238,6 +238,108 @@ test("a heartbeat whose lease ran out opens the same session again", async () =>
   await s.stop();
 });
 
+/** A fetch that holds each request of `method` until the test lets it go. */
+function gatedFetch(method) {
+  const gates = [];
+  const sent = [];
+  const gated = async (url, init) => {
+    sent.push(init.method);
+    if (init.method === method) await new Promise((go) => gates.push(go));
+    return fetch(url, init);
+  };
+  return { fetch: gated, sent, release: () => gates.splice(0).forEach((go) => go()), held: () => gates.length };
+}
+
+test("stop() while the start's POST is in flight: the POST lands first, then its DELETE; nothing stays open", async () => {
+  const gate = gatedFetch("POST");
+  const s = new StreamSession({ baseUrl: base, userId: 508, fetch: gate.fetch, ...manualTimers(), document: null, window: null });
+  const started = s.start();
+  while (gate.held() === 0) await new Promise((r) => setImmediate(r));
+  const stopping = s.stop();
+  assert.equal(s.state, "stopped");
+  gate.release();
+  assert.deepEqual(await started, { ok: false, stopped: true });
+  assert.equal(await stopping, true, "the DELETE closed what the POST opened");
+  assert.deepEqual(gate.sent, ["POST", "DELETE"]);
+  assert.equal((await listed(508)).streamCount, 0);
+});
+
+test("stop() while a renewing start() is in flight ends the open session", async () => {
+  const held = gatedFetch("POST");
+  const s = new StreamSession({ baseUrl: base, userId: 509, fetch: held.fetch, ...manualTimers(), document: null, window: null });
+  const opened = s.start();
+  while (held.held() === 0) await new Promise((r) => setImmediate(r));
+  held.release();
+  assert.equal((await opened).status, 201);
+  assert.equal(s.state, "playing");
+  const renewed = s.start();
+  while (held.held() === 0) await new Promise((r) => setImmediate(r));
+  const stopping = s.stop();
+  held.release();
+  assert.deepEqual(await renewed, { ok: false, stopped: true });
+  assert.equal(await stopping, true);
+  assert.equal((await listed(509)).streamCount, 0);
+});
+
+test("stop() during the back-off after a 503 ends the retries: nothing is sent after the DELETE, nothing stays open", async () => {
+  const timers = manualTimers();
+  const sent = [];
+  const f = async (url, init) => {
+    sent.push(init.method);
+    if (init.method === "POST")
+      return new Response('{"msg":"Service Unavailable"}', { status: 503, headers: { "Retry-After": "1" } });
+    return fetch(url, init);
+  };
+  const s = new StreamSession({ baseUrl: base, userId: 510, fetch: f, random: () => 0, ...timers, document: null, window: null });
+  const started = s.start();
+  while (timers.pending().length === 0) await new Promise((r) => setImmediate(r));
+  assert.deepEqual(timers.pending(), [1000], "waiting out Retry-After");
+  assert.equal(await s.stop(), false, "a DELETE, answered 404: it never opened");
+  assert.deepEqual(timers.pending(), [], "the back-off's timer is gone");
+  assert.deepEqual(sent, ["POST", "DELETE"]);
+  assert.deepEqual(await started, { ok: false, stopped: true });
+  assert.equal((await listed(510)).streamCount, 0);
+});
+
+test("a start() whose tries ran out leaves the client idle and no longer listening to the page", async () => {
+  const window = new EventTarget();
+  const down = async () => {
+    throw new TypeError("network error");
+  };
+  const timers = manualTimers();
+  const s = new StreamSession({ baseUrl: base, userId: 511, fetch: down, maxAttempts: 2, ...timers, document: null, window });
+  const seen = collect(s);
+  const started = s.start();
+  while (timers.pending().length === 0) await new Promise((r) => setImmediate(r));
+  await timers.fire();
+  await assert.rejects(started, /network error/);
+  assert.equal(s.state, "idle");
+  window.dispatchEvent(new Event("pagehide"));
+  assert.equal(seen.filter((e) => e.type === "ended").length, 0, "pagehide is not listened to any more");
+});
+
+test("a heartbeat 404 whose reopen fails ends the stream (reason expired), with no more timers", async () => {
+  const timers = manualTimers();
+  let reachable = true;
+  const f = async (url, init) => {
+    if (!reachable && init.method === "POST") throw new TypeError("network error");
+    return fetch(url, init);
+  };
+  const s = new StreamSession({ baseUrl: base, userId: 512, fetch: f, maxAttempts: 1, ...timers, document: null, window: null });
+  const seen = collect(s);
+  await s.start();
+  s.sessionId = newSessionId(); // its lease ran out: the heartbeat is a 404
+  reachable = false;
+  await timers.fire();
+  assert.equal(s.state, "ended");
+  const ended = seen.find((e) => e.type === "ended");
+  assert.ok(ended, "an ended event");
+  assert.equal(ended.detail.reason, "expired");
+  assert.equal(ended.detail.status, 404);
+  assert.ok(seen.some((e) => e.type === "error"), "the reopen's error too");
+  assert.deepEqual(timers.pending(), []);
+});
+
 test("pagehide ends the session with a keepalive DELETE", async () => {
   const window = new EventTarget();
   const sent = [];
