@@ -1,5 +1,6 @@
 #include "app/db_command.hpp"
 
+#include <charconv>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -72,10 +73,13 @@ int run_db_command(const std::vector<std::string>& args,
   }
   std::uint32_t shards = 0;
   if (verb == "reshard") {
-    char* end = nullptr;
-    auto n = shards_text.empty() ? 0 : std::strtoul(shards_text.c_str(), &end,
-                                                    10);
-    if (shards_text.empty() || *end != '\0' || n < 1 || n > 65536) {
+    // Digits only: strtoul would take " 4", "+4" and "-18446744073709551615"
+    // (which wraps around to 1).
+    std::uint64_t n = 0;
+    auto last = shards_text.data() + shards_text.size();
+    auto [end, ec] = std::from_chars(shards_text.data(), last, n);
+    if (shards_text.empty() || ec != std::errc{} || end != last || n < 1
+        || n > 65536) {
       std::fprintf(stderr, "videostreams db: reshard needs --shards=N, N "
                            "from 1 to 65536\n%s",
                    usage);

@@ -793,6 +793,9 @@ TEST_CASE("db reshard without a valid --shards is bad usage and changes "
          {"db", "reshard", "--shards=0"},
          {"db", "reshard", "--shards=65537"},
          {"db", "reshard", "--shards=-3"},
+         {"db", "reshard", "--shards=-18446744073709551615"},
+         {"db", "reshard", "--shards=+4"},
+         {"db", "reshard", "--shards= 4"},
          {"db", "reshard", "--shards=12x"},
          {"db", "migrate", "--shards=32"}}) {
     args.push_back(url_of(d));
