@@ -20,15 +20,11 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 ))sql";
 
 caf::expected<void> run_in_transaction(pg_connection& db,
-                                       const std::vector<std::string>& sql,
-                                       const std::vector<std::string>& params
-                                       = {}) {
+                                       const std::vector<std::string>& sql) {
   if (auto begun = db.exec("BEGIN"); !begun)
     return begun.error();
-  for (std::size_t i = 0; i < sql.size(); ++i) {
-    auto res = (i + 1 == sql.size() && !params.empty()) ? db.exec(sql[i],
-                                                                  params)
-                                                        : db.exec(sql[i]);
+  for (auto& statement : sql) {
+    auto res = db.exec(statement);
     if (!res) {
       db.exec("ROLLBACK");
       return res.error();
@@ -36,6 +32,33 @@ caf::expected<void> run_in_transaction(pg_connection& db,
   }
   if (auto done = db.exec("COMMIT"); !done)
     return done.error();
+  return caf::unit;
+}
+
+/// Inside a transaction: an error naming the cluster's live members, if
+/// it has any (a node must not run while its schema or its shards change
+/// under it). Locks `cluster_members`, so that none joins meanwhile; a
+/// schema without that table (before version 3) has no members.
+caf::expected<void> refuse_live_members(pg_connection& db) {
+  auto exists = db.exec("SELECT to_regclass('cluster_members') IS NOT NULL");
+  if (!exists)
+    return exists.error();
+  if (exists->at(0, 0) != "t")
+    return caf::unit;
+  if (auto locked = db.exec("LOCK TABLE cluster_members IN EXCLUSIVE MODE");
+      !locked)
+    return locked.error();
+  auto alive = db.exec(
+    "SELECT count(*), coalesce(string_agg(node_id, ', ' ORDER BY node_id), "
+    "'') FROM cluster_members "
+    "WHERE heartbeat_at + lease_ttl_ms * interval '1 millisecond' > now()");
+  if (!alive)
+    return alive.error();
+  if (alive->at(0, 0) != "0")
+    return make_error(persistence_error::statement,
+                      "refused: " + alive->at(0, 0)
+                        + " cluster member(s) alive (" + alive->at(0, 1)
+                        + "); stop every node first");
   return caf::unit;
 }
 
@@ -387,11 +410,25 @@ caf::expected<int> rollback(pg_connection& db) {
                       "version " + std::to_string(newest)
                         + " was applied by a newer binary; roll it back "
                           "with that one");
-  auto ok = run_in_transaction(
-    db, {lock_sql, m->down, "DELETE FROM schema_migrations WHERE version = $1"},
-    {std::to_string(newest)});
-  if (!ok)
-    return ok.error();
+  if (auto begun = db.exec("BEGIN"); !begun)
+    return begun.error();
+  auto fail = [&db](caf::error err) -> caf::expected<int> {
+    db.exec("ROLLBACK");
+    return err;
+  };
+  if (auto locked = db.exec(lock_sql); !locked)
+    return fail(locked.error());
+  if (auto refused = refuse_live_members(db); !refused)
+    return fail(refused.error());
+  if (auto down = db.exec(m->down); !down)
+    return fail(down.error());
+  if (auto forgotten = db.exec("DELETE FROM schema_migrations WHERE "
+                               "version = $1",
+                               {std::to_string(newest)});
+      !forgotten)
+    return fail(forgotten.error());
+  if (auto done = db.exec("COMMIT"); !done)
+    return done.error();
   return newest;
 }
 
@@ -464,17 +501,8 @@ caf::expected<reshard_result> reshard(pg_connection& db,
                         "IN EXCLUSIVE MODE");
   if (!locked)
     return fail(locked.error());
-  auto alive = db.exec(
-    "SELECT count(*), coalesce(string_agg(node_id, ', ' ORDER BY node_id), "
-    "'') FROM cluster_members "
-    "WHERE heartbeat_at + lease_ttl_ms * interval '1 millisecond' > now()");
-  if (!alive)
-    return fail(alive.error());
-  if (alive->at(0, 0) != "0")
-    return fail(make_error(persistence_error::statement,
-                           "refused: " + alive->at(0, 0)
-                             + " cluster member(s) alive (" + alive->at(0, 1)
-                             + "); stop every node first"));
+  if (auto refused = refuse_live_members(db); !refused)
+    return fail(refused.error());
   auto before = db.exec("SELECT shard_count FROM cluster_settings");
   if (!before)
     return fail(before.error());

@@ -847,6 +847,36 @@ TEST_CASE("db reshard is refused while a member is alive and changes "
   CHECK(streams_text(d) == streams_before);
 }
 
+TEST_CASE("db rollback is refused while a member is alive and changes "
+          "nothing, and goes ahead once it is dead",
+          "[db]") {
+  migrated_database d;
+  auto leases = make_pg_lease_store(d.connect());
+  member_self alive;
+  alive.node_id = "node-y";
+  alive.advertise_host = "127.0.0.1";
+  alive.status = "up";
+  alive.lease_ttl = milliseconds{60'000};
+  REQUIRE(leases->join(alive));
+  auto r = run_binary({"db", "rollback", url_of(d)});
+  INFO(r.out << r.err);
+  CHECK(r.status.exited);
+  CHECK(r.status.code == 1);
+  CHECK_THAT(r.err, Catch::Contains("node-y"));
+  CHECK_THAT(r.err, Catch::Contains("refused"));
+  CHECK(d.count("SELECT max(version) FROM schema_migrations") == 3);
+  CHECK(member_of(*leases, "node-y"));
+  REQUIRE(d.connect().exec("UPDATE cluster_members SET heartbeat_at = "
+                           "now() - interval '61 seconds'"));
+  auto later = run_binary({"db", "rollback", url_of(d)});
+  INFO(later.out << later.err);
+  CHECK(later.status.code == 0);
+  CHECK(d.count("SELECT max(version) FROM schema_migrations") == 2);
+  // Below version 3 there are no members to ask about.
+  CHECK(run_binary({"db", "rollback", url_of(d)}).status.code == 0);
+  CHECK(d.count("SELECT max(version) FROM schema_migrations") == 1);
+}
+
 // -- The service and the stored shard count ---------------------------------
 
 TEST_CASE("the service refuses a --shards other than the stored count, "
