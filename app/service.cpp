@@ -454,8 +454,9 @@ struct service::impl {
     cancel_load->cancel();
   }
 
-  /// How long a graceful stop waits for the hand-off of every shard: with
-  /// the final flush (10 s at most) a stop ends within 30 s.
+  /// How long a graceful stop waits for the hand-off of every shard; then
+  /// come the HTTP drain (--shutdown-timeout) and the final flush (10 s at
+  /// most): 35 s at worst with the defaults.
   static constexpr std::chrono::seconds leave_timeout{15};
 
   options opts;
