@@ -455,9 +455,9 @@ struct service::impl {
   }
 
   /// How long a graceful stop waits for the hand-off of every shard; then
-  /// come the HTTP drain (--shutdown-timeout) and the final flush (10 s at
-  /// most): 35 s at worst with the defaults.
-  static constexpr std::chrono::seconds leave_timeout{15};
+  /// come the HTTP drain (--shutdown-timeout, 10 s) and the final flush
+  /// (10 s at most): a stop ends within 30 s with the defaults (#10).
+  static constexpr std::chrono::seconds leave_timeout{10};
 
   options opts;
   std::string node_id;

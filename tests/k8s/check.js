@@ -546,14 +546,14 @@ function checkNodeSpec(overlay, objs, help) {
   const ann = sts.spec.template.metadata.annotations || {};
   if (ann['prometheus.io/port'] !== undefined && Number(ann['prometheus.io/port']) !== opsPort) problems.push(`prometheus.io/port ${ann['prometheus.io/port']} is not the operations port`);
   if (ann['prometheus.io/path'] !== undefined && ann['prometheus.io/path'] !== '/metrics') problems.push(`prometheus.io/path ${ann['prometheus.io/path']}`);
-  // SIGTERM budget: preStop pause + hand-off (15 s at most) + HTTP drain
+  // SIGTERM budget: preStop pause + hand-off (10 s at most) + HTTP drain
   // (--shutdown-timeout) + final commit (10 s at most), README "Stop".
   const pre = container.lifecycle && container.lifecycle.preStop && container.lifecycle.preStop.exec;
   if (!pre || pre.command[0] !== 'sleep') problems.push('no preStop pause (exec sleep N)');
   else {
-    const budget = Number(pre.command[1]) + 15 + seconds(value('VIDEOSTREAMS_SHUTDOWN_TIMEOUT')) + 10;
+    const budget = Number(pre.command[1]) + 10 + seconds(value('VIDEOSTREAMS_SHUTDOWN_TIMEOUT')) + 10;
     const grace = sts.spec.template.spec.terminationGracePeriodSeconds;
-    if (!(grace >= budget)) problems.push(`terminationGracePeriodSeconds ${grace} < preStop ${pre.command[1]} s + hand-off 15 s + shutdown timeout ${value('VIDEOSTREAMS_SHUTDOWN_TIMEOUT')} + flush 10 s = ${budget} s`);
+    if (!(grace >= budget)) problems.push(`terminationGracePeriodSeconds ${grace} < preStop ${pre.command[1]} s + hand-off 10 s + shutdown timeout ${value('VIDEOSTREAMS_SHUTDOWN_TIMEOUT')} + flush 10 s = ${budget} s`);
   }
   const us = sts.spec.updateStrategy || {};
   if (us.type !== 'RollingUpdate' || !us.rollingUpdate || us.rollingUpdate.maxUnavailable !== 1 || us.rollingUpdate.partition === undefined)
