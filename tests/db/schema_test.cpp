@@ -224,6 +224,21 @@ TEST_CASE("seed needs the schema", "[db]") {
   CHECK_THAT(describe(r.error()), Catch::Contains("does not exist"));
 }
 
+TEST_CASE("db seed and db reshard on an unmigrated database say to migrate "
+          "first and change nothing",
+          "[db]") {
+  scratch_database d;
+  auto url = "--database-url='" + d.dsn + "'";
+  for (std::string verb : {"seed", "reshard --shards=8"}) {
+    auto r = run_binary("db " + verb + " " + url);
+    INFO(verb << ": " << r.output);
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.output, Catch::Contains("run `videostreams db migrate` first"));
+  }
+  CHECK_FALSE(d.has_table("schema_migrations"));
+  CHECK_FALSE(d.has_table("cluster_settings"));
+}
+
 TEST_CASE("videostreams db commands work on the binary", "[db]") {
   scratch_database d;
   auto url = "--database-url='" + d.dsn + "'";
