@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "app/options.hpp"
 #include "persistence/persistence_error.hpp"
 #include "persistence/pg_connection.hpp"
 #include "persistence/schema.hpp"
@@ -15,8 +16,9 @@ namespace {
 
 constexpr const char* usage
   = "usage: videostreams db migrate|rollback|seed|status "
-    "[--database-url=URL]\n"
-    "       videostreams db reshard --shards=N [--database-url=URL]\n"
+    "[--database-url=URL] [--lock-timeout=D]\n"
+    "       videostreams db reshard --shards=N [--database-url=URL] "
+    "[--lock-timeout=D]\n"
     "  migrate   apply every pending migration\n"
     "  rollback  revert the newest applied migration\n"
     "  seed      insert test data: users 1-3 with open streams, user 4 with "
@@ -27,10 +29,18 @@ constexpr const char* usage
     "            stream and limit to its new shard; refused while any node "
     "is alive\n"
     "The database is --database-url or DATABASE_URL (a libpq URI or "
-    "connection string).\n";
+    "connection string).\n"
+    "A command waits at most --lock-timeout (default 1m; 250ms, 30s, 2m, a "
+    "bare number\n"
+    "is seconds) for a lock another command or a node holds, then fails.\n";
 
 int failed(const caf::error& err) {
-  std::fprintf(stderr, "videostreams db: %s\n", describe(err).c_str());
+  auto text = describe(err);
+  std::fprintf(stderr, "videostreams db: %s\n", text.c_str());
+  if (text.find("lock timeout") != std::string::npos)
+    std::fprintf(stderr, "videostreams db: gave up waiting (--lock-timeout) "
+                         "for a lock that another db command or a node's "
+                         "transaction holds; try again later\n");
   return 1;
 }
 
@@ -45,6 +55,7 @@ int run_db_command(const std::vector<std::string>& args,
   std::string verb;
   std::string url;
   std::string shards_text;
+  std::string lock_timeout_text = "1m";
   if (auto env = getenv("DATABASE_URL"))
     url = env;
   for (auto& arg : args) {
@@ -52,6 +63,8 @@ int run_db_command(const std::vector<std::string>& args,
       url = arg.substr(15);
     } else if (arg.rfind("--shards=", 0) == 0) {
       shards_text = arg.substr(9);
+    } else if (arg.rfind("--lock-timeout=", 0) == 0) {
+      lock_timeout_text = arg.substr(15);
     } else if (arg == "--help" || arg == "-h") {
       std::fputs(usage, stdout);
       return 0;
@@ -91,6 +104,14 @@ int run_db_command(const std::vector<std::string>& args,
                  usage);
     return 2;
   }
+  auto lock_timeout = parse_duration(lock_timeout_text);
+  if (!lock_timeout || lock_timeout->count() < 1
+      || *lock_timeout > std::chrono::hours{1}) {
+    std::fprintf(stderr, "videostreams db: --lock-timeout needs a duration "
+                         "from 1ms to 1h\n%s",
+                 usage);
+    return 2;
+  }
   if (url.empty()) {
     std::fprintf(stderr, "videostreams db: no database: set DATABASE_URL or "
                          "--database-url\n");
@@ -99,6 +120,10 @@ int run_db_command(const std::vector<std::string>& args,
   auto db = pg_connection::connect(url);
   if (!db)
     return failed(db.error());
+  if (auto set = db->exec("SET lock_timeout = '"
+                          + std::to_string(lock_timeout->count()) + "ms'");
+      !set)
+    return failed(set.error());
   if (verb == "seed" || verb == "reshard") {
     // They write the current schema's tables: say what to do, not which
     // relation is missing.

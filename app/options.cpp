@@ -39,7 +39,8 @@ std::optional<T> parse_integer(const std::string& text) {
   return value;
 }
 
-/// "250ms", "30s", "2m"; a bare number means seconds.
+} // namespace
+
 std::optional<std::chrono::milliseconds> parse_duration(std::string text) {
   long long scale = 1000;
   auto strip = [&text](const char* suffix, long long factor, long long& out) {
@@ -58,6 +59,8 @@ std::optional<std::chrono::milliseconds> parse_duration(std::string text) {
     return std::nullopt;
   return std::chrono::milliseconds{*n * scale};
 }
+
+namespace {
 
 std::string format_duration(std::chrono::milliseconds x) {
   auto ms = x.count();

@@ -91,6 +91,10 @@ std::variant<parsed_options, std::string>
 parse_options(const std::vector<std::string>& args,
               const std::function<const char*(const char*)>& getenv);
 
+/// A duration option's value: "250ms", "30s", "2m"; a bare number means
+/// seconds. Nothing for anything else.
+std::optional<std::chrono::milliseconds> parse_duration(std::string text);
+
 /// True for a node id the cluster accepts: 1-63 characters of
 /// [A-Za-z0-9._-] (a Kubernetes pod name is one).
 bool valid_node_id(const std::string& x);

@@ -239,6 +239,31 @@ TEST_CASE("db seed and db reshard on an unmigrated database say to migrate "
   CHECK_FALSE(d.has_table("cluster_settings"));
 }
 
+TEST_CASE("a db command waits at most --lock-timeout for a lock another "
+          "holds, then fails saying so and changes nothing",
+          "[db]") {
+  scratch_database d;
+  auto url = "--database-url='" + d.dsn + "'";
+  // Another migrator, holding the migrations' lock in its transaction.
+  auto holder = d.connect();
+  REQUIRE(holder.exec("BEGIN"));
+  REQUIRE(holder.exec("SELECT pg_advisory_xact_lock(7316853917)"));
+  auto r = run_binary("db migrate --lock-timeout=1s " + url);
+  INFO(r.output);
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.output, Catch::Contains("lock timeout"));
+  CHECK_THAT(r.output, Catch::Contains("--lock-timeout"));
+  CHECK_FALSE(d.has_table("stream_journal"));
+  REQUIRE(holder.exec("COMMIT"));
+  CHECK(run_binary("db migrate --lock-timeout=1s " + url).exit_code == 0);
+  for (std::string bad : {"abc", "0", "2h", "-1s", ""}) {
+    auto b = run_binary("db status --lock-timeout=" + bad + " " + url);
+    INFO(bad << ": " << b.output);
+    CHECK(b.exit_code == 2);
+    CHECK_THAT(b.output, Catch::Contains("--lock-timeout"));
+  }
+}
+
 TEST_CASE("videostreams db commands work on the binary", "[db]") {
   scratch_database d;
   auto url = "--database-url='" + d.dsn + "'";
