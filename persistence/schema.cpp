@@ -617,10 +617,19 @@ ON CONFLICT (singleton) DO UPDATE SET shard_count = EXCLUDED.shard_count)sql",
 caf::expected<void> seed(pg_connection& db) {
   // Users 1-3 with open streams (user 3 at the default limit of 3), user 4
   // with a limit of its own, on the stored shard count (the default of 128
-  // becomes the stored one on a database no node used yet).
+  // becomes the stored one on a database no node used yet). It writes under
+  // epoch 0, past every node's fence: refused while a node is alive.
+  if (auto begun = db.exec("BEGIN"); !begun)
+    return begun.error();
+  auto fail = [&db](caf::error err) -> caf::expected<void> {
+    db.exec("ROLLBACK");
+    return err;
+  };
+  if (auto refused = refuse_live_members(db); !refused)
+    return fail(refused.error());
   auto shard_count = stored_shard_count(db, 128);
   if (!shard_count)
-    return shard_count.error();
+    return fail(shard_count.error());
   struct row {
     std::uint64_t user;
     const char* key;
@@ -687,7 +696,9 @@ WHERE EXISTS (SELECT 1 FROM s) OR EXISTS (SELECT 1 FROM l))sql";
                             ttls.str(), shards.str(),
                             std::to_string(shard_of(4, *shard_count))});
   if (!done)
-    return done.error();
+    return fail(done.error());
+  if (auto committed = db.exec("COMMIT"); !committed)
+    return committed.error();
   return caf::unit;
 }
 

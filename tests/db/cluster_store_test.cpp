@@ -847,8 +847,8 @@ TEST_CASE("db reshard is refused while a member is alive and changes "
   CHECK(streams_text(d) == streams_before);
 }
 
-TEST_CASE("db rollback is refused while a member is alive and changes "
-          "nothing, and goes ahead once it is dead",
+TEST_CASE("db rollback and db seed are refused while a member is alive and "
+          "change nothing; rollback goes ahead once it is dead",
           "[db]") {
   migrated_database d;
   auto leases = make_pg_lease_store(d.connect());
@@ -865,6 +865,12 @@ TEST_CASE("db rollback is refused while a member is alive and changes "
   CHECK_THAT(r.err, Catch::Contains("node-y"));
   CHECK_THAT(r.err, Catch::Contains("refused"));
   CHECK(d.count("SELECT max(version) FROM schema_migrations") == 3);
+  // Nor may seed write past the live node's fence.
+  auto seeded = run_binary({"db", "seed", url_of(d)});
+  INFO(seeded.out << seeded.err);
+  CHECK(seeded.status.code == 1);
+  CHECK_THAT(seeded.err, Catch::Contains("node-y"));
+  CHECK(d.count("SELECT count(*) FROM stream_journal") == 0);
   CHECK(member_of(*leases, "node-y"));
   REQUIRE(d.connect().exec("UPDATE cluster_members SET heartbeat_at = "
                            "now() - interval '61 seconds'"));
