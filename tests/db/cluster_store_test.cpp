@@ -809,18 +809,28 @@ TEST_CASE("db reshard without a valid --shards is bad usage and changes "
   CHECK(streams_text(d) + snapshots_text(d) == before);
 }
 
+namespace {
+
+/// Makes `node_id` a live member (heartbeat now, lease TTL 60 s) through
+/// `leases`, as a running node would be.
+void join_for_a_minute(lease_store& leases, const std::string& node_id) {
+  member_self alive;
+  alive.node_id = node_id;
+  alive.advertise_host = "127.0.0.1";
+  alive.status = "up";
+  alive.lease_ttl = milliseconds{60'000};
+  REQUIRE(leases.join(alive));
+}
+
+} // namespace
+
 TEST_CASE("db reshard is refused while a member is alive and changes "
           "nothing, and goes ahead once it is dead",
           "[db]") {
   migrated_database d;
   populate_on_128_shards(d);
   auto leases = make_pg_lease_store(d.connect());
-  member_self alive;
-  alive.node_id = "node-x";
-  alive.advertise_host = "127.0.0.1";
-  alive.status = "up";
-  alive.lease_ttl = milliseconds{60'000};
-  REQUIRE(leases->join(alive));
+  join_for_a_minute(*leases, "node-x");
   auto streams_before = streams_text(d);
   auto limits_before = limits_text(d);
   auto snapshots_before = snapshots_text(d);
@@ -852,12 +862,7 @@ TEST_CASE("db rollback and db seed are refused while a member is alive and "
           "[db]") {
   migrated_database d;
   auto leases = make_pg_lease_store(d.connect());
-  member_self alive;
-  alive.node_id = "node-y";
-  alive.advertise_host = "127.0.0.1";
-  alive.status = "up";
-  alive.lease_ttl = milliseconds{60'000};
-  REQUIRE(leases->join(alive));
+  join_for_a_minute(*leases, "node-y");
   auto r = run_binary({"db", "rollback", url_of(d)});
   INFO(r.out << r.err);
   CHECK(r.status.exited);
