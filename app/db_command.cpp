@@ -127,16 +127,14 @@ int run_db_command(const std::vector<std::string>& args,
   if (verb == "seed" || verb == "reshard") {
     // They write the current schema's tables: say what to do, not which
     // relation is missing.
-    auto status = schema_status(*db);
-    if (!status)
-      return failed(status.error());
-    for (auto& m : *status)
-      if (m.applied_at.empty()) {
-        std::fprintf(stderr, "videostreams db: the database schema is not "
-                             "migrated: run `videostreams db migrate` "
-                             "first\n");
-        return 1;
-      }
+    auto migrated = schema_migrated(*db);
+    if (!migrated)
+      return failed(migrated.error());
+    if (!*migrated) {
+      std::fprintf(stderr, "videostreams db: the database schema is not "
+                           "migrated: run `videostreams db migrate` first\n");
+      return 1;
+    }
   }
   if (verb == "migrate") {
     auto applied = migrate(*db);

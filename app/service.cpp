@@ -224,14 +224,13 @@ struct service::impl {
                                + describe(connected.error())
                                + database_advice(opts));
     auto db = std::move(*connected);
-    auto schema = schema_status(db);
-    if (!schema)
-      throw std::runtime_error(describe(schema.error()));
-    for (auto& m : *schema)
-      if (m.applied_at.empty())
-        throw std::runtime_error("the database schema is not migrated: run "
-                                 "`videostreams db migrate` first"
-                                 + database_advice(opts));
+    auto migrated = schema_migrated(db);
+    if (!migrated)
+      throw std::runtime_error(describe(migrated.error()));
+    if (!*migrated)
+      throw std::runtime_error("the database schema is not migrated: run "
+                               "`videostreams db migrate` first"
+                               + database_advice(opts));
     auto stored = stored_shard_count(db, opts.shards);
     if (!stored)
       throw std::runtime_error(describe(stored.error()));

@@ -19,20 +19,30 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
   applied_at timestamptz NOT NULL DEFAULT now()
 ))sql";
 
-caf::expected<void> run_in_transaction(pg_connection& db,
-                                       const std::vector<std::string>& sql) {
+/// Runs `body` between BEGIN and COMMIT; when it fails, rolls back and
+/// returns its error.
+template <class T, class Body>
+caf::expected<T> in_transaction(pg_connection& db, Body body) {
   if (auto begun = db.exec("BEGIN"); !begun)
     return begun.error();
-  for (auto& statement : sql) {
-    auto res = db.exec(statement);
-    if (!res) {
-      db.exec("ROLLBACK");
-      return res.error();
-    }
+  caf::expected<T> result = body();
+  if (!result) {
+    db.exec("ROLLBACK");
+    return result;
   }
   if (auto done = db.exec("COMMIT"); !done)
     return done.error();
-  return caf::unit;
+  return result;
+}
+
+caf::expected<void> run_in_transaction(pg_connection& db,
+                                       const std::vector<std::string>& sql) {
+  return in_transaction<void>(db, [&]() -> caf::expected<void> {
+    for (auto& statement : sql)
+      if (auto res = db.exec(statement); !res)
+        return res.error();
+    return caf::unit;
+  });
 }
 
 /// Inside a transaction: an error naming the cluster's live members, if
@@ -410,26 +420,20 @@ caf::expected<int> rollback(pg_connection& db) {
                       "version " + std::to_string(newest)
                         + " was applied by a newer binary; roll it back "
                           "with that one");
-  if (auto begun = db.exec("BEGIN"); !begun)
-    return begun.error();
-  auto fail = [&db](caf::error err) -> caf::expected<int> {
-    db.exec("ROLLBACK");
-    return err;
-  };
-  if (auto locked = db.exec(lock_sql); !locked)
-    return fail(locked.error());
-  if (auto refused = refuse_live_members(db); !refused)
-    return fail(refused.error());
-  if (auto down = db.exec(m->down); !down)
-    return fail(down.error());
-  if (auto forgotten = db.exec("DELETE FROM schema_migrations WHERE "
-                               "version = $1",
-                               {std::to_string(newest)});
-      !forgotten)
-    return fail(forgotten.error());
-  if (auto done = db.exec("COMMIT"); !done)
-    return done.error();
-  return newest;
+  return in_transaction<int>(db, [&]() -> caf::expected<int> {
+    if (auto locked = db.exec(lock_sql); !locked)
+      return locked.error();
+    if (auto refused = refuse_live_members(db); !refused)
+      return refused.error();
+    if (auto down = db.exec(m->down); !down)
+      return down.error();
+    if (auto forgotten = db.exec("DELETE FROM schema_migrations WHERE "
+                                 "version = $1",
+                                 {std::to_string(newest)});
+        !forgotten)
+      return forgotten.error();
+    return newest;
+  });
 }
 
 caf::expected<std::vector<migration_status>>
@@ -460,6 +464,16 @@ schema_status(pg_connection& db) {
   return result;
 }
 
+caf::expected<bool> schema_migrated(pg_connection& db) {
+  auto status = schema_status(db);
+  if (!status)
+    return status.error();
+  for (auto& m : *status)
+    if (m.applied_at.empty())
+      return false;
+  return true;
+}
+
 caf::expected<std::uint32_t> stored_shard_count(pg_connection& db,
                                                std::uint32_t wanted) {
   static constexpr const char* sql = R"sql(
@@ -483,29 +497,23 @@ UNION ALL SELECT shard_count FROM cluster_settings)sql";
                     "cluster_settings holds no shard count");
 }
 
-caf::expected<reshard_result> reshard(pg_connection& db,
-                                      std::uint32_t shards) {
-  if (shards < 1 || shards > 65536)
-    return make_error(persistence_error::statement,
-                      "the shard count must lie within 1 and 65536");
-  if (auto begun = db.exec("BEGIN"); !begun)
-    return begun.error();
-  auto fail = [&db](caf::error err) -> caf::expected<reshard_result> {
-    db.exec("ROLLBACK");
-    return err;
-  };
+namespace {
+
+/// reshard's work, inside its transaction.
+caf::expected<reshard_result> move_to_shards(pg_connection& db,
+                                             std::uint32_t shards) {
   // No node may write while the state moves, and none may start meanwhile
   // (a starting node reads cluster_settings and joins cluster_members).
   auto locked = db.exec("LOCK TABLE cluster_settings, cluster_members, "
                         "shard_leases, shard_snapshots, stream_journal "
                         "IN EXCLUSIVE MODE");
   if (!locked)
-    return fail(locked.error());
+    return locked.error();
   if (auto refused = refuse_live_members(db); !refused)
-    return fail(refused.error());
+    return refused.error();
   auto before = db.exec("SELECT shard_count FROM cluster_settings");
   if (!before)
-    return fail(before.error());
+    return before.error();
   reshard_result result;
   result.shards_before = before->size() == 0
                            ? 0
@@ -515,10 +523,10 @@ caf::expected<reshard_result> reshard(pg_connection& db,
   auto streams = db.exec("SELECT user_id, stream_key, has_id, started_ms, "
                          "ttl_seconds, expires_ms FROM stream_state");
   if (!streams)
-    return fail(streams.error());
+    return streams.error();
   auto limits = db.exec("SELECT user_id, max_streams FROM limit_state");
   if (!limits)
-    return fail(limits.error());
+    return limits.error();
   // Every stream and limit to its shard under the new count, as arrays.
   array_literal s_shards, s_users, s_keys, s_has_ids, s_started, s_ttls,
     s_expires, l_shards, l_users, l_values;
@@ -554,7 +562,7 @@ SELECT greatest((SELECT max(position) FROM stream_journal),
   };
   for (auto& sql : steps)
     if (auto done = db.exec(sql); !done)
-      return fail(done.error());
+      return done.error();
   auto written = db.exec(R"sql(
 WITH s AS (
   SELECT * FROM unnest($1::int[], $2::bigint[], $3::text[], $4::boolean[],
@@ -591,7 +599,7 @@ LEFT JOIN lims AS b ON b.sh = g.sh)sql",
                           s_expires.str(), l_shards.str(), l_users.str(),
                           l_values.str(), std::to_string(shards)});
   if (!written)
-    return fail(written.error());
+    return written.error();
   const std::vector<std::string> leases{
     R"sql(
 UPDATE shard_leases SET owner = NULL, expires_at = NULL, state = 'unowned',
@@ -608,28 +616,30 @@ ON CONFLICT (singleton) DO UPDATE SET shard_count = EXCLUDED.shard_count)sql",
   };
   for (auto& sql : leases)
     if (auto done = db.exec(sql); !done)
-      return fail(done.error());
-  if (auto committed = db.exec("COMMIT"); !committed)
-    return committed.error();
+      return done.error();
   return result;
 }
 
-caf::expected<void> seed(pg_connection& db) {
-  // Users 1-3 with open streams (user 3 at the default limit of 3), user 4
-  // with a limit of its own, on the stored shard count (the default of 128
-  // becomes the stored one on a database no node used yet). It writes under
-  // epoch 0, past every node's fence: refused while a node is alive.
-  if (auto begun = db.exec("BEGIN"); !begun)
-    return begun.error();
-  auto fail = [&db](caf::error err) -> caf::expected<void> {
-    db.exec("ROLLBACK");
-    return err;
-  };
+} // namespace
+
+caf::expected<reshard_result> reshard(pg_connection& db,
+                                      std::uint32_t shards) {
+  if (shards < 1 || shards > 65536)
+    return make_error(persistence_error::statement,
+                      "the shard count must lie within 1 and 65536");
+  return in_transaction<reshard_result>(
+    db, [&] { return move_to_shards(db, shards); });
+}
+
+namespace {
+
+/// seed's work, inside its transaction.
+caf::expected<void> write_seed(pg_connection& db) {
   if (auto refused = refuse_live_members(db); !refused)
-    return fail(refused.error());
+    return refused.error();
   auto shard_count = stored_shard_count(db, 128);
   if (!shard_count)
-    return fail(shard_count.error());
+    return shard_count.error();
   struct row {
     std::uint64_t user;
     const char* key;
@@ -696,10 +706,18 @@ WHERE EXISTS (SELECT 1 FROM s) OR EXISTS (SELECT 1 FROM l))sql";
                             ttls.str(), shards.str(),
                             std::to_string(shard_of(4, *shard_count))});
   if (!done)
-    return fail(done.error());
-  if (auto committed = db.exec("COMMIT"); !committed)
-    return committed.error();
+    return done.error();
   return caf::unit;
+}
+
+} // namespace
+
+caf::expected<void> seed(pg_connection& db) {
+  // Users 1-3 with open streams (user 3 at the default limit of 3), user 4
+  // with a limit of its own, on the stored shard count (the default of 128
+  // becomes the stored one on a database no node used yet). It writes under
+  // epoch 0, past every node's fence: refused while a node is alive.
+  return in_transaction<void>(db, [&] { return write_seed(db); });
 }
 
 } // namespace videostreams

@@ -42,6 +42,10 @@ caf::expected<int> rollback(pg_connection& db);
 /// Every migration this binary knows, with its state in the database.
 caf::expected<std::vector<migration_status>> schema_status(pg_connection& db);
 
+/// True when every migration this binary knows is applied: what a node
+/// and the commands that write the current tables need.
+caf::expected<bool> schema_migrated(pg_connection& db);
+
 /// Inserts a few users with open streams and one with a limit of its own
 /// (test data, like the original project's seed), on the stored shard
 /// count (storing the default of 128 on a database no node used yet).

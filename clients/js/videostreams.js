@@ -178,12 +178,12 @@ export class StreamSession extends EventTarget {
       if (this._opening === opening) this._opening = null;
     }
     if (generation !== this._generation) return { ok: false, stopped: true };
-    if (res.status !== 201 && res.status !== 200) this._mayHold = false;
     if (res.status === 201 || res.status === 200) {
       this._opened(json);
       this.dispatchEvent(event("open", json));
       return { ok: true, status: res.status, ...json };
     }
+    this._mayHold = false; // a 409 or another 4xx opened nothing
     if (res.status === 409) {
       this._setState("limit");
       this.dispatchEvent(event("limit", json));
@@ -291,7 +291,6 @@ export class StreamSession extends EventTarget {
       // session again. At the limit that is a 409, surfaced as "limit". If
       // it cannot be opened (retries ran out, another 4xx), the stream is
       // no longer held: say so.
-      this._mayHold = false;
       try {
         await this.start();
       } catch (error) {
