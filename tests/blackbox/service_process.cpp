@@ -9,6 +9,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -94,6 +95,12 @@ void close_fd(int& fd) {
 /// Forks and execs the binary. Everything the child needs is built before
 /// `fork`, because the test process has threads and the child may only make
 /// async-signal-safe calls until `execve`.
+///
+/// The child is killed when the thread that forked it ends (the kernel's
+/// parent-death signal, kept across `execve`), so a test process that
+/// crashes or is killed by ctest's timeout leaves no node running on its
+/// ports. Tests spawn only from Catch2's thread, which lives as long as
+/// the process; a node spawned from a short-lived thread would die with it.
 pid_t spawn(const std::vector<std::string>& args, const environment& env,
             int out_fd, int err_fd) {
   std::vector<std::string> argv_text;
@@ -116,10 +123,14 @@ pid_t spawn(const std::vector<std::string>& args, const environment& env,
   for (auto& x : env_text)
     envp.push_back(x.data());
   envp.push_back(nullptr);
+  auto parent = ::getpid();
   auto pid = ::fork();
   if (pid < 0)
     throw std::runtime_error(std::string{"fork: "} + std::strerror(errno));
   if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) // it died before the line above
+      ::_exit(127);
     int null_fd = ::open("/dev/null", O_RDWR);
     ::dup2(null_fd, STDIN_FILENO);
     ::dup2(out_fd >= 0 ? out_fd : null_fd, STDOUT_FILENO);
