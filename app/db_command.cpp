@@ -35,9 +35,8 @@ constexpr const char* usage
     "is seconds) for a lock another command or a node holds, then fails.\n";
 
 int failed(const caf::error& err) {
-  auto text = describe(err);
-  std::fprintf(stderr, "videostreams db: %s\n", text.c_str());
-  if (text.find("lock timeout") != std::string::npos)
+  std::fprintf(stderr, "videostreams db: %s\n", describe(err).c_str());
+  if (is(err, persistence_error::lock_timeout))
     std::fprintf(stderr, "videostreams db: gave up waiting (--lock-timeout) "
                          "for a lock that another db command or a node's "
                          "transaction holds; try again later\n");

@@ -20,6 +20,8 @@ std::string to_string(persistence_error x) {
       return "write-behind backlog full";
     case persistence_error::commit_timeout:
       return "commit not confirmed in time";
+    case persistence_error::lock_timeout:
+      return "gave up waiting for a lock";
   }
   return "unknown";
 }

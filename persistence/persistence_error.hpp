@@ -27,6 +27,9 @@ enum class persistence_error : std::uint8_t {
   /// The commit holding a change was not confirmed in time; it may still
   /// land, so the caller must undo what it depends on.
   commit_timeout,
+  /// A statement gave up waiting for a lock (`lock_timeout`, SQLSTATE
+  /// 55P03): someone else holds it; nothing was changed.
+  lock_timeout,
 };
 
 /// Renders a `persistence_error`.

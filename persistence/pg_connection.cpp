@@ -181,6 +181,9 @@ caf::expected<pg_rows> pg_connection::check(pg_result* res) {
                                     : PQerrorMessage(conn_));
   auto code = PQstatus(conn_) == CONNECTION_OK ? persistence_error::statement
                                                 : persistence_error::unreachable;
+  if (auto* state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
+      state != nullptr && std::string_view{state} == "55P03")
+    code = persistence_error::lock_timeout;
   return make_error(code, msg);
 }
 

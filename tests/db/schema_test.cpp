@@ -254,6 +254,15 @@ TEST_CASE("a db command waits at most --lock-timeout for a lock another "
   CHECK_THAT(r.output, Catch::Contains("lock timeout"));
   CHECK_THAT(r.output, Catch::Contains("--lock-timeout"));
   CHECK_FALSE(d.has_table("stream_journal"));
+  // The connection tells a lock wait given up (SQLSTATE 55P03) from other
+  // failures; that is how the command knows to say so.
+  auto waiter = d.connect();
+  REQUIRE(waiter.exec("SET lock_timeout = '100ms'"));
+  auto waited = waiter.exec("SELECT pg_advisory_xact_lock(7316853917)");
+  REQUIRE_FALSE(waited);
+  CHECK(is(waited.error(), persistence_error::lock_timeout));
+  CHECK_FALSE(is(waiter.exec("SELECT nonsense").error(),
+                 persistence_error::lock_timeout));
   REQUIRE(holder.exec("COMMIT"));
   CHECK(run_binary("db migrate --lock-timeout=1s " + url).exit_code == 0);
   for (std::string bad : {"abc", "0", "2h", "-1s", ""}) {
