@@ -223,6 +223,11 @@ const std::vector<option_spec>& option_table() {
                     "this of its first byte; a slower connection is cut",
                     &options::read_timeout, milliseconds{1000},
                     milliseconds{300000}),
+    duration_option("write-timeout",
+                    "answers that filled a connection's socket must be "
+                    "taken by its client within this; a slower one is cut",
+                    &options::write_timeout, milliseconds{100},
+                    milliseconds{300000}),
     duration_option("shutdown-timeout",
                     "on SIGTERM, how long requests under way may finish "
                     "before their connections are cut",

@@ -30,6 +30,7 @@ struct options {
   std::uint32_t keep_alive_max_requests = 100000;
   /// A request must arrive whole within this of its first byte.
   std::chrono::milliseconds read_timeout{10000};
+  std::chrono::milliseconds write_timeout{5000};
   /// How long a stop lets requests under way finish before it cuts them.
   std::chrono::milliseconds shutdown_timeout{10000};
   std::uint32_t default_ttl_seconds = 60;

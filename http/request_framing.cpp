@@ -88,6 +88,20 @@ bool is_bodyless(std::string_view method) {
          || method == "TRACE" || method == "CONNECT";
 }
 
+/// The methods cpp-httplib parses (RFC 9110's and PATCH); it answers any
+/// other with a bare 400.
+bool is_known_method(std::string_view method) {
+  for (std::string_view known : {"GET", "HEAD", "POST", "PUT", "DELETE",
+                                  "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+    if (method == known)
+      return true;
+  return false;
+}
+
+bool starts_with_ignoring_case(std::string_view s, std::string_view prefix) {
+  return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
+}
+
 /// What the request line and the header fields say about the framing.
 struct header_facts {
   std::string_view method;
@@ -96,6 +110,9 @@ struct header_facts {
   std::uint64_t length = 0;
   bool chunked = false;
   bool encoded = false; // a Content-Encoding other than identity
+  bool multipart = false; // a multipart Content-Type
+  bool has_range = false;
+  bool unknown_method = false;
   bool expects_continue = false;
   std::size_t fields = 0;
 };
@@ -114,6 +131,8 @@ request_frame check_request_line(std::string_view line,
   auto version = line.substr(sp2 + 1);
   if (!is_token(method))
     return refuse(400, "the method is not a token");
+  // (Methods are case-sensitive: "get" is not one either.)
+  facts.unknown_method = !is_known_method(method);
   if (target.size() > limits.max_target_bytes)
     return refuse(414, "the request target is too long");
   if (target.empty())
@@ -153,13 +172,17 @@ request_frame check_field(std::string_view line, const framing_limits& limits,
       return refuse(400, "a header field value holds a control character");
   auto value = trim(raw_value);
   if (iequals(name, "Content-Length")) {
-    if (value.empty() || value.size() > 18
+    if (value.empty()
         || value.find_first_not_of("0123456789") != std::string_view::npos)
-      return refuse(value.size() > 18 ? 413 : 400,
-                    "Content-Length is not a decimal number of bytes");
+      return refuse(400, "Content-Length is not a decimal number of bytes");
+    // Leading zeros are fine; a value past the body limit is refused as
+    // soon as it gets there (so it cannot overflow).
     std::uint64_t n = 0;
-    for (char c : value)
+    for (char c : value) {
       n = n * 10 + static_cast<std::uint64_t>(c - '0');
+      if (n > limits.max_body_bytes)
+        return refuse(413, "the body is too large");
+    }
     if (facts.has_length && n != facts.length)
       return refuse(400, "Content-Length values differ");
     facts.has_length = true;
@@ -171,6 +194,10 @@ request_frame check_field(std::string_view line, const framing_limits& limits,
   } else if (iequals(name, "Content-Encoding")) {
     if (!iequals(value, "identity"))
       facts.encoded = true;
+  } else if (iequals(name, "Content-Type")) {
+    facts.multipart = starts_with_ignoring_case(value, "multipart/");
+  } else if (iequals(name, "Range")) {
+    facts.has_range = true;
   } else if (iequals(name, "Expect")) {
     facts.expects_continue = iequals(value, "100-continue");
   }
@@ -181,11 +208,22 @@ request_frame check_field(std::string_view line, const framing_limits& limits,
 request_frame frame_chunks(std::string_view in, std::size_t at,
                            const framing_limits& limits, request_frame f) {
   std::uint64_t body = 0;
+  auto start = at;
+  // Called where the bytes from `start` to `end` are all this body's.
+  auto too_long = [&](std::size_t end) {
+    return end - start > limits.max_chunked_wire_bytes();
+  };
+  constexpr std::string_view framing_too_large
+    = "the chunked body's framing is too large (chunks too small)";
   for (;;) {
+    if (too_long(at))
+      return refuse(413, framing_too_large);
     auto lf = in.find('\n', at);
     if (lf == std::string_view::npos) {
       if (in.size() - at > max_chunk_line_bytes)
         return refuse(400, "a chunk-size line is too long");
+      if (too_long(in.size()))
+        return refuse(413, framing_too_large);
       return f;
     }
     if (lf == at || in[lf - 1] != '\r')
@@ -196,9 +234,10 @@ request_frame frame_chunks(std::string_view in, std::size_t at,
     std::size_t digits = 0;
     std::uint64_t size = 0;
     while (digits < line.size() && hex_value(line[digits]) >= 0) {
-      if (digits == 8)
-        return refuse(413, "the body is too large");
+      // Leading zeros are fine (RFC 9112 §7.1); the value decides.
       size = size * 16 + static_cast<std::uint64_t>(hex_value(line[digits]));
+      if (size > limits.max_body_bytes)
+        return refuse(413, "the body is too large");
       ++digits;
     }
     if (digits == 0 || (digits < line.size() && line[digits] != ';'))
@@ -212,7 +251,7 @@ request_frame frame_chunks(std::string_view in, std::size_t at,
     at = lf + 1;
     if (size == 0) {
       if (in.size() < at + 2)
-        return f;
+        return too_long(in.size()) ? refuse(413, framing_too_large) : f;
       if (in.substr(at, 2) != "\r\n")
         return refuse(400, "trailer fields are not accepted");
       f.what = state::complete;
@@ -220,7 +259,7 @@ request_frame frame_chunks(std::string_view in, std::size_t at,
       return f;
     }
     if (in.size() < at + size + 2)
-      return f;
+      return too_long(in.size()) ? refuse(413, framing_too_large) : f;
     if (in.substr(at + size, 2) != "\r\n")
       return refuse(400, "a chunk's data does not end with CRLF");
     at += size + 2;
@@ -276,10 +315,14 @@ request_frame frame_request(std::string_view in, const framing_limits& limits) {
     return refuse(400, "a body on a request whose method takes none");
   if (has_body && facts.encoded)
     return refuse(415, "Content-Encoding other than identity");
+  if (has_body && facts.multipart)
+    return refuse(415, "a multipart body (bodies are JSON)");
   if (facts.length > limits.max_body_bytes)
     return refuse(413, "the body is too large");
   f.header_complete = true;
   f.http10 = facts.http10;
+  f.has_range = facts.has_range;
+  f.unknown_method = facts.unknown_method;
   f.expects_continue = has_body && facts.expects_continue;
   if (facts.chunked)
     return frame_chunks(in, at, limits, f);

@@ -15,6 +15,20 @@ struct framing_limits {
   /// The body, decoded (the chunk data of a chunked body), at most
   /// (beyond: 413).
   std::size_t max_body_bytes = 16 * 1024;
+
+  /// A chunked body on the wire (sizes, extensions and CRLFs included), at
+  /// most (beyond: 413): one-byte chunks would otherwise make a body of
+  /// the limit's size several times larger to read and hold.
+  std::size_t max_chunked_wire_bytes() const noexcept {
+    return 2 * max_body_bytes;
+  }
+
+  /// The most bytes one request can take on the wire: a connection that
+  /// holds this many has either a whole request or a refused one.
+  std::size_t max_request_bytes() const noexcept {
+    return 2 * 4 /* leading empty lines */ + max_header_bytes
+           + max_chunked_wire_bytes();
+  }
 };
 
 /// Where the next request in a connection's bytes stands.
@@ -42,6 +56,12 @@ struct request_frame {
   bool expects_continue = false;
   /// An HTTP/1.0 request: the edge closes its connection after the answer.
   bool http10 = false;
+  /// It has a Range field (which the edge takes out: answers are never
+  /// partial, and cpp-httplib would refuse one it cannot parse).
+  bool has_range = false;
+  /// Its method is none that cpp-httplib parses (RFC 9110's and PATCH):
+  /// the edge routes it itself.
+  bool unknown_method = false;
 };
 
 /// Finds the end of the first request in `bytes`, checking its framing
@@ -51,9 +71,10 @@ struct request_frame {
 /// folding, no control characters in a field value, one Content-Length
 /// value (digits only), no Content-Length beside Transfer-Encoding, which
 /// may only be `chunked` (no trailers), no body on GET, HEAD or OPTIONS,
-/// no Content-Encoding other than identity on a body (415), no encoded `/`
-/// in the path. Pure: it reads `bytes` only, so a connection calls it
-/// again with more bytes until it is no longer incomplete.
+/// no Content-Encoding other than identity on a body (415), no multipart
+/// body (415), no encoded `/` in the path. Pure: it reads `bytes` only, so
+/// a connection calls it again with more bytes until it is no longer
+/// incomplete.
 request_frame frame_request(std::string_view bytes,
                             const framing_limits& limits);
 

@@ -49,6 +49,12 @@ constexpr int accept_batch = 256;
 /// Bytes read per `recv`.
 constexpr std::size_t read_chunk = 16 * 1024;
 
+/// Answers to pipelined requests are written once this many bytes of them
+/// are ready, before the next requests are served: a client that pipelines
+/// many requests for large answers and reads none makes the connection
+/// hold about this much, not the sum of all its answers.
+constexpr std::size_t answer_batch_bytes = 64 * 1024;
+
 /// How long a connection whose request was refused still reads (and
 /// drops) what its client sends before it is closed.
 constexpr std::chrono::seconds linger_time{2};
@@ -66,6 +72,8 @@ std::int64_t to_ns(std::chrono::nanoseconds d) {
 const char* reason_phrase(int status) {
   switch (status) {
     case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 413: return "Payload Too Large";
     case 414: return "URI Too Long";
@@ -100,20 +108,55 @@ const std::string& http_date() {
   return text;
 }
 
-/// An answer the edge gives itself (a refused request, a connection shed),
-/// after which it closes the connection.
-std::string closing_answer(int status, std::string_view detail) {
-  auto body = api::error_body(status, detail);
-  std::string out = "HTTP/1.1 " + std::to_string(status) + " "
-                    + reason_phrase(status) + "\r\n";
+/// An answer the edge writes itself, after which it closes the
+/// connection.
+std::string closing_answer(const api_response& x) {
+  std::string out = "HTTP/1.1 " + std::to_string(x.status) + " "
+                    + reason_phrase(x.status) + "\r\n";
   out += "Access-Control-Allow-Origin: *\r\n";
   out += "Date: " + http_date() + "\r\n";
   out += "Connection: close\r\n";
-  out += "Content-Type: application/json; charset=utf-8\r\n";
+  for (auto& [name, value] : x.headers)
+    out += std::string{name} + ": " + value + "\r\n";
+  if (!x.body.empty())
+    out += "Content-Type: " + std::string{x.content_type} + "\r\n";
+  out += "Content-Length: " + std::to_string(x.body.size()) + "\r\n\r\n";
+  out += x.body;
+  return out;
+}
+
+/// The edge's own refusal (a request it will not frame, a connection
+/// shed), with the API's JSON error body.
+std::string closing_answer(int status, std::string_view detail) {
+  api_response x;
+  x.status = status;
+  x.body = api::error_body(status, detail);
   if (status == 503)
-    out += "Retry-After: 1\r\n";
-  out += "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n";
-  out += body;
+    x.headers.emplace_back("Retry-After", "1");
+  return closing_answer(x);
+}
+
+/// The path of a request target (without its query), %-decoded as
+/// cpp-httplib decodes the paths it routes.
+std::string decoded_path(std::string_view target) {
+  auto path = target.substr(0, target.find_first_of("?#"));
+  std::string out;
+  out.reserve(path.size());
+  auto hex = [](char c) {
+    if (c >= '0' && c <= '9')
+      return c - '0';
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+  };
+  for (std::size_t i = 0; i < path.size(); ++i) {
+    if (path[i] == '%' && i + 2 < path.size() && hex(path[i + 1]) >= 0
+        && hex(path[i + 2]) >= 0) {
+      out += static_cast<char>(hex(path[i + 1]) * 16 + hex(path[i + 2]));
+      i += 2;
+    } else {
+      out += path[i];
+    }
+  }
   return out;
 }
 
@@ -220,6 +263,71 @@ int status_of_answer(std::string_view out) {
   return code;
 }
 
+bool starts_with_ignoring_case(std::string_view s, std::string_view prefix) {
+  if (s.size() < prefix.size())
+    return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(s[i]))
+        != std::tolower(static_cast<unsigned char>(prefix[i])))
+      return false;
+  return true;
+}
+
+/// A framed request without its Range fields (the edge has checked its
+/// lines: CRLF-ended, a blank line after the header).
+std::string without_range_fields(std::string_view request) {
+  auto head_end = request.find("\r\n\r\n");
+  auto at = request.find("\r\n") + 2; // past the request line
+  std::string out{request.substr(0, at)};
+  while (at < head_end + 2) {
+    auto eol = request.find("\r\n", at);
+    auto line = request.substr(at, eol + 2 - at);
+    if (!starts_with_ignoring_case(line, "Range:"))
+      out += line;
+    at = eol + 2;
+  }
+  out += request.substr(head_end + 2);
+  return out;
+}
+
+/// Fixes up an answer cpp-httplib wrote (from `at` in `out`) for what the
+/// edge does next: it closes the connection after a request cpp-httplib
+/// could not parse, so that answer says `Connection: close` instead of
+/// `Keep-Alive`; and a 204 carries no Content-Length (RFC 9110 §8.6).
+void fix_answer(std::string& out, std::size_t at, bool closing) {
+  bool no_content = out.compare(at, 13, "HTTP/1.1 204 ") == 0;
+  if (!closing && !no_content)
+    return;
+  auto head_end = out.find("\r\n\r\n", at);
+  if (head_end == std::string::npos)
+    return;
+  auto drop_field = [&](std::string_view name) {
+    for (auto line = out.find("\r\n", at); line < head_end;
+         line = out.find("\r\n", line + 2)) {
+      if (starts_with_ignoring_case(
+            std::string_view{out}.substr(line + 2), name)) {
+        auto next = out.find("\r\n", line + 2);
+        out.erase(line, next - line);
+        head_end -= next - line;
+        return;
+      }
+    }
+  };
+  if (closing) {
+    drop_field("Keep-Alive:");
+    drop_field("Connection:");
+    auto status_end = out.find("\r\n", at);
+    out.insert(status_end, "\r\nConnection: close");
+    head_end += 19;
+  }
+  if (no_content)
+    drop_field("Content-Length:");
+}
+
+/// The operations port's 404 for a path it does not serve.
+constexpr std::string_view not_an_operations_route
+  = "the operations port serves probes, metrics and operator endpoints only";
+
 /// Markers for the two epoll entries that are no connection.
 char listener_marker;
 char wake_marker;
@@ -321,6 +429,21 @@ public:
   std::atomic<std::int64_t> request_started_ns{0};
   /// Until when it lingers after a refused request (0: it does not).
   std::atomic<std::int64_t> linger_until_ns{0};
+  /// Answers not yet taken by the client (from `out_sent` on): the
+  /// connection waits to be writable, holding no worker.
+  std::string out;
+  std::size_t out_sent = 0;
+  /// Since when `out` has waited for the client (0: nothing waits); the
+  /// watchdog cuts it past the write timeout.
+  std::atomic<std::int64_t> write_waiting_ns{0};
+  /// The client closed its side: once the whole requests it sent are
+  /// answered, the connection closes.
+  bool peer_closed = false;
+  /// What follows once `out` is written: the answers so far ended the
+  /// connection (`close`: the last one said so; `linger`: a request was
+  /// refused).
+  enum class ending { open, close, linger };
+  ending after_answers = ending::open;
   /// A worker holds it.
   std::atomic<bool> busy{false};
   /// It was cut: whoever takes its next event closes it.
@@ -375,9 +498,7 @@ http_server::http_server(api& handler, http_server_settings settings,
       metrics_.record(which, res.status, clock_type::now() - start);
     } else if (settings_.operations_only && !is_operations_route(which)) {
       res.status = 404;
-      res.set_content(api::error_body(404, "the operations port serves "
-                                           "probes, metrics and operator "
-                                           "endpoints only"),
+      res.set_content(api::error_body(404, not_an_operations_route),
                       "application/json; charset=utf-8");
       metrics_.record(which, res.status, clock_type::now() - start);
     } else {
@@ -431,12 +552,14 @@ http_server::http_server(api& handler, http_server_settings settings,
     });
     serve(req, res);
   };
-  svr.Post(".*", with_body);
-  svr.Put(".*", with_body);
-  svr.Patch(".*", with_body);
-  svr.Delete(".*", with_body);
-  svr.Get(".*", serve);
-  svr.Options(".*", serve);
+  // Every path (`.` would not match a %-decoded line break).
+  const std::string any_path = "[\\s\\S]*";
+  svr.Post(any_path, with_body);
+  svr.Put(any_path, with_body);
+  svr.Patch(any_path, with_body);
+  svr.Delete(any_path, with_body);
+  svr.Get(any_path, serve);
+  svr.Options(any_path, serve);
   // Errors that cpp-httplib raises itself (a malformed request line...)
   // get the same JSON bodies as the API's own.
   svr.set_error_handler(httplib::Server::HandlerWithResponse{
@@ -649,7 +772,7 @@ void http_server::admit(int fd, const sockaddr_storage& peer) {
   figures_.accepted.fetch_add(1, relaxed);
   {
     std::lock_guard<std::mutex> guard{mtx_};
-    if (open_.size() >= settings_.max_connections && !evict_idle()) {
+    if (open_.size() >= settings_.max_connections && !evict_one()) {
       figures_.shed.fetch_add(1, relaxed);
     } else {
       int yes = 1;
@@ -667,7 +790,8 @@ void http_server::admit(int fd, const sockaddr_storage& peer) {
       return;
     }
   }
-  // Beyond the cap with no idle connection to close: say so, at once.
+  // Beyond the cap with every connection held by a worker: say so, at
+  // once.
   metrics_.record_edge(503);
   if (settings_.access_log) {
     std::string ip;
@@ -705,24 +829,56 @@ void http_server::log_request(std::string_view method, std::string_view path,
      {"remote", remote}});
 }
 
-bool http_server::evict_idle() {
-  // Under mtx_: the longest-idle connection that holds no request.
-  connection* oldest = nullptr;
-  for (auto* c : open_) {
-    if (c->busy.load(relaxed) || c->cut.load(relaxed)
-        || c->request_started_ns.load(relaxed) != 0
-        || c->linger_until_ns.load(relaxed) != 0)
+bool http_server::evict_one() {
+  // Under mtx_. Of the connections no worker holds, in this order: the
+  // longest idle; the one whose request has been arriving longest (a
+  // client that trickles its request must not keep a new one out); the
+  // one whose answers have waited longest for its client; the longest
+  // lingering after a refusal. A connection a worker holds is serving a
+  // request and is never cut.
+  enum rank { idle, arriving, unread_answers, lingering, none };
+  // An "idle" one whose request has just arrived (its event is on the
+  // way to a worker) is not idle: it is passed over, a few times at most.
+  std::vector<connection*> passed_over;
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    connection* chosen = nullptr;
+    auto chosen_rank = none;
+    std::int64_t chosen_since = 0;
+    for (auto* c : open_) {
+      if (c->busy.load(relaxed) || c->cut.load(relaxed))
+        continue;
+      auto r = idle;
+      auto since = c->last_active_ns.load(relaxed);
+      if (auto t = c->linger_until_ns.load(relaxed); t != 0) {
+        r = lingering;
+        since = t;
+      } else if (auto w = c->write_waiting_ns.load(relaxed); w != 0) {
+        r = unread_answers;
+        since = w;
+      } else if (auto s = c->request_started_ns.load(relaxed); s != 0) {
+        r = arriving;
+        since = s;
+      }
+      if (r < chosen_rank || (r == chosen_rank && since < chosen_since)) {
+        if (std::find(passed_over.begin(), passed_over.end(), c)
+            != passed_over.end())
+          continue;
+        chosen = c;
+        chosen_rank = r;
+        chosen_since = since;
+      }
+    }
+    if (chosen == nullptr)
+      return false;
+    if (chosen_rank == idle && has_unread_bytes(chosen->fd)) {
+      passed_over.push_back(chosen);
       continue;
-    if (oldest == nullptr
-        || c->last_active_ns.load(relaxed)
-             < oldest->last_active_ns.load(relaxed))
-      oldest = c;
+    }
+    cut(chosen);
+    figures_.evicted.fetch_add(1, relaxed);
+    return true;
   }
-  if (oldest == nullptr || has_unread_bytes(oldest->fd))
-    return false; // (a request has just arrived on it: it is not idle)
-  cut(oldest);
-  figures_.evicted.fetch_add(1, relaxed);
-  return true;
+  return false;
 }
 
 void http_server::cut(connection* c) {
@@ -748,9 +904,56 @@ void http_server::close_connection(connection* c) {
 void http_server::rearm(connection* c) {
   c->busy.store(false);
   epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
+  // While answers wait for the client, only its taking them (or hanging
+  // up) matters; its next bytes are read once they are written.
+  // (Not EPOLLRDHUP then: a client that shut its side but reads slowly
+  // would make it fire again at once, a spin.)
+  ev.events = (c->out.empty() ? EPOLLIN | EPOLLRDHUP : EPOLLOUT)
+              | EPOLLONESHOT;
   ev.data.ptr = c;
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+http_server::write_result http_server::write_answers(connection* c) {
+  // Stamped before the client can see an answer, so a connection used
+  // after another is always the younger (eviction picks the oldest).
+  c->last_active_ns.store(now_ns(), relaxed);
+  while (c->out_sent < c->out.size()) {
+    auto n = ::send(c->fd, c->out.data() + c->out_sent,
+                    c->out.size() - c->out_sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      c->out_sent += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (c->write_waiting_ns.load(relaxed) == 0)
+        c->write_waiting_ns.store(now_ns(), relaxed);
+      return write_result::waiting;
+    }
+    return write_result::failed;
+  }
+  c->out.clear();
+  c->out_sent = 0;
+  if (c->out.capacity() > answer_batch_bytes)
+    std::string{}.swap(c->out); // idle connections hold no buffer
+  c->write_waiting_ns.store(0, relaxed);
+  return write_result::written;
+}
+
+void http_server::go_on(connection* c, next_step next) {
+  switch (next) {
+    case next_step::keep:
+      rearm(c);
+      break;
+    case next_step::linger:
+      linger(c);
+      break;
+    case next_step::close:
+      close_connection(c);
+      break;
+  }
 }
 
 void http_server::on_readable(connection* c) {
@@ -758,6 +961,20 @@ void http_server::on_readable(connection* c) {
   if (c->cut.load()) {
     close_connection(c);
     return;
+  }
+  if (!c->out.empty()) {
+    // The client can take more of its answers (or it hung up).
+    switch (write_answers(c)) {
+      case write_result::failed:
+        close_connection(c);
+        return;
+      case write_result::waiting:
+        rearm(c);
+        return;
+      case write_result::written:
+        go_on(c, serve_buffered(c));
+        return;
+    }
   }
   char buf[read_chunk];
   if (c->linger_until_ns.load(relaxed) != 0) {
@@ -772,11 +989,10 @@ void http_server::on_readable(connection* c) {
       return;
     }
   }
-  bool peer_closed = false;
   // Read what has arrived, but never more than a request can be: the
-  // framing refuses anything larger anyway.
-  auto cap = settings_.limits.max_header_bytes
-             + 2 * settings_.limits.max_body_bytes + read_chunk;
+  // framing refuses a request that grows larger, so a buffer this full
+  // always holds a whole or a refused request.
+  auto cap = settings_.limits.max_request_bytes() + read_chunk;
   while (c->in.size() < cap) {
     auto n = ::recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
     if (n > 0) {
@@ -790,21 +1006,16 @@ void http_server::on_readable(connection* c) {
     if (n < 0 && errno == EINTR)
       continue;
     if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
-      peer_closed = true;
+      c->peer_closed = true;
     break;
   }
   c->last_active_ns.store(now_ns(), relaxed);
-  switch (serve_buffered(c, peer_closed)) {
-    case next_step::keep:
-      rearm(c);
-      break;
-    case next_step::linger:
-      linger(c);
-      break;
-    case next_step::close:
-      close_connection(c);
-      break;
+  auto next = serve_buffered(c);
+  if (next == next_step::keep && c->out.empty() && c->in.size() >= cap) {
+    // Cannot happen (see `cap`); never spin on a full buffer.
+    next = next_step::close;
   }
+  go_on(c, next);
 }
 
 void http_server::linger(connection* c) {
@@ -815,13 +1026,47 @@ void http_server::linger(connection* c) {
   rearm(c);
 }
 
-http_server::next_step http_server::serve_buffered(connection* c,
-                                                   bool peer_closed) {
-  std::string out;
+http_server::next_step http_server::serve_buffered(connection* c) {
+  for (;;) {
+    auto more = answer_buffered(c);
+    if (!c->out.empty()) {
+      switch (write_answers(c)) {
+        case write_result::failed:
+          return next_step::close;
+        case write_result::waiting:
+          return next_step::keep; // `rearm` waits for the client to read
+        case write_result::written:
+          break;
+      }
+    }
+    if (!more || c->after_answers != connection::ending::open)
+      break;
+  }
+  // A peer that closed its side got the answers to its whole requests; a
+  // request it left incomplete can never complete.
+  if (c->peer_closed || c->cut.load())
+    return next_step::close;
+  switch (c->after_answers) {
+    case connection::ending::linger:
+      return next_step::linger; // the rest of its bytes may still arrive
+    case connection::ending::close:
+      return next_step::close;
+    case connection::ending::open:
+      break;
+  }
+  return next_step::keep;
+}
+
+bool http_server::answer_buffered(connection* c) {
+  auto& out = c->out;
   std::size_t consumed = 0;
-  bool keep = true;
-  bool refused = false;
-  while (keep && consumed < c->in.size()) {
+  bool more = false;
+  while (c->after_answers == connection::ending::open
+         && consumed < c->in.size()) {
+    if (out.size() >= answer_batch_bytes) {
+      more = true; // written first; then the rest
+      break;
+    }
     std::string_view rest{c->in.data() + consumed, c->in.size() - consumed};
     auto f = frame_request(rest, settings_.limits);
     if (f.what == request_frame::state::incomplete) {
@@ -844,11 +1089,19 @@ http_server::next_step http_server::serve_buffered(connection* c,
       }
       out += closing_answer(f.status, f.reason);
       consumed = c->in.size();
-      keep = false;
-      refused = true;
+      c->after_answers = connection::ending::linger;
       break;
     }
     c->continue_sent = false;
+    if (f.unknown_method) {
+      // cpp-httplib cannot parse it: the API answers it (a 405 with
+      // `Allow` on a known path, else a 404) and the connection closes.
+      out += closing_answer(answer_unknown_method(
+        rest.substr(f.skip, f.size), c->peer_ip, c->peer_port));
+      consumed += f.skip + f.size;
+      c->after_answers = connection::ending::close;
+      break;
+    }
     bool last = f.http10 || draining_.load()
                 || ++c->served >= settings_.keep_alive_max_requests;
     bool client_closes = false;
@@ -864,7 +1117,13 @@ http_server::next_step http_server::serve_buffered(connection* c,
         current_request = nullptr;
       }
     } reporting{&handled};
-    request_stream strm{rest.substr(f.skip, f.size), out, *c};
+    auto request = rest.substr(f.skip, f.size);
+    std::string without_range;
+    if (f.has_range) {
+      without_range = without_range_fields(request);
+      request = without_range;
+    }
+    request_stream strm{request, out, *c};
     engine_->process_request(strm, last, client_closes,
                              [&parsed, &handled](httplib::Request& req) {
                                parsed = true;
@@ -873,13 +1132,10 @@ http_server::next_step http_server::serve_buffered(connection* c,
                                  clipped_path(req.path)};
                                // The edge has the whole body already.
                                req.headers.erase("Expect");
-                               // The API's answers are never partial:
-                               // cpp-httplib would cut them to a Range.
-                               req.ranges.clear();
                              });
     if (!handled.answered) {
       // cpp-httplib answered by itself: a request it could not parse (400),
-      // a Range it could not (416)...
+      // a request line over its 8 KiB (414)...
       auto status = status_of_answer(
         std::string_view{out}.substr(answer_at));
       metrics_.record_edge(status);
@@ -890,6 +1146,7 @@ http_server::next_step http_server::serve_buffered(connection* c,
       }
       handled.status = status;
     }
+    fix_answer(out, answer_at, !parsed);
     if (settings_.access_log)
       log_request(handled.method.empty() ? "-" : handled.method,
                   handled.path.empty() ? "-" : handled.path,
@@ -900,7 +1157,8 @@ http_server::next_step http_server::serve_buffered(connection* c,
     consumed += f.skip + f.size;
     // A request cpp-httplib could not parse was answered 400: its
     // connection is closed, as after any refused request.
-    keep = !last && !client_closes && parsed;
+    if (last || client_closes || !parsed)
+      c->after_answers = connection::ending::close;
   }
   c->in.erase(0, consumed);
   if (c->in.empty()) {
@@ -910,20 +1168,31 @@ http_server::next_step http_server::serve_buffered(connection* c,
   } else if (consumed > 0) {
     c->request_started_ns.store(now_ns(), relaxed); // the next one began
   }
-  if (!out.empty()) {
-    // Stamped before the client can see the answer, so a connection used
-    // after another is always the younger.
-    c->last_active_ns.store(now_ns(), relaxed);
-    if (!send_all(c->fd, out, clock_type::now() + settings_.write_timeout))
-      return next_step::close;
+  return more;
+}
+
+api_response http_server::answer_unknown_method(std::string_view request,
+                                                std::string_view peer_ip,
+                                                int peer_port) {
+  auto began = clock_type::now();
+  auto line = request.substr(0, request.find("\r\n"));
+  auto sp1 = line.find(' ');
+  auto sp2 = line.find(' ', sp1 + 1);
+  auto method = line.substr(0, sp1);
+  auto path = decoded_path(line.substr(sp1 + 1, sp2 - sp1 - 1));
+  auto which = match_route(path).which;
+  api_response res;
+  if (settings_.operations_only && !is_operations_route(which)) {
+    res.status = 404;
+    res.body = api::error_body(404, not_an_operations_route);
+    metrics_.record(which, res.status, clock_type::now() - began);
+  } else {
+    res = api_.handle(api_request{method, path, {}, {}});
   }
-  // A peer that closed its side got the answers to its whole requests; a
-  // request it left incomplete can never complete.
-  if (peer_closed || c->cut.load())
-    return next_step::close;
-  if (refused)
-    return next_step::linger; // the rest of its bytes may still arrive
-  return keep ? next_step::keep : next_step::close;
+  if (settings_.access_log)
+    log_request(method, clipped_path(path), route_template(which), res.status,
+                clock_type::now() - began, peer_ip, peer_port);
+  return res;
 }
 
 void http_server::watchdog_loop() {
@@ -958,6 +1227,7 @@ void http_server::watchdog_loop() {
     next_scan = now + scan_every;
     auto t = to_ns(now.time_since_epoch());
     auto read_limit = to_ns(settings_.read_timeout);
+    auto write_limit = to_ns(settings_.write_timeout);
     auto idle_limit = to_ns(settings_.keep_alive_timeout);
     for (auto* c : open_) {
       if (c->cut.load(relaxed))
@@ -965,6 +1235,13 @@ void http_server::watchdog_loop() {
       if (auto until = c->linger_until_ns.load(relaxed); until != 0) {
         if (t > until)
           cut(c);
+        continue;
+      }
+      if (auto waiting = c->write_waiting_ns.load(relaxed); waiting != 0) {
+        if (t - waiting > write_limit) {
+          figures_.timed_out.fetch_add(1, relaxed);
+          cut(c); // its client took no answer for that long
+        }
         continue;
       }
       auto started = c->request_started_ns.load(relaxed);

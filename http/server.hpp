@@ -37,7 +37,9 @@ struct http_server_settings {
   std::size_t threads = 8;
   std::size_t max_threads = 512;
   /// Open connections at most; a connection beyond takes the place of the
-  /// longest-idle keep-alive connection, or is answered 503 and closed.
+  /// longest-idle keep-alive connection, else of the slowest request still
+  /// arriving, else of the longest-unread answers, or is answered 503 and
+  /// closed when a worker holds every connection.
   std::size_t max_connections = 16000;
   /// A keep-alive connection idle for this long is closed.
   std::chrono::seconds keep_alive_timeout{60};
@@ -46,8 +48,9 @@ struct http_server_settings {
   /// A request must arrive whole (header and body) within this of its
   /// first byte; a slower one is cut (slowloris).
   std::chrono::seconds read_timeout{10};
-  /// An answer must be taken by the client within this.
-  std::chrono::seconds write_timeout{5};
+  /// Answers that filled the socket must be taken by the client within
+  /// this (it holds no worker while they wait).
+  std::chrono::milliseconds write_timeout{5000};
   /// How long `stop` lets requests already under way finish.
   std::chrono::milliseconds shutdown_timeout{10000};
   framing_limits limits;
@@ -117,8 +120,18 @@ private:
   void admit(int fd, const sockaddr_storage& peer);
   void on_readable(connection* c);
   enum class next_step { keep, close, linger };
-  /// Serves every whole request in `c`'s bytes; says what `c` does next.
-  next_step serve_buffered(connection* c, bool peer_closed);
+  /// Serves the whole requests in `c`'s bytes and writes their answers,
+  /// until they are all answered or the client stops taking answers; says
+  /// what `c` does next (`keep` also while answers wait for the client).
+  next_step serve_buffered(connection* c);
+  /// Answers whole requests of `c->in` into `c->out`, until about
+  /// `answer_batch_bytes` are ready; true if more whole requests may wait.
+  bool answer_buffered(connection* c);
+  enum class write_result { written, waiting, failed };
+  /// Writes what it can of `c->out` without waiting.
+  write_result write_answers(connection* c);
+  /// Does what `next` says: waits for `c`'s next event, lingers or closes.
+  void go_on(connection* c, next_step next);
   /// Answered and half-closed: `c` reads (and drops) what the client still
   /// sends, so that closing it does not reset the answer away.
   void linger(connection* c);
@@ -130,9 +143,15 @@ private:
   // Under mtx_:
   void spawn_worker();
   void grow_if_starved(clock_type::time_point now);
-  bool evict_idle();
+  /// At the connection cap: cuts the connection that can best make room
+  /// (see the definition); false when every one is held by a worker.
+  bool evict_one();
   /// Cuts `c`: its next event (at once) closes it.
   void cut(connection* c);
+  /// The answer to a request whose method cpp-httplib cannot parse, from
+  /// the API (which counts it).
+  api_response answer_unknown_method(std::string_view request,
+                                     std::string_view peer_ip, int peer_port);
   /// Writes the access log line of one answered request.
   void log_request(std::string_view method, std::string_view path,
                    std::string_view route, int status,

@@ -1,6 +1,7 @@
 // DESIGN §2: what every answer carries (CORS, Content-Type) and the CORS
 // preflight.
 
+#include <cctype>
 #include <ctime>
 #include <regex>
 #include <string>
@@ -191,6 +192,15 @@ TEST_CASE("OPTIONS on a known route answers the CORS preflight with 204",
     CHECK(methods.find("GET") != std::string::npos);
     CHECK(methods.find("POST") == std::string::npos);
   }
+  // RFC 9110 §8.6: a 204 carries no Content-Length.
+  auto raw = raw_exchange(svc.port(), "OPTIONS /api/startstream/7 HTTP/1.1\r\n"
+                                      "Host: t\r\nConnection: close\r\n\r\n");
+  INFO(raw);
+  CHECK(status_of(raw) == 204);
+  auto head = raw.substr(0, raw.find("\r\n\r\n") + 2);
+  for (auto& c : head)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  CHECK(head.find("\r\ncontent-length:") == std::string::npos);
   // A preflight on startstream is not a start.
   auto r = get(*cli, "/api/startstream/1");
   CHECK(r.body == granted_body(1));

@@ -29,6 +29,7 @@ const std::vector<std::pair<std::string, std::string>> every_option{
   {"--keep-alive-timeout", "VIDEOSTREAMS_KEEP_ALIVE_TIMEOUT"},
   {"--keep-alive-max-requests", "VIDEOSTREAMS_KEEP_ALIVE_MAX_REQUESTS"},
   {"--read-timeout", "VIDEOSTREAMS_READ_TIMEOUT"},
+  {"--write-timeout", "VIDEOSTREAMS_WRITE_TIMEOUT"},
   {"--shutdown-timeout", "VIDEOSTREAMS_SHUTDOWN_TIMEOUT"},
   {"--default-ttl", "VIDEOSTREAMS_DEFAULT_TTL"},
   {"--min-ttl", "VIDEOSTREAMS_MIN_TTL"},
@@ -122,7 +123,7 @@ TEST_CASE("a bad option value exits 2 with a message", "[blackbox]") {
     "--passivate-after=x", "--passivate-after=-5s",
     "--request-timeout=0ms", "--request-timeout=soon", "--bind=",
     "--ops-port=-2",       "--ops-port=65536",  "--max-connections=0",
-    "--read-timeout=0",    "--shutdown-timeout=forever",
+    "--read-timeout=0",    "--write-timeout=0",  "--shutdown-timeout=forever",
     "--log-format=xml",    "--access-log=maybe"};
   for (auto& arg : bad) {
     INFO(arg);

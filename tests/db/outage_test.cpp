@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -193,4 +194,44 @@ TEST_CASE("SIGTERM while a commit hangs: the service still exits, after a "
   CHECK(status.clean());
   CHECK_THAT(svc.stderr_text(), Catch::Contains("not written at exit"));
   REQUIRE(locker.exec("ROLLBACK"));
+}
+
+TEST_CASE("at --max-connections with a worker holding every connection (a "
+          "commit that hangs), a new connection is answered 503 at once",
+          "[db]") {
+  own_postgres pg{"capped"};
+  service_process svc{{"--database-url=" + pg.dsn, "--request-timeout=20s",
+                       "--max-connections=2"}};
+  // Everything but the held requests goes through the operations port.
+  auto ops = make_client(svc.ops_port(), true);
+  REQUIRE(eventually([&] { return database_status(*ops) == "ok"; }, 30s));
+  auto locker = lock_every_shard(pg.dsn);
+  std::vector<std::unique_ptr<raw_connection>> held;
+  for (int user = 1; user <= 2; ++user) {
+    held.push_back(std::make_unique<raw_connection>(svc.port()));
+    REQUIRE(held.back()->write("GET /api/startstream/" + std::to_string(user)
+                               + " HTTP/1.1\r\nHost: t\r\n\r\n"));
+  }
+  auto api_gauge = [&](const std::string& name) {
+    return metric_value(scrape(*ops), name + "{listener=\"api\"}")
+      .value_or(-1);
+  };
+  REQUIRE(eventually([&] {
+    return api_gauge("videostreams_http_busy_workers") == 2;
+  }));
+  raw_connection shed{svc.port()};
+  auto response = shed.read_response();
+  INFO(response);
+  CHECK(status_of(response) == 503);
+  CHECK(response.find("\r\nConnection: close\r\n") != std::string::npos);
+  CHECK(response.find("\r\nRetry-After: 1\r\n") != std::string::npos);
+  CHECK(metric_value(scrape(*ops), R"x(videostreams_http_requests_total{route="(edge)",code="503"})x")
+        == 1);
+  REQUIRE(locker.exec("ROLLBACK"));
+  // The held requests are answered (granted, or 503 if the commit missed
+  // its deadline on a slow machine).
+  for (auto& c : held) {
+    auto status = status_of(c->read_response());
+    CHECK((status == 200 || status == 503));
+  }
 }

@@ -106,7 +106,8 @@ TEST_CASE("the help text (--help) lists every option with its variable and "
                     "write-backlog", "fold-min-changes", "node-id",
                     "advertise-host", "cluster-port", "lease-ttl",
                     "ops-port", "http-max-threads", "max-connections",
-                    "read-timeout", "shutdown-timeout", "log-format",
+                    "read-timeout", "write-timeout", "shutdown-timeout",
+                    "log-format",
                     "access-log"}) {
     INFO(name);
     CHECK_THAT(text, Catch::Contains(std::string{"--"} + name + "="));
