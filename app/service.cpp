@@ -186,6 +186,18 @@ struct service::impl {
       log(std::move(events)),
       cfg(opts),
       sys(cfg) {
+    // A start that fails after actors were spawned (the cluster port taken,
+    // say) must stop them, or the actor system's destructor waits for them
+    // for good, and the process neither exits nor answers a signal.
+    try {
+      start();
+    } catch (...) {
+      stop_actors();
+      throw;
+    }
+  }
+
+  void start() {
     if (!valid_node_id(node_id))
       throw startup_refused("the host name '" + node_id
                             + "' is no valid node id: set --node-id (1 to 63 "
@@ -440,18 +452,23 @@ struct service::impl {
   }
 
   ~impl() {
+    stop_actors();
+  }
+
+  /// Stops every actor the service spawned (those spawned so far, when a
+  /// start fails), so the actor system's destructor finds every actor done.
+  void stop_actors() {
     // The node stops its shard actors (and they their user actors) and its
-    // links, so the actor system's destructor finds every actor done.
+    // links.
     caf::anon_send_exit(node, caf::exit_reason::user_shutdown);
-    if (!writer)
-      return;
     caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(keeper, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(loader, caf::exit_reason::user_shutdown);
     // Their threads may wait in a statement that does not return (a lock,
     // a server that stopped answering); the process waits for them.
-    cancel_lease->cancel();
-    cancel_load->cancel();
+    for (auto* cancel : {&cancel_lease, &cancel_load})
+      if (*cancel)
+        (*cancel)->cancel();
   }
 
   /// How long a graceful stop waits for the hand-off of every shard; then
