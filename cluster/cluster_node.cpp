@@ -132,6 +132,8 @@ struct node_state {
   std::map<std::string, std::vector<std::pair<std::uint32_t, std::int64_t>>>
     handed_off;
   bool send_scheduled = false;
+  /// The next send tells every peer this node is leaving, news or not.
+  bool announce_leaving = false;
   bool check_scheduled = false;
   /// Shard actors that no longer serve (their end is expected); they end
   /// after a grace period, or with the node.
@@ -229,10 +231,19 @@ bool referred(node_pointer self, const shard_entry& e) {
               < 2 * self->state.settings.heartbeat_every;
 }
 
+/// Whether `node` is a member this node knows to be leaving.
+bool known_leaving(node_pointer self, const std::string& node) {
+  for (auto& m : self->state.members)
+    if (m.node_id == node)
+      return m.status == "leaving";
+  return false;
+}
+
 /// The node commands for a shard this node does not hold go to, as far as
 /// it knows: the lease's owner (unless that node said it is not), else the
-/// node a fresh referral named, else (`or_target`) the shard's target; ""
-/// when none of them is another node.
+/// node a fresh referral named, else the successor its last owner named
+/// (unless that one is leaving too: it takes no shard), else
+/// (`or_target`) the shard's target; "" when none of them is another node.
 std::string owner_of(node_pointer self, std::uint32_t shard,
                      bool or_target) {
   auto& st = self->state;
@@ -246,7 +257,8 @@ std::string owner_of(node_pointer self, std::uint32_t shard,
     return e.owner;
   if (fresh)
     return other(e.referred_to);
-  if (e.owner.empty() && !e.successor.empty())
+  if (e.owner.empty() && !e.successor.empty()
+      && !known_leaving(self, e.successor))
     return other(e.successor);
   if (or_target && !st.targets.empty())
     return other(st.targets[shard]);
@@ -458,6 +470,15 @@ void update_route(node_pointer self, std::uint32_t shard) {
     return;
   e.route = to;
   st.settings.routes->set_route(shard, std::move(to));
+}
+
+/// Updates every shard's route, after members' statuses changed: a route
+/// that named a member now leaving as a shard's successor (straight to its
+/// link) goes through this node instead, which sends its commands on to
+/// the shard's target or holds them until the shard has an owner.
+void update_routes(node_pointer self) {
+  for (std::uint32_t s = 0; s < self->state.shards.size(); ++s)
+    update_route(self, s);
 }
 
 void set_deadline(node_pointer self, std::uint32_t shard) {
@@ -815,9 +836,17 @@ void resume(node_pointer self, std::uint32_t shard, std::int64_t epoch) {
 }
 
 void finish_hand_off(node_pointer self, std::uint32_t shard,
-                     std::int64_t epoch, const std::string& to) {
+                     std::int64_t epoch, std::string to) {
   auto& st = self->state;
   auto& e = st.shards[shard];
+  if (!to.empty() && known_leaving(self, to)) {
+    // It began to leave while the shard was handed to it (two nodes
+    // stopped at once): name the shard's target now instead, which takes
+    // it at once, rather than one that will not.
+    to = st.targets.empty() ? std::string{} : st.targets[shard];
+    if (to == self_id(self) || known_leaving(self, to))
+      to.clear();
+  }
   e.mode = shard_mode::none;
   set_deadline(self, shard);
   retire(self, e.actor);
@@ -1241,6 +1270,13 @@ void on_round(node_pointer self, round_result& result,
   }
   if (!result.read_error) {
     st.read_once = true;
+    // A member that said it is leaving stays so, though the table (read
+    // before its own row said so) may not show it yet: a leaving node
+    // never comes back under the same incarnation.
+    std::set<std::pair<std::string, std::uint64_t>> said_leaving;
+    for (auto& m : st.members)
+      if (m.status == "leaving")
+        said_leaving.emplace(m.node_id, m.incarnation);
     st.members.clear();
     bool other = false;
     for (auto& m : result.reading.members) {
@@ -1248,6 +1284,8 @@ void on_round(node_pointer self, round_result& result,
         continue;
       other = other || m.node_id != self_id(self);
       st.members.push_back(m);
+      if (said_leaving.count({m.node_id, m.incarnation}) != 0)
+        st.members.back().status = "leaving";
     }
     if (other && !st.seen_other) {
       // From now on a lease that is not renewed stops this node deciding.
@@ -1261,6 +1299,7 @@ void on_round(node_pointer self, round_result& result,
     note_member_changes(self, result.reading.members);
     update_peers(self, result.reading.members);
     recompute_targets(self);
+    update_routes(self);
     for (auto& l : result.reading.leases)
       learn(self, shard_claim{l.shard, l.epoch, l.owner, {}}, l.live,
             l.state);
@@ -1480,6 +1519,7 @@ cluster_node_actor::behavior_type node_impl(node_pointer self,
           if (m.node_id == news.sender)
             m.status = "leaving";
         recompute_targets(self);
+        update_routes(self);
       }
       for (auto& c : news.claims)
         learn(self, c, !c.owner.empty(),
@@ -1588,6 +1628,10 @@ cluster_node_actor::behavior_type node_impl(node_pointer self,
            "leaving the cluster: handing every shard off",
            {{"last_member", false},
             {"shards_owned", st.settings.counters->shards_owned.load()}});
+      // Tell the others now, before any hand-off: one leaving at the same
+      // moment then names no shard's successor after this node.
+      st.announce_leaving = true;
+      schedule_send(self);
       recompute_targets(self);
       plan(self);
       start_round(self); // tell the others at once
@@ -1621,9 +1665,10 @@ cluster_node_actor::behavior_type node_impl(node_pointer self,
       for (auto& [addr, out] : st.replies)
         self->send(out.to, reply_batch{std::move(out.replies)});
       st.replies.clear();
-      if (!st.news.empty()) {
+      if (!st.news.empty() || st.announce_leaving) {
         shard_news news{std::move(st.news), self_id(self), st.leaving};
         st.news.clear();
+        st.announce_leaving = false;
         for (auto& [id, p] : st.peers)
           if (p.link.actor)
             self->send(p.link.actor, news);

@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <thread>
+
 #include "cluster_harness.hpp"
 
 #include "cluster/assignment.hpp"
@@ -272,6 +274,36 @@ TEST_CASE("a node that leaves under load hands its shards off: no request "
   auto handoffs = n3.metric("videostreams_cluster_takeovers_total");
   REQUIRE(handoffs);
   CHECK(*handoffs > 0);
+}
+
+TEST_CASE("two nodes that leave at once under load hand their shards to "
+          "the staying nodes: no request fails and no stream is lost",
+          "[cluster]") {
+  cluster_database d;
+  test_node n2{2, d.dsn, patient};
+  test_node n3{3, d.dsn, patient};
+  test_node n4{4, d.dsn, patient};
+  test_node n5{5, d.dsn, patient};
+  REQUIRE(wait_converged({&n2, &n3, &n4, &n5}));
+  session_players players{{target_of_node(n2), target_of_node(n3)}, 30000, 6,
+                          40};
+  players.start();
+  REQUIRE(eventually([&] { return players.requests() > 300; }, 30s));
+  // Each hears of the other's leaving only after it began its own: each
+  // may first pick the other as a shard's successor.
+  exit_status s4, s5;
+  std::thread stop_n4{[&] { s4 = n4.process().stop(std::chrono::seconds{40}); }};
+  s5 = n5.process().stop(std::chrono::seconds{40});
+  stop_n4.join();
+  auto before = players.requests();
+  REQUIRE(eventually([&] { return players.requests() > before + 300; }, 30s));
+  players.stop();
+  CHECK(s4.clean());
+  CHECK(s5.clean());
+  check_no_failures(players, {&n2, &n3});
+  REQUIRE(wait_converged({&n2, &n3}));
+  check_streams_kept(players, n2, d);
+  CHECK(d.count("SELECT count(*) FROM cluster_members") == 2);
 }
 
 TEST_CASE("a node that joins under load takes its share: no request fails "
