@@ -81,7 +81,7 @@ TEST_CASE("HEAD /ui/ gives the page's headers and length without its body",
   CHECK(get(*cli, "/healthz").status == 200);
 }
 
-TEST_CASE("a file that is not served is a JSON 404; other methods are 405",
+TEST_CASE("a file that is not served is a JSON 404, other methods are 405",
           "[blackbox]") {
   service_process svc;
   auto cli = make_client(svc.port());

@@ -36,7 +36,7 @@ member_figures(const test_node& via) {
 
 } // namespace
 
-TEST_CASE("any node gathers the figures of every member; a stopped member "
+TEST_CASE("any node gathers the figures of every member, a stopped member "
           "is reported unreachable",
           "[cluster]") {
   // Leases long enough that the stopped node stays a member while the

@@ -863,7 +863,7 @@ TEST_CASE("db reshard is refused while a member is alive and changes "
 }
 
 TEST_CASE("db rollback and db seed are refused while a member is alive and "
-          "change nothing; rollback goes ahead once it is dead",
+          "change nothing, and rollback goes ahead once it is dead",
           "[db]") {
   migrated_database d;
   auto leases = make_pg_lease_store(d.connect());

@@ -216,3 +216,57 @@ TEST_CASE("Expect: 100-continue is reported once the header is whole",
   CHECK(no_body.what == state::complete);
   CHECK(!no_body.expects_continue);
 }
+
+TEST_CASE("a chunked body is bounded on the wire: any request a full "
+          "buffer holds is whole or refused",
+          "[framing]") {
+  const std::string head = "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked"
+                           "\r\n\r\n";
+  std::string tiny;
+  while (tiny.size() <= limits.max_chunked_wire_bytes())
+    tiny += "1\r\nx\r\n";
+  // Refused while it arrives, never left incomplete past the bound.
+  check_refused(head + tiny, 413);
+  std::string extended = head;
+  while (extended.size() <= limits.max_request_bytes())
+    extended += "1;e=" + std::string(200, 'a') + "\r\nx\r\n";
+  check_refused(extended, 413);
+  // Up to the bound it is fine (here 1,000 one-byte chunks, 6 KB).
+  std::string fine = head;
+  for (int i = 0; i < 1000; ++i)
+    fine += "1\r\nx\r\n";
+  fine += "0\r\n\r\n";
+  CHECK(frame(fine).what == state::complete);
+  // Leading zeros are fine; a size past the body limit is not, whatever
+  // its digits.
+  auto zeros = head + "00000000000002\r\n{}\r\n0000\r\n\r\n";
+  check_prefixes_incomplete(zeros);
+  CHECK(frame(zeros).what == state::complete);
+  check_refused(head + "4001\r\n", 413);
+  auto long_length = "POST /x HTTP/1.1\r\nContent-Length: 0000000000000000"
+                     "0000000002\r\n\r\n{}"s;
+  CHECK(frame(long_length).what == state::complete);
+  check_refused("POST /x HTTP/1.1\r\nContent-Length: 99999999999999999999999"
+                "\r\n\r\n", 413);
+}
+
+TEST_CASE("a multipart body is a 415, and a Range field and a method "
+          "cpp-httplib cannot parse are reported",
+          "[framing]") {
+  check_refused("POST /x HTTP/1.1\r\nContent-Type: Multipart/Form-Data; "
+                "boundary=b\r\nContent-Length: 2\r\n\r\n{}", 415);
+  // Without a body the type says nothing.
+  CHECK(frame("GET /x HTTP/1.1\r\nContent-Type: multipart/mixed\r\n\r\n").what
+        == state::complete);
+  auto ranged = frame("GET /x HTTP/1.1\r\nrange: items=0-1\r\n\r\n");
+  CHECK(ranged.what == state::complete);
+  CHECK(ranged.has_range);
+  CHECK_FALSE(frame("GET /x HTTP/1.1\r\n\r\n").has_range);
+  for (auto method : {"FOO", "get", "PROPFIND"}) {
+    INFO(method);
+    auto f = frame(std::string{method} + " /x HTTP/1.1\r\n\r\n");
+    CHECK(f.what == state::complete);
+    CHECK(f.unknown_method);
+  }
+  CHECK_FALSE(frame("PATCH /x HTTP/1.1\r\n\r\n").unknown_method);
+}

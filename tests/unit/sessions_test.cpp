@@ -264,7 +264,7 @@ TEST_CASE("a user is known to endstream for an hour after its last stream "
         == stream_outcome::unknown_user);
 }
 
-TEST_CASE("an own limit makes a user known; a list does not", "[unit]") {
+TEST_CASE("an own limit makes a user known, a list does not", "[unit]") {
   shard_fixture f;
   f.call(set_limit(34, 2));
   CHECK(f.call(op(user_op::end_legacy, 34)).outcome
