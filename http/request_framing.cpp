@@ -98,10 +98,6 @@ bool is_known_method(std::string_view method) {
   return false;
 }
 
-bool starts_with_ignoring_case(std::string_view s, std::string_view prefix) {
-  return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
-}
-
 /// What the request line and the header fields say about the framing.
 struct header_facts {
   std::string_view method;
@@ -267,6 +263,11 @@ request_frame frame_chunks(std::string_view in, std::size_t at,
 }
 
 } // namespace
+
+bool starts_with_ignoring_case(std::string_view s, std::string_view prefix) {
+  return s.size() >= prefix.size()
+         && iequals(s.substr(0, prefix.size()), prefix);
+}
 
 request_frame frame_request(std::string_view in, const framing_limits& limits) {
   request_frame f;

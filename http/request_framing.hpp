@@ -78,4 +78,8 @@ struct request_frame {
 request_frame frame_request(std::string_view bytes,
                             const framing_limits& limits);
 
+/// Whether `s` begins with `prefix`, ASCII letters compared without case
+/// (header names, media types).
+bool starts_with_ignoring_case(std::string_view s, std::string_view prefix);
+
 } // namespace videostreams

@@ -137,27 +137,10 @@ std::string closing_answer(int status, std::string_view detail) {
 }
 
 /// The path of a request target (without its query), %-decoded as
-/// cpp-httplib decodes the paths it routes.
+/// cpp-httplib decodes the paths it routes (with its own decoder).
 std::string decoded_path(std::string_view target) {
   auto path = target.substr(0, target.find_first_of("?#"));
-  std::string out;
-  out.reserve(path.size());
-  auto hex = [](char c) {
-    if (c >= '0' && c <= '9')
-      return c - '0';
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-  };
-  for (std::size_t i = 0; i < path.size(); ++i) {
-    if (path[i] == '%' && i + 2 < path.size() && hex(path[i + 1]) >= 0
-        && hex(path[i + 2]) >= 0) {
-      out += static_cast<char>(hex(path[i + 1]) * 16 + hex(path[i + 2]));
-      i += 2;
-    } else {
-      out += path[i];
-    }
-  }
-  return out;
+  return httplib::detail::decode_url(std::string{path}, false);
 }
 
 /// Writes all of `data`, waiting for the socket at most until `deadline`.
@@ -261,16 +244,6 @@ int status_of_answer(std::string_view out) {
     code = code * 10 + (out[i] - '0');
   }
   return code;
-}
-
-bool starts_with_ignoring_case(std::string_view s, std::string_view prefix) {
-  if (s.size() < prefix.size())
-    return false;
-  for (std::size_t i = 0; i < prefix.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(s[i]))
-        != std::tolower(static_cast<unsigned char>(prefix[i])))
-      return false;
-  return true;
 }
 
 /// A framed request without its Range fields (the edge has checked its
@@ -963,18 +936,10 @@ void http_server::on_readable(connection* c) {
     return;
   }
   if (!c->out.empty()) {
-    // The client can take more of its answers (or it hung up).
-    switch (write_answers(c)) {
-      case write_result::failed:
-        close_connection(c);
-        return;
-      case write_result::waiting:
-        rearm(c);
-        return;
-      case write_result::written:
-        go_on(c, serve_buffered(c));
-        return;
-    }
+    // The client can take more of its answers (or it hung up): write
+    // them, then serve what it sent meanwhile.
+    go_on(c, serve_buffered(c));
+    return;
   }
   char buf[read_chunk];
   if (c->linger_until_ns.load(relaxed) != 0) {

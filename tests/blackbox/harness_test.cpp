@@ -16,6 +16,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "http_probe.hpp"
 #include "service_process.hpp"
 
 extern char** environ;
@@ -41,16 +42,6 @@ bool running(pid_t pid) {
   return state != 'Z' && state != 'X';
 }
 
-template <class Condition>
-bool eventually(Condition condition, std::chrono::seconds within) {
-  auto deadline = std::chrono::steady_clock::now() + within;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (condition())
-      return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return condition();
-}
 
 } // namespace
 
