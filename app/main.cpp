@@ -1,12 +1,13 @@
 // videostreams: entry point. Reads the options, starts one node, and stops
-// it gracefully on SIGTERM or SIGINT; `videostreams db ...` manages the
-// database schema instead.
+// it gracefully on SIGTERM or SIGINT, or when it fails or goes out of
+// service; `videostreams db ...` manages the database schema instead.
 
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -22,6 +23,31 @@
 #include "logging/event_log.hpp"
 
 namespace {
+
+/// Why the process stops other than by a signal: the server failed, or the
+/// node went out of service. The first cause wins; it is set from any
+/// thread, and a SIGTERM to this process then wakes the signal wait.
+class stop_cause {
+public:
+  void fail(const std::string& why) {
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      if (!why_.empty())
+        return;
+      why_ = why;
+    }
+    ::kill(::getpid(), SIGTERM);
+  }
+
+  std::string why() const {
+    std::lock_guard<std::mutex> guard{mtx_};
+    return why_;
+  }
+
+private:
+  mutable std::mutex mtx_;
+  std::string why_;
+};
 
 /// Raises the open-file limit to its hard limit: every connection is a
 /// descriptor, and the soft limit (often 1024) is far below
@@ -81,7 +107,9 @@ int main(int argc, char** argv) {
                {"max_connections", cfg.values.max_connections}});
 
   try {
-    service node{cfg.values, log};
+    stop_cause cause;
+    service node{cfg.values, log,
+                 [&cause](const std::string& why) { cause.fail(why); }};
     auto port = node.bind();
     std::string changed;
     std::vector<log_field> fields{{"version", VIDEOSTREAMS_VERSION},
@@ -118,18 +146,16 @@ int main(int argc, char** argv) {
                 + ", operations on " + ops + ", mode " + mode + ", options:"
                 + (changed.empty() ? " defaults" : changed),
               std::move(fields));
-    std::string failure;
-    std::thread server{[&node, &failure] {
+    std::thread server{[&node, &cause] {
       try {
         node.run();
       } catch (const std::exception& e) {
-        failure = e.what();
-        ::kill(::getpid(), SIGTERM); // wake the signal wait below
+        cause.fail(e.what());
       }
     }};
     int sig = 0;
     sigwait(&stop_signals, &sig);
-    if (failure.empty()) {
+    if (cause.why().empty()) {
       const char* name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
       log->info("stopping",
                 std::string{name} + " received, finishing in-flight requests",
@@ -137,6 +163,7 @@ int main(int argc, char** argv) {
     }
     node.stop();
     server.join();
+    auto failure = cause.why();
     auto uptime = std::chrono::duration<double>(
                     std::chrono::steady_clock::now() - started)
                     .count();

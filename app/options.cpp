@@ -304,7 +304,7 @@ const std::vector<option_spec>& option_table() {
     {"node-id",
      "this node's name in the cluster and as shard owner, 1-63 characters "
      "of A-Z a-z 0-9 . _ - (default: the host name); a process started "
-     "under a running node's id takes over from it",
+     "under a running node's id takes over from it, and that one exits 1",
      false,
      [](const std::string& text, options& opts) -> std::string {
        if (!text.empty() && !valid_node_id(text))

@@ -180,10 +180,12 @@ startup_refused::startup_refused(const std::string& what)
 }
 
 struct service::impl {
-  impl(const options& opts, std::shared_ptr<const event_log> events)
+  impl(const options& opts, std::shared_ptr<const event_log> events,
+       out_of_service_handler out_of_service)
     : opts(opts),
       node_id(effective_node_id(opts)),
       log(std::move(events)),
+      on_out_of_service(std::move(out_of_service)),
       cfg(opts),
       sys(cfg) {
     // A start that fails after actors were spawned (the cluster port taken,
@@ -356,8 +358,10 @@ struct service::impl {
       if (self->writer)
         self->announce_ready();
     };
-    settings.on_out_of_service = [api_ptr](const std::string&) {
+    settings.on_out_of_service = [api_ptr, self](const std::string& why) {
       api_ptr->set_readiness(readiness::stopping);
+      if (self->on_out_of_service)
+        self->on_out_of_service(why);
     };
     settings.log = log;
     advertised = settings.self.advertise_host;
@@ -479,6 +483,7 @@ struct service::impl {
   options opts;
   std::string node_id;
   std::shared_ptr<const event_log> log;
+  out_of_service_handler on_out_of_service;
   std::chrono::steady_clock::time_point created
     = std::chrono::steady_clock::now();
   std::atomic<bool> ready_announced{false};
@@ -517,8 +522,10 @@ struct service::impl {
   int ops_port = -1;
 };
 
-service::service(const options& opts, std::shared_ptr<const event_log> log)
-  : impl_(std::make_unique<impl>(opts, std::move(log))) {
+service::service(const options& opts, std::shared_ptr<const event_log> log,
+                 out_of_service_handler on_out_of_service)
+  : impl_(std::make_unique<impl>(opts, std::move(log),
+                                 std::move(on_out_of_service))) {
   // Nothing else to do.
 }
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -24,8 +25,16 @@ public:
 /// lease keeper, shard loader and middleman too.
 class service {
 public:
-  /// A node with `opts` that reports its events to `log`.
-  service(const options& opts, std::shared_ptr<const event_log> log);
+  /// Called once, from an actor's thread, when the node can serve nothing
+  /// more and the process should `stop` and exit: a newer process took its
+  /// node id over, or a reshard changed the cluster's shard count. `why`
+  /// says which.
+  using out_of_service_handler = std::function<void(const std::string& why)>;
+
+  /// A node with `opts` that reports its events to `log` and calls
+  /// `on_out_of_service` when it goes out of service.
+  service(const options& opts, std::shared_ptr<const event_log> log,
+          out_of_service_handler on_out_of_service);
   ~service();
 
   service(const service&) = delete;

@@ -309,10 +309,16 @@ void service_process::send_signal(int sig) const {
 }
 
 exit_status service_process::stop(std::chrono::milliseconds deadline) {
+  if (!stopped_)
+    ::kill(pid_, SIGTERM);
+  return wait_for_exit(deadline);
+}
+
+exit_status
+service_process::wait_for_exit(std::chrono::milliseconds deadline) {
   if (stopped_)
     return status_;
   stopped_ = true;
-  ::kill(pid_, SIGTERM);
   status_ = wait_until(pid_, clock_type::now() + deadline);
   // The child is gone, so its end of the pipe is closed and the reader sees
   // end of file.

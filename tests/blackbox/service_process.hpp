@@ -112,6 +112,12 @@ public:
   /// SIGKILL). Calling it again returns the first result.
   exit_status stop(std::chrono::milliseconds deadline = process_deadline);
 
+  /// Waits, sending no signal, for the process to exit by itself (at most
+  /// `deadline`, then SIGKILL). Later calls of `stop` or `wait_for_exit`
+  /// return this result.
+  exit_status
+  wait_for_exit(std::chrono::milliseconds deadline = process_deadline);
+
   /// Everything the child has written to stderr so far.
   std::string stderr_text() const;
 

@@ -11,7 +11,13 @@ using namespace blackbox;
 
 test_node::test_node(int n, const std::string& dsn,
                      std::vector<std::string> extra)
-  : id_("n" + std::to_string(n)) {
+  : test_node(n, "n" + std::to_string(n), dsn, std::move(extra)) {
+  // Nothing else to do.
+}
+
+test_node::test_node(int n, std::string id, const std::string& dsn,
+                     std::vector<std::string> extra)
+  : id_(std::move(id)) {
   for (auto& x : extra)
     if (x.rfind("--admin-token=", 0) == 0)
       admin_token_ = x.substr(14);

@@ -36,6 +36,11 @@ public:
   test_node(int n, const std::string& dsn,
             std::vector<std::string> extra = {});
 
+  /// The same with node id `id` instead (a second process under a node id
+  /// that another runs under already, say).
+  test_node(int n, std::string id, const std::string& dsn,
+            std::vector<std::string> extra = {});
+
   const std::string& id() const noexcept {
     return id_;
   }

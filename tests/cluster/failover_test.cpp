@@ -291,3 +291,44 @@ TEST_CASE("a command forwarded to a paused owner is never decided after its "
     CHECK(stored_streams(d, user) == 1);
   }
 }
+
+TEST_CASE("a process replaced under its node id by a newer one stops "
+          "serving and exits 1, and the newer one serves that node's users "
+          "with their streams",
+          "[cluster]") {
+  cluster_database d;
+  test_node n2{2, d.dsn, short_leases};
+  test_node n3{3, d.dsn, short_leases};
+  REQUIRE(wait_converged({&n2, &n3}));
+  auto view = n2.view();
+  REQUIRE(view);
+  auto users = users_owned_by(*view, "n3", 8);
+  auto old_client = n3.client();
+  for (auto user : users)
+    for (int i = 1; i <= 2; ++i)
+      REQUIRE(get(*old_client, "/api/startstream/" + std::to_string(user)).body
+              == granted_body(i));
+  // A second process under n3's node id, on another address: a restart
+  // whose predecessor is still running (a paused virtual machine that
+  // woke, a copy started by hand).
+  test_node newer{5, "n3", d.dsn, short_leases};
+  auto old_exit = n3.process().wait_for_exit();
+  INFO(n3.process().stderr_text());
+  CHECK(old_exit.exited);
+  CHECK(old_exit.code == 1);
+  CHECK_THAT(n3.process().stderr_text(),
+             Catch::Contains("| event=out_of_service node=n3 ")
+               && Catch::Contains("a newer process took over node id n3")
+               && Catch::Contains("| event=stop node=n3 exit_code=1 "));
+  REQUIRE(wait_converged({&n2, &newer}));
+  // The newer process has the streams granted through the old one, and
+  // every node agrees: one more each, then the limit.
+  auto newer_client = newer.client();
+  auto n2_client = n2.client();
+  for (auto user : users) {
+    auto path = "/api/startstream/" + std::to_string(user);
+    CHECK(get(*newer_client, path).body == granted_body(3));
+    CHECK(get(*n2_client, path).body == denied_body(3));
+    CHECK(stored_streams(d, user) == 3);
+  }
+}

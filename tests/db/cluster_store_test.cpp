@@ -1037,11 +1037,12 @@ TEST_CASE("after a reshard to 32 the service starts only with --shards=32 "
   CHECK(p.stop(seconds{30}).clean());
 }
 
-TEST_CASE("a node whose cluster was resharded under it stops serving",
+TEST_CASE("a node whose cluster was resharded under it stops and exits 1, "
+          "and a restart with the old count is refused",
           "[db]") {
   // A reshard needs every node stopped, but a node that read the stored
   // count just before it committed joins under the old layout: it must
-  // find out at its first read of the cluster and serve nothing.
+  // find out at its first read of the cluster, serve nothing, and exit.
   migrated_database d;
   service_process node{{"--database-url=" + d.dsn}};
   auto cli = make_client(node.port(), true);
@@ -1049,12 +1050,19 @@ TEST_CASE("a node whose cluster was resharded under it stops serving",
                      seconds{30}));
   CHECK(get(*cli, "/api/startstream/1").status == 200);
   REQUIRE(d.connect().exec("UPDATE cluster_settings SET shard_count = 32"));
-  REQUIRE(eventually([&] { return get(*cli, "/readyz").status == 503; },
-                     seconds{30}));
-  CHECK(get(*cli, "/api/startstream/1").status == 503);
+  auto status = node.wait_for_exit();
+  INFO(node.stderr_text());
+  CHECK(status.describe() == "exit code 1");
   CHECK_THAT(node.stderr_text(),
-             Catch::Contains("restart it with --shards=32"));
-  CHECK(node.stop(seconds{30}).clean());
+             Catch::Contains("| event=out_of_service ")
+               && Catch::Contains("restart it with --shards=32"));
+  // Restarted as it was, it refuses to start, saying both numbers.
+  auto again = run_binary({"--port=0", "--ops-port=-1", "--cluster-port=0",
+                           "--database-url=" + d.dsn});
+  INFO(again.err);
+  CHECK(again.status.describe() == "exit code 2");
+  CHECK_THAT(again.err, Catch::Contains("--shards=128 differs from the 32 "
+                                        "shards"));
 }
 
 // -- What a node loads when it takes shards ----------------------------------
