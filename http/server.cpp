@@ -266,10 +266,12 @@ std::string without_range_fields(std::string_view request) {
 /// Fixes up an answer cpp-httplib wrote (from `at` in `out`) for what the
 /// edge does next: it closes the connection after a request cpp-httplib
 /// could not parse, so that answer says `Connection: close` instead of
-/// `Keep-Alive`; and a 204 carries no Content-Length (RFC 9110 §8.6).
-void fix_answer(std::string& out, std::size_t at, bool closing) {
+/// `Keep-Alive`; a 204 carries no Content-Length (RFC 9110 §8.6); and an
+/// answer to HEAD does not advertise `Accept-Ranges: bytes` (cpp-httplib
+/// adds it to every HEAD answer; the edge ignores `Range`).
+void fix_answer(std::string& out, std::size_t at, bool closing, bool head) {
   bool no_content = out.compare(at, 13, "HTTP/1.1 204 ") == 0;
-  if (!closing && !no_content)
+  if (!closing && !no_content && !head)
     return;
   auto head_end = out.find("\r\n\r\n", at);
   if (head_end == std::string::npos)
@@ -295,6 +297,8 @@ void fix_answer(std::string& out, std::size_t at, bool closing) {
   }
   if (no_content)
     drop_field("Content-Length:");
+  if (head)
+    drop_field("Accept-Ranges:");
 }
 
 /// The operations port's 404 for a path it does not serve.
@@ -1111,7 +1115,7 @@ bool http_server::answer_buffered(connection* c) {
       }
       handled.status = status;
     }
-    fix_answer(out, answer_at, !parsed);
+    fix_answer(out, answer_at, !parsed, handled.method == "HEAD");
     if (settings_.access_log)
       log_request(handled.method.empty() ? "-" : handled.method,
                   handled.path.empty() ? "-" : handled.path,

@@ -124,7 +124,7 @@ bool raw_connection::write(std::string_view bytes) {
   return true;
 }
 
-std::string raw_connection::read_response() {
+std::string raw_connection::read_response(bool to_head) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{30};
   auto fill = [&] {
     char buf[4096];
@@ -147,7 +147,8 @@ std::string raw_connection::read_response() {
   auto head = buffered_.substr(0, head_end);
   for (auto& c : head)
     c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (auto at = head.find("\r\ncontent-length:"); at != std::string::npos)
+  if (auto at = head.find("\r\ncontent-length:");
+      at != std::string::npos && !to_head)
     length = std::strtoul(head.c_str() + at + 17, nullptr, 10);
   while (buffered_.size() < head_end + length)
     if (std::chrono::steady_clock::now() >= deadline || !fill())

@@ -85,9 +85,10 @@ public:
   /// Writes all of `bytes`; false on failure.
   bool write(std::string_view bytes);
 
-  /// Reads one HTTP response (head and a Content-Length body); "" when the
-  /// connection closed or timed out before a whole response arrived.
-  std::string read_response();
+  /// Reads one HTTP response (head and a Content-Length body, none for an
+  /// answer to HEAD, `to_head`); "" when the connection closed or timed
+  /// out before a whole response arrived.
+  std::string read_response(bool to_head = false);
 
   /// True once the service has closed the connection (end of stream or a
   /// reset) with nothing more to read; false if more bytes arrive or it is

@@ -146,7 +146,8 @@ TEST_CASE("a multipart body is a 415 that changes nothing, whatever the "
   CHECK(listed.body.find("\"streamCount\":0") != std::string::npos);
 }
 
-TEST_CASE("a Range header is ignored, whatever its unit or syntax",
+TEST_CASE("a Range header is ignored, whatever its unit or syntax, and no "
+          "answer offers ranges",
           "[blackbox]") {
   service_process svc;
   int n = 0;
@@ -159,6 +160,19 @@ TEST_CASE("a Range header is ignored, whatever its unit or syntax",
     INFO(response);
     CHECK(status_of(response) == 200);
     CHECK(body_of(response) == (++n <= 3 ? granted_body(n) : denied_body(3)));
+  }
+  // Nor does any answer offer ranges, HEAD's included (cpp-httplib's own
+  // `Accept-Ranges: bytes` is taken out).
+  const std::pair<std::string, int> heads[]{
+    {"/api", 200}, {"/api/startstream/78", 405}, {"/nowhere", 404}};
+  for (auto& [target, status] : heads) {
+    INFO(target);
+    raw_connection conn{svc.port()};
+    REQUIRE(conn.write("HEAD " + target + " HTTP/1.1\r\nHost: t\r\n\r\n"));
+    auto response = conn.read_response(true);
+    INFO(response);
+    CHECK(status_of(response) == status);
+    CHECK(response.find("Accept-Ranges") == std::string::npos);
   }
 }
 
