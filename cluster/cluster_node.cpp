@@ -1111,6 +1111,7 @@ void update_peers(node_pointer self, const std::vector<member_record>& table) {
     if (present.count(i->first) == 0) {
       if (i->second.link.actor)
         self->send_exit(i->second.link.actor, caf::exit_reason::user_shutdown);
+      st.settings.counters->forget_peer(i->first);
       i = st.peers.erase(i);
       changed = true;
     } else {

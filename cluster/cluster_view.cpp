@@ -26,4 +26,9 @@ cluster_counters::peers() const {
   return peers_;
 }
 
+void cluster_counters::forget_peer(const std::string& node) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  peers_.erase(node);
+}
+
 } // namespace videostreams

@@ -113,6 +113,11 @@ struct cluster_counters {
   /// Every peer's counters, by node id.
   std::map<std::string, std::shared_ptr<peer_counters>> peers() const;
 
+  /// Drops the counters of `node`, a member no more (it left, or died long
+  /// ago): its series leave `/metrics` rather than show a peer that is
+  /// gone as disconnected for good. Should it come back, it counts anew.
+  void forget_peer(const std::string& node);
+
 private:
   mutable std::mutex mtx_;
   std::map<std::string, std::shared_ptr<peer_counters>> peers_;

@@ -220,7 +220,7 @@ void render_cluster(std::string& out, const cluster_counters& c) {
                "Held requests answered 503 because no owner could decide "
                "within the request timeout (0 without a database).",
                c.held_timeouts);
-  // A series per peer this node has known (never removed). Until there is
+  // A series per peer that is a member (or died not long ago). Until there is
   // one (in memory, a cluster of one), each family shows one unlabelled
   // zero series instead (the same as peer=""), so that it has a sample and
   // sums over it are 0, not empty.

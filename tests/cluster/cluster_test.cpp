@@ -274,6 +274,25 @@ TEST_CASE("a node that leaves under load hands its shards off: no request "
   auto handoffs = n3.metric("videostreams_cluster_takeovers_total");
   REQUIRE(handoffs);
   CHECK(*handoffs > 0);
+  // A member that left is no peer of theirs any more: its series are gone
+  // from their figures (not a peer disconnected for good).
+  for (auto* n : {&n2, &n3}) {
+    INFO(n->id());
+    auto other = std::string{"videostreams_cluster_peer_connected{peer=\""}
+                 + (n == &n2 ? "n3" : "n2") + "\"}";
+    CHECK(eventually(
+      [&] {
+        auto cli = n->client(false);
+        auto figures = scrape(*cli);
+        return metric_value(figures, other) == 1.0
+               && !metric_value(
+                 figures, R"(videostreams_cluster_peer_connected{peer="n4"})")
+               && !metric_value(
+                 figures,
+                 R"(videostreams_cluster_forwarded_requests_total{peer="n4"})");
+      },
+      30s));
+  }
 }
 
 TEST_CASE("two nodes that leave at once under load hand their shards to "
