@@ -159,10 +159,14 @@ int run_db_command(const std::vector<std::string>& args,
     auto done = reshard(*db, shards);
     if (!done)
       return failed(done.error());
-    std::printf("resharded from %u to %u shards: %zu open streams and %zu "
-                "limits moved\n",
-                done->shards_before, done->shards_after, done->streams,
-                done->limits);
+    if (done->shards_before == done->shards_after)
+      std::printf("the cluster has %u shards already: nothing moved\n",
+                  done->shards_after);
+    else
+      std::printf("resharded from %u to %u shards: %zu open streams and "
+                  "%zu limits moved\n",
+                  done->shards_before, done->shards_after, done->streams,
+                  done->limits);
   } else {
     auto status = schema_status(*db);
     if (!status)

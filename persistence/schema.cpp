@@ -509,8 +509,6 @@ caf::expected<reshard_result> move_to_shards(pg_connection& db,
                         "IN EXCLUSIVE MODE");
   if (!locked)
     return locked.error();
-  if (auto refused = refuse_live_members(db); !refused)
-    return refused.error();
   auto before = db.exec("SELECT shard_count FROM cluster_settings");
   if (!before)
     return before.error();
@@ -520,6 +518,10 @@ caf::expected<reshard_result> move_to_shards(pg_connection& db,
                            : static_cast<std::uint32_t>(
                              std::stoul(before->at(0, 0)));
   result.shards_after = shards;
+  if (result.shards_before == shards)
+    return result; // nothing to move
+  if (auto refused = refuse_live_members(db); !refused)
+    return refused.error();
   auto streams = db.exec("SELECT user_id, stream_key, has_id, started_ms, "
                          "ttl_seconds, expires_ms FROM stream_state");
   if (!streams)

@@ -72,6 +72,8 @@ struct reshard_result {
 /// stream and limit moves to its shard under the new count (a snapshot per
 /// shard, the journal emptied), and every lease is freed under an epoch
 /// above all before, so no writer of the old layout can pass a fence.
+/// When the cluster has `shards` already, it changes nothing (members may
+/// be alive then) and says so: `shards_before == shards_after`.
 caf::expected<reshard_result> reshard(pg_connection& db,
                                       std::uint32_t shards);
 

@@ -862,6 +862,32 @@ TEST_CASE("db reshard is refused while a member is alive and changes "
   CHECK(streams_text(d) == streams_before);
 }
 
+TEST_CASE("db reshard to the count the cluster has moves nothing, even "
+          "while a member is alive",
+          "[db]") {
+  migrated_database d;
+  populate_on_128_shards(d);
+  auto leases = make_pg_lease_store(d.connect());
+  join_for_a_minute(*leases, "node-z");
+  auto streams_before = streams_text(d);
+  auto limits_before = limits_text(d);
+  auto snapshots_before = snapshots_text(d);
+  auto leases_before = leases_text(d);
+  auto journal_before = d.count("SELECT count(*) FROM stream_journal");
+  REQUIRE(journal_before > 0);
+  auto r = run_binary({"db", "reshard", "--shards=128", url_of(d)});
+  INFO(r.out << r.err);
+  CHECK(r.status.describe() == "exit code 0");
+  CHECK_THAT(r.out, Catch::Contains("the cluster has 128 shards already: "
+                                    "nothing moved"));
+  CHECK(streams_text(d) == streams_before);
+  CHECK(limits_text(d) == limits_before);
+  CHECK(snapshots_text(d) == snapshots_before);
+  CHECK(leases_text(d) == leases_before);
+  CHECK(d.count("SELECT count(*) FROM stream_journal") == journal_before);
+  CHECK(member_of(*leases, "node-z"));
+}
+
 TEST_CASE("db rollback and db seed are refused while a member is alive and "
           "change nothing, and rollback goes ahead once it is dead",
           "[db]") {
