@@ -403,6 +403,12 @@ caf::expected<std::vector<int>> migrate(pg_connection& db) {
 }
 
 caf::expected<int> rollback(pg_connection& db) {
+  // Never migrated: nothing to roll back, and nothing to create for it.
+  auto exists = db.exec("SELECT to_regclass('schema_migrations') IS NOT NULL");
+  if (!exists)
+    return exists.error();
+  if (exists->at(0, 0) != "t")
+    return 0;
   if (auto ok = run_in_transaction(db, {lock_sql, bookkeeping_sql}); !ok)
     return ok.error();
   auto versions = applied_versions(db);

@@ -142,6 +142,17 @@ INSERT INTO user_limits VALUES (7, 5, 3, 4), (9, 0, 6, 4))sql"));
   CHECK(d.query(limits) == v1_limits);
 }
 
+TEST_CASE("rollback on a database never migrated rolls back nothing and "
+          "creates nothing",
+          "[db]") {
+  scratch_database d;
+  auto db = d.connect();
+  auto nothing = rollback(db);
+  REQUIRE(nothing);
+  CHECK(*nothing == 0);
+  CHECK_FALSE(d.has_table("schema_migrations"));
+}
+
 TEST_CASE("status on an empty database lists every migration as pending",
           "[db]") {
   scratch_database d;
