@@ -608,7 +608,12 @@ LEFT JOIN lims AS b ON b.sh = g.sh)sql",
                           l_values.str(), std::to_string(shards)});
   if (!written)
     return written.error();
+  // Leases of shards the new count has not go (a write for one finds no
+  // lease and is fenced like any stale one): left at the newest epoch
+  // they would look like shards of the new layout to whatever counts
+  // them, migration 3 recomputing the count after a rollback included.
   const std::vector<std::string> leases{
+    "DELETE FROM shard_leases WHERE shard >= " + std::to_string(shards),
     R"sql(
 UPDATE shard_leases SET owner = NULL, expires_at = NULL, state = 'unowned',
        epoch = (SELECT epoch FROM reshard_position))sql",
