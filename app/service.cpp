@@ -476,8 +476,10 @@ struct service::impl {
   }
 
   /// How long a graceful stop waits for the hand-off of every shard; then
-  /// come the HTTP drain (--shutdown-timeout, 10 s) and the final flush
-  /// (10 s at most): a stop ends within 30 s with the defaults (#10).
+  /// come the drain of both ports (--shutdown-timeout, 10 s), the final
+  /// flush (10 s at most) and cancelling a fold (1 s at most): a stop ends
+  /// within 31 s with the defaults, 0.3-1.6 s in practice
+  /// (docs/operations.md, Stopping).
   static constexpr std::chrono::seconds leave_timeout{10};
 
   options opts;
@@ -520,6 +522,9 @@ struct service::impl {
   /// The operations listener; null when `--ops-port=-1`.
   std::unique_ptr<http_server> ops;
   int ops_port = -1;
+  /// When the players' port cuts what it has not drained (set by `stop`):
+  /// the operations port, stopped after it, drains within the same time.
+  std::atomic<std::chrono::steady_clock::time_point> drain_cut{};
 };
 
 service::service(const options& opts, std::shared_ptr<const event_log> log,
@@ -574,9 +579,10 @@ void service::run() {
     ops_thread = std::thread{[this] { impl_->ops->run(); }};
   impl_->http->run();
   // The operations port answers ("stopping") until the players' port has
-  // drained.
+  // drained, then drains by the same deadline (not a shutdown timeout
+  // more).
   if (impl_->ops) {
-    impl_->ops->stop();
+    impl_->ops->stop(impl_->drain_cut.load());
     ops_thread.join();
   }
   impl_->flush();
@@ -585,7 +591,9 @@ void service::run() {
 void service::stop() {
   impl_->rest->set_readiness(readiness::stopping);
   impl_->leave();
-  impl_->http->stop();
+  auto cut = std::chrono::steady_clock::now() + impl_->opts.shutdown_timeout;
+  impl_->drain_cut.store(cut);
+  impl_->http->stop(cut);
 }
 
 } // namespace videostreams

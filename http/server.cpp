@@ -642,11 +642,15 @@ void http_server::run() {
 }
 
 void http_server::stop() {
+  stop(clock_type::now() + settings_.shutdown_timeout);
+}
+
+void http_server::stop(clock_type::time_point cut_at) {
   std::lock_guard<std::mutex> guard{mtx_};
   if (stop_requested_)
     return;
   stop_requested_ = true;
-  drain_deadline_ = clock_type::now() + settings_.shutdown_timeout;
+  drain_deadline_ = cut_at;
   draining_.store(true);
   stopped_.notify_all(); // the watchdog shuts the listener and drains
 }

@@ -97,6 +97,10 @@ public:
   /// once (`run` returns when the drain is over).
   void stop();
 
+  /// `stop`, cutting what remains at `cut_at` instead: a listener stopped
+  /// after another drains within the same deadline, not a timeout more.
+  void stop(std::chrono::steady_clock::time_point cut_at);
+
   class connection;
   class engine;
 

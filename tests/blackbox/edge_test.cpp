@@ -512,3 +512,30 @@ TEST_CASE("SIGTERM drains: idle connections close at once, a request under "
   auto status = svc.stop(60s);
   CHECK(status.describe() == "exit code 0");
 }
+
+TEST_CASE("SIGTERM drains both ports by one deadline: a slow client of the "
+          "operations port is cut when those of the players' port are, not "
+          "a --shutdown-timeout later",
+          "[blackbox][edge]") {
+  // The operations port answers ("stopping") until the players' port has
+  // drained; it used to start a drain of its own then, so a stop could
+  // take two shutdown timeouts. 8 s: one is 8 s, two are 16 s; the check
+  // allows 13 s, room for a busy machine on the one side, 3 s on the other.
+  service_process svc{{"--shutdown-timeout=8s", "--read-timeout=120s"}};
+  REQUIRE(svc.ops_port() > 0);
+  raw_connection players{svc.port()};
+  REQUIRE(players.write("GET /api/startstream/23 HTTP/1.1\r\nX"));
+  raw_connection ops{svc.ops_port()};
+  REQUIRE(ops.write("GET /metrics HTTP/1.1\r\nX"));
+  auto sent = std::chrono::steady_clock::now();
+  svc.send_signal(SIGTERM);
+  CHECK(players.closed_by_peer(30s));
+  CHECK(ops.closed_by_peer(30s));
+  auto status = svc.stop(60s);
+  auto took = std::chrono::steady_clock::now() - sent;
+  CHECK(status.describe() == "exit code 0");
+  INFO("SIGTERM to exit: "
+       << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+       << " ms");
+  CHECK(took < 13s);
+}
