@@ -311,6 +311,7 @@ async function checkRender() {
     first[dir] = objs;
     expect(objs.length > 0, `${dir} renders with kubectl 1.20: ${objs.map((o) => o.kind).join(', ')}`, `${dir} renders nothing`);
   }
+  checkDocumentedImageCommands();
   // A second kubectl (a current one, when this machine has one).
   let other = process.env.VIDEOSTREAMS_KUBECTL;
   if (!other) {
@@ -340,6 +341,45 @@ async function checkRender() {
     for (const [k, o] of a) if (b.has(k)) for (const d of diff(o, b.get(k))) lines.push(`${k} ${d}`);
     expect(lines.length === 0, `${dir}: the same ${a.size} objects with kubectl 1.20 and ${other}`,
       `${dir} renders differently with kubectl 1.20 and ${other}:\n    ${lines.join('\n    ')}`);
+  }
+}
+
+// docs/operations.md points the production overlay at a registry's image
+// with `sed` (kustomize edit would rewrite the overlay for a newer
+// kustomize than kubectl 1.20's). Runs each such command, as written, on a
+// copy of k8s/, one after the other (a deployment, then a rolling update):
+// every container of ours must then run that image, and the overlay must
+// still render with kubectl 1.20.
+function checkDocumentedImageCommands() {
+  const doc = fs.readFileSync(path.join(src, 'docs/operations.md'), 'utf8');
+  const commands = doc.split('\n').map((l) => l.trim())
+    .filter((l) => /^sed -i .* k8s\/overlays\/production\/kustomization\.yaml$/.test(l));
+  if (!expect(commands.length >= 2, `docs/operations.md: ${commands.length} commands set the production image`,
+    'docs/operations.md: expected the commands that set the production image (deploy, rolling update)')) return;
+  const copy = fs.mkdtempSync(path.join(work, 'k8s-copy-'));
+  try {
+    fs.cpSync(path.join(src, 'k8s'), path.join(copy, 'k8s'), { recursive: true });
+    for (const command of commands) {
+      const name = /\|\s+newName: ([^|]+)\|/.exec(command);
+      const tag = /newTag: "([^"]+)"/.exec(command);
+      if (!name || !tag) { fail(`docs/operations.md: cannot tell the image of: ${command}`); continue; }
+      const want = `${name[1]}:${tag[1]}`;
+      runOk('sh', ['-c', command], { cwd: copy });
+      let objs;
+      try {
+        objs = parseAll(renderWith(kubectl120, path.join(copy, 'k8s/overlays/production')));
+      } catch (e) {
+        fail(`after \`${command}\` production does not render with kubectl 1.20: ${e.message}`);
+        continue;
+      }
+      const images = podTemplates(objs).flatMap(({ pod }) => allContainers(pod))
+        .filter(runsOurImage).map((c) => c.image);
+      expect(images.length > 0 && images.every((i) => i === want),
+        `after the documented sed, every container of ours runs ${want}`,
+        `after \`${command}\`: images ${images.join(', ')}, expected ${want}`);
+    }
+  } finally {
+    fs.rmSync(copy, { recursive: true, force: true });
   }
 }
 
@@ -494,6 +534,75 @@ function checkReferences(overlay, objs) {
     `${overlay}:\n    ${problems.join('\n    ')}`);
 }
 
+// The NetworkPolicy, evaluated as the API server would for the node pods:
+// players reach the HTTP port from anywhere, the operations port is open to
+// the cluster's pods only, and the cluster port (no authentication: it sets
+// limits without the admin token) to the other nodes only.
+function checkNetworkPolicy(overlay, objs) {
+  const problems = [];
+  const { sts, container } = nodeSet(objs);
+  const nodeLabels = sts.spec.template.metadata.labels;
+  const policies = objs.filter((o) => o.kind === 'NetworkPolicy'
+    && selects(o.spec.podSelector.matchLabels, nodeLabels)
+    && (o.spec.policyTypes || ['Ingress']).includes('Ingress'));
+  if (policies.length === 0) problems.push('no NetworkPolicy restricts ingress to the nodes');
+  const otherPods = podTemplates(objs).filter(({ owner }) => owner !== sts).map(({ pod }) => pod.metadata.labels);
+  // Who a rule's `from` entry lets in.
+  const source = (f) => {
+    if (f.ipBlock) return 'addresses';
+    const pods = f.podSelector && f.podSelector.matchLabels;
+    if (f.namespaceSelector) return pods && selects(pods, nodeLabels) && !otherPods.some((l) => selects(pods, l)) ? 'nodes (any namespace)' : 'cluster pods';
+    if (!pods) return 'namespace pods';
+    return selects(pods, nodeLabels) && !otherPods.some((l) => selects(pods, l)) ? 'nodes' : 'namespace pods';
+  };
+  const portMatches = (rulePort, cp) => (rulePort.protocol || 'TCP') === (cp.protocol || 'TCP')
+    && (rulePort.port === undefined || rulePort.port === cp.name || rulePort.port === cp.containerPort);
+  const reach = {};
+  for (const cp of container.ports || []) {
+    const from = new Set();
+    for (const p of policies)
+      for (const rule of p.spec.ingress || []) {
+        if (rule.ports && rule.ports.length && !rule.ports.some((rp) => portMatches(rp, cp))) continue;
+        if (!rule.from || rule.from.length === 0) from.add('anywhere');
+        else for (const f of rule.from) from.add(source(f));
+      }
+    reach[cp.name] = [...from].sort();
+  }
+  const expected = { http: ['anywhere'], ops: ['cluster pods'], cluster: ['nodes'] };
+  for (const [port, want] of Object.entries(expected)) {
+    if (!(port in reach)) { problems.push(`the node container has no port ${port}`); continue; }
+    if (JSON.stringify(reach[port]) !== JSON.stringify(want))
+      problems.push(`port ${port} is open to ${reach[port].join(', ') || 'nobody'}, expected ${want.join(', ')}`);
+  }
+  for (const port of Object.keys(reach))
+    if (!(port in expected)) problems.push(`port ${port}: no expectation in this check (add one)`);
+  expect(problems.length === 0,
+    `${overlay}: NetworkPolicy: http from anywhere, ops from the cluster's pods, cluster from the nodes only`,
+    `${overlay}: NetworkPolicy:\n    ${problems.join('\n    ')}`);
+}
+
+// operations.md's procedure for the HorizontalPodAutoscaler ends with
+// deleting `replicas` from the production patch; the render must then set
+// no replicas at all (the HPA keeps the count). A `replicas` in the base
+// would quietly come back and scale the StatefulSet to it on the next apply.
+function checkReplicasLeftToTheAutoscaler() {
+  const copy = fs.mkdtempSync(path.join(work, 'k8s-copy-'));
+  try {
+    fs.cpSync(path.join(src, 'k8s'), path.join(copy, 'k8s'), { recursive: true });
+    const patch = path.join(copy, 'k8s/overlays/production/statefulset-patch.yaml');
+    const before = fs.readFileSync(patch, 'utf8');
+    const after = before.replace(/^  replicas: \d+\n/m, '');
+    if (!expect(after !== before, 'production: statefulset-patch.yaml sets replicas (a line to delete)')) return;
+    fs.writeFileSync(patch, after);
+    const { sts } = nodeSet(parseAll(renderWith(kubectl120, path.join(copy, 'k8s/overlays/production'))));
+    expect(sts.spec.replicas === undefined,
+      'production without the replicas line sets no replicas (the HorizontalPodAutoscaler keeps the count)',
+      `production without the replicas line still sets replicas: ${sts.spec.replicas} (from k8s/base?)`);
+  } finally {
+    fs.rmSync(copy, { recursive: true, force: true });
+  }
+}
+
 async function checkSchema() {
   for (const overlay of overlays()) {
     const objs = rendered(overlay);
@@ -504,7 +613,9 @@ async function checkSchema() {
     }
     checkPodPolicies(overlay, objs);
     checkReferences(overlay, objs);
+    checkNetworkPolicy(overlay, objs);
   }
+  checkReplicasLeftToTheAutoscaler();
 }
 
 // Static agreement of the node container with --help and with itself.
