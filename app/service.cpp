@@ -476,10 +476,10 @@ struct service::impl {
   }
 
   /// How long a graceful stop waits for the hand-off of every shard; then
-  /// come the drain of both ports (--shutdown-timeout, 10 s), the final
-  /// flush (10 s at most) and cancelling a fold (1 s at most): a stop ends
-  /// within 31 s with the defaults, 0.3-1.6 s in practice
-  /// (docs/operations.md, Stopping).
+  /// come the drain of both ports (--shutdown-timeout, 10 s, then the
+  /// write timeout, 5 s, for what was cut), the final flush (10 s at most)
+  /// and cancelling a fold (1 s at most): a stop ends within 36 s with the
+  /// defaults, 0.3-1.6 s in practice (docs/operations.md, Stopping).
   static constexpr std::chrono::seconds leave_timeout{10};
 
   options opts;

@@ -1185,7 +1185,10 @@ void http_server::watchdog_loop() {
         return;
       for (auto* c : open_)
         cut(c); // the shutdown timeout has passed
-      stopped_.wait_until(guard, now + settings_.write_timeout,
+      // A write timeout for the workers to see their connections cut,
+      // counted from the deadline: a listener stopped after it passed
+      // (`stop(cut_at)`) does not add one of its own.
+      stopped_.wait_until(guard, drain_deadline_ + settings_.write_timeout,
                           [this] { return open_.empty(); });
       return;
     }

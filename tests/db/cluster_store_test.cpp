@@ -769,6 +769,7 @@ TEST_CASE("db reshard moves every stream and limit to its shard under the "
   auto back = run_binary({"db", "rollback", url_of(d)});
   INFO(back.out << back.err);
   REQUIRE(back.status.code == 0);
+  REQUIRE_THAT(back.out, Catch::Contains("rolled back migration 3"));
   REQUIRE(run_binary({"db", "migrate", url_of(d)}).status.code == 0);
   CHECK(d.count("SELECT shard_count FROM cluster_settings") == 32);
 }

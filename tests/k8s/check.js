@@ -345,7 +345,7 @@ async function checkRender() {
 }
 
 // docs/operations.md points the production overlay at a registry's image
-// with `sed` (kustomize edit would rewrite the overlay for a newer
+// with `perl -pi` (kustomize edit would rewrite the overlay for a newer
 // kustomize than kubectl 1.20's). Runs each such command, as written, on a
 // copy of k8s/, one after the other (a deployment, then a rolling update):
 // every container of ours must then run that image, and the overlay must
@@ -353,7 +353,7 @@ async function checkRender() {
 function checkDocumentedImageCommands() {
   const doc = fs.readFileSync(path.join(src, 'docs/operations.md'), 'utf8');
   const commands = doc.split('\n').map((l) => l.trim())
-    .filter((l) => /^sed -i .* k8s\/overlays\/production\/kustomization\.yaml$/.test(l));
+    .filter((l) => /^perl -pi .* k8s\/overlays\/production\/kustomization\.yaml$/.test(l));
   if (!expect(commands.length >= 2, `docs/operations.md: ${commands.length} commands set the production image`,
     'docs/operations.md: expected the commands that set the production image (deploy, rolling update)')) return;
   const copy = fs.mkdtempSync(path.join(work, 'k8s-copy-'));
@@ -364,18 +364,18 @@ function checkDocumentedImageCommands() {
       const tag = /newTag: "([^"]+)"/.exec(command);
       if (!name || !tag) { fail(`docs/operations.md: cannot tell the image of: ${command}`); continue; }
       const want = `${name[1]}:${tag[1]}`;
-      runOk('sh', ['-c', command], { cwd: copy });
       let objs;
       try {
+        runOk('sh', ['-c', command], { cwd: copy });
         objs = parseAll(renderWith(kubectl120, path.join(copy, 'k8s/overlays/production')));
       } catch (e) {
-        fail(`after \`${command}\` production does not render with kubectl 1.20: ${e.message}`);
+        fail(`\`${command}\`, then rendering production with kubectl 1.20: ${e.message}`);
         continue;
       }
       const images = podTemplates(objs).flatMap(({ pod }) => allContainers(pod))
         .filter(runsOurImage).map((c) => c.image);
       expect(images.length > 0 && images.every((i) => i === want),
-        `after the documented sed, every container of ours runs ${want}`,
+        `after the documented command, every container of ours runs ${want}`,
         `after \`${command}\`: images ${images.join(', ')}, expected ${want}`);
     }
   } finally {
@@ -658,13 +658,15 @@ function checkNodeSpec(overlay, objs, help) {
   if (ann['prometheus.io/port'] !== undefined && Number(ann['prometheus.io/port']) !== opsPort) problems.push(`prometheus.io/port ${ann['prometheus.io/port']} is not the operations port`);
   if (ann['prometheus.io/path'] !== undefined && ann['prometheus.io/path'] !== '/metrics') problems.push(`prometheus.io/path ${ann['prometheus.io/path']}`);
   // SIGTERM budget: preStop pause + hand-off (10 s at most) + HTTP drain
-  // (--shutdown-timeout) + final commit (10 s at most), README "Stop".
+  // (--shutdown-timeout, then --write-timeout for what was cut) + final
+  // commit (10 s at most) + cancelling a fold (1 s), README "Leaving".
   const pre = container.lifecycle && container.lifecycle.preStop && container.lifecycle.preStop.exec;
   if (!pre || pre.command[0] !== 'sleep') problems.push('no preStop pause (exec sleep N)');
   else {
-    const budget = Number(pre.command[1]) + 10 + seconds(value('VIDEOSTREAMS_SHUTDOWN_TIMEOUT')) + 10;
+    const drain = seconds(value('VIDEOSTREAMS_SHUTDOWN_TIMEOUT')) + seconds(value('VIDEOSTREAMS_WRITE_TIMEOUT'));
+    const budget = Number(pre.command[1]) + 10 + drain + 10 + 1;
     const grace = sts.spec.template.spec.terminationGracePeriodSeconds;
-    if (!(grace >= budget)) problems.push(`terminationGracePeriodSeconds ${grace} < preStop ${pre.command[1]} s + hand-off 10 s + shutdown timeout ${value('VIDEOSTREAMS_SHUTDOWN_TIMEOUT')} + flush 10 s = ${budget} s`);
+    if (!(grace >= budget)) problems.push(`terminationGracePeriodSeconds ${grace} < preStop ${pre.command[1]} s + hand-off 10 s + shutdown and write timeouts ${drain} s + flush 10 s + fold 1 s = ${budget} s`);
   }
   const us = sts.spec.updateStrategy || {};
   if (us.type !== 'RollingUpdate' || !us.rollingUpdate || us.rollingUpdate.maxUnavailable !== 1 || us.rollingUpdate.partition === undefined)
