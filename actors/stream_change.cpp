@@ -8,40 +8,40 @@ persisted_view::persisted_view(const user_streams& streams)
   : own_limit_(streams.own_limit()) {
   streams_.reserve(streams.count());
   for (auto& s : streams.sessions())
-    streams_.emplace_back(s.id, s.ttl_seconds);
+    streams_.push_back(recorded_stream{s.id, s.started_at_ms, s.ttl_seconds});
 }
 
 void persisted_view::changes_to(const user_streams& now, std::uint64_t user,
                                 std::uint32_t shard, std::int64_t epoch,
                                 const clock_reading& clock,
                                 std::vector<stream_change>& out) const {
-  auto before = [this](const std::string& id) -> const std::uint32_t* {
-    for (auto& [key, ttl] : streams_)
-      if (key == id)
-        return &ttl;
+  auto before = [this](const std::string& id) -> const recorded_stream* {
+    for (auto& r : streams_)
+      if (r.key == id)
+        return &r;
     return nullptr;
   };
   // Closes first: a decision that ends one stream and opens another (a
   // replace) must never be written as a moment over the limit, whatever
   // batch each change lands in.
-  for (auto& [key, ttl] : streams_) {
+  for (auto& r : streams_) {
     auto& cur = now.sessions();
-    if (std::any_of(cur.begin(), cur.end(),
-                    [&key = key](const stream_session& s) {
-                      return s.id == key;
-                    }))
+    if (std::any_of(cur.begin(), cur.end(), [&](const stream_session& s) {
+          return s.id == r.key;
+        }))
       continue;
     stream_change c;
     c.kind = change_kind::close;
     c.user = user;
-    c.key = key;
+    c.key = r.key;
     c.shard = shard;
     c.epoch = epoch;
     out.push_back(std::move(c));
   }
   for (auto& s : now.sessions()) {
-    auto ttl = before(s.id);
-    if (ttl != nullptr && *ttl == s.ttl_seconds)
+    auto r = before(s.id);
+    if (r != nullptr && r->ttl_seconds == s.ttl_seconds
+        && r->started_at_ms == s.started_at_ms)
       continue;
     stream_change c;
     c.kind = change_kind::grant;

@@ -76,16 +76,18 @@ using change_sink
 
 namespace videostreams {
 
-/// What of a user's state the database records: each stream's key and TTL,
-/// and the user's own limit. Taken before a decision, compared after it.
+/// What of a user's state the database records: each stream's key, start
+/// and TTL, and the user's own limit. Taken before a decision, compared
+/// after it.
 class persisted_view {
 public:
   explicit persisted_view(const user_streams& streams);
 
   /// Appends to `out` the changes that lead from this view to `now`, of
-  /// `shard` under `epoch`: a grant for each new stream or changed TTL, a
-  /// close for each stream gone, a limit change if the user's own limit
-  /// changed. Heartbeats change nothing here (on recovery every lease gets a
+  /// `shard` under `epoch`: a grant for each new stream, changed TTL or
+  /// new start (a session that expired and was opened again under its id
+  /// in one decision), a close for each stream gone, a limit change if the
+  /// user's own limit changed. Heartbeats change nothing here (on recovery every lease gets a
   /// fresh TTL).
   void changes_to(const user_streams& now, std::uint64_t user,
                   std::uint32_t shard, std::int64_t epoch,
@@ -93,7 +95,12 @@ public:
                   std::vector<stream_change>& out) const;
 
 private:
-  std::vector<std::pair<std::string, std::uint32_t>> streams_;
+  struct recorded_stream {
+    std::string key;
+    std::int64_t started_at_ms;
+    std::uint32_t ttl_seconds;
+  };
+  std::vector<recorded_stream> streams_;
   std::optional<std::uint32_t> own_limit_;
 };
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <random>
 #include <vector>
@@ -45,12 +46,30 @@ std::vector<session_view> views_of(const user_streams& streams,
   return result;
 }
 
+/// A command that names a stream whose grant waits for its commit (sync
+/// durability): it is decided once that grant is settled.
+struct deferred_command {
+  user_command cmd;
+  std::function<void(const user_reply&)> answer;
+};
+
+/// A grant waiting for its commit, and the commands that wait for it.
+struct pending_grant {
+  std::string key;
+  std::vector<deferred_command> waiting;
+};
+
 struct user_actor_state {
   std::uint64_t user = 0;
   user_streams streams;
   std::shared_ptr<const user_settings> settings;
-  /// Grants waiting for their commit (sync durability).
-  std::size_t pending_grants = 0;
+  /// Grants waiting for their commit (sync durability). A command naming
+  /// one of their sessions (a retried open, a heartbeat, a close, a
+  /// replace) waits until it is settled: answered before, it would speak
+  /// for a session that an undo may yet take away (a 200 for a retried
+  /// open whose grant then fails), or let the undo take away a session
+  /// opened anew under the same id (closed and reopened meanwhile).
+  std::vector<pending_grant> pending;
   /// A passivation asked for while grants were pending: answered once the
   /// last of them is settled.
   std::optional<caf::typed_response_promise<user_streams>> passivation;
@@ -80,14 +99,40 @@ user_streams hand_over(user_pointer self) {
   return std::move(self->state.streams);
 }
 
-/// One grant settled (committed or undone): finish a deferred passivation.
-void grant_settled(user_pointer self) {
+template <class Answer>
+void run(user_pointer self, const user_command& cmd, Answer answer);
+
+/// One grant settled (committed or undone): decide the commands that
+/// waited for it, then finish a deferred passivation.
+void grant_settled(user_pointer self, const std::string& key) {
   auto& st = self->state;
-  if (--st.pending_grants == 0 && st.passivation) {
+  auto it = std::find_if(st.pending.begin(), st.pending.end(),
+                         [&](const pending_grant& p) { return p.key == key; });
+  std::vector<deferred_command> waiting;
+  if (it != st.pending.end()) {
+    waiting = std::move(it->waiting);
+    st.pending.erase(it);
+  }
+  for (auto& d : waiting)
+    run(self, d.cmd, std::move(d.answer));
+  if (st.pending.empty() && st.passivation) {
     auto rp = std::move(*st.passivation);
     st.passivation.reset();
     rp.deliver(hand_over(self));
   }
+}
+
+/// The pending grant `cmd` names (its session or the one it replaces), if
+/// any. Stream keys of `startstream` cannot be named.
+pending_grant* pending_named_by(user_actor_state& st,
+                                const user_command& cmd) {
+  if (st.pending.empty()
+      || (cmd.session_id.empty() && cmd.replace_session_id.empty()))
+    return nullptr;
+  for (auto& p : st.pending)
+    if (p.key == cmd.session_id || p.key == cmd.replace_session_id)
+      return &p;
+  return nullptr;
 }
 
 /// The least time a sync grant needs for its commit to be confirmed, or
@@ -117,6 +162,10 @@ void run(user_pointer self, const user_command& cmd, Answer answer) {
     // stream it does not know about.
     settings.counters->late_commands.fetch_add(1, relaxed);
     answer(refusal(st.streams, settings));
+    return;
+  }
+  if (auto* p = pending_named_by(st, cmd)) {
+    p->waiting.push_back(deferred_command{cmd, std::move(answer)});
     return;
   }
   if (settings.deadlines
@@ -185,18 +234,18 @@ void run(user_pointer self, const user_command& cmd, Answer answer) {
   }
   // The slot stays reserved while the commit runs: other commands for this
   // user see it counted, so the limit holds whatever the commit's outcome.
-  ++st.pending_grants;
+  st.pending.push_back(pending_grant{key, {}});
   self
     ->request(settings.change_sink, caf::infinite, commit_atom::value,
               std::move(commit))
     .then(
-      [self, reply, answer](bool) mutable {
+      [self, reply, answer, key](bool) mutable {
         answer(reply);
-        grant_settled(self);
+        grant_settled(self, key);
       },
-      [self, reply, answer, undo](caf::error&) mutable {
+      [self, reply, answer, undo, key](caf::error&) mutable {
         answer(undo(reply));
-        grant_settled(self);
+        grant_settled(self, key);
       });
 }
 
@@ -226,7 +275,7 @@ user_actor::behavior_type user_actor_impl(
       call.slot->defer(); // no-op when answered; else it waits for a commit
     },
     [self](passivate_atom) -> caf::result<user_streams> {
-      if (self->state.pending_grants == 0)
+      if (self->state.pending.empty())
         return hand_over(self);
       auto rp = self->make_response_promise<user_streams>();
       self->state.passivation = rp;

@@ -216,3 +216,93 @@ TEST_CASE("a sync grant's commit must be confirmed while its caller still "
   CHECK(f.changes[1].kind == change_kind::close);
   CHECK(f.changes[1].user == 6);
 }
+
+TEST_CASE("sync durability: a retried open and a heartbeat of a session "
+          "whose commit is pending wait for it, and the retry is granted "
+          "anew when that commit failed",
+          "[unit]") {
+  shard_fixture f{3, 0, true, true};
+  f.answer = commit_answer::never;
+  auto first = f.post(cmd(user_op::open_session, 11, "tv", 60));
+  f.sched.run();
+  REQUIRE_FALSE(first->wait_for(0ns)); // waiting for the commit
+  // A client's retry, and a heartbeat, while the commit runs: answered
+  // now, they would speak for a session the commit's failure takes away.
+  auto retry = f.post(cmd(user_op::open_session, 11, "tv", 60));
+  auto beat = f.post(cmd(user_op::heartbeat, 11, "tv"));
+  f.sched.run();
+  CHECK_FALSE(retry->wait_for(0ns));
+  CHECK_FALSE(beat->wait_for(0ns));
+  // Other sessions of the user are decided meanwhile.
+  f.answer = commit_answer::ok;
+  CHECK(f.call(cmd(user_op::open_session, 11, "phone", 60)).outcome
+        == stream_outcome::granted);
+  REQUIRE(f.hung.size() == 1);
+  f.settle_hung(false); // the first grant's commit failed
+  REQUIRE(first->wait_for(0ns));
+  CHECK(first->value().outcome == stream_outcome::unavailable);
+  // The retry opened the session anew, with a commit of its own, and the
+  // heartbeat renewed that one.
+  REQUIRE(retry->wait_for(0ns));
+  CHECK(retry->value().outcome == stream_outcome::granted);
+  CHECK(retry->value().session.id == "tv");
+  REQUIRE(beat->wait_for(0ns));
+  CHECK(beat->value().outcome == stream_outcome::renewed);
+  auto listed = f.call(cmd(user_op::list_sessions, 11));
+  CHECK(listed.stream_count == 2);
+  CHECK(f.counters.open_streams == 2);
+  // grant tv (failed), grant phone, close tv (the undo), grant tv (retry).
+  REQUIRE(f.changes.size() == 4);
+  CHECK(f.changes[2].kind == change_kind::close);
+  CHECK(f.changes[3].kind == change_kind::grant);
+  CHECK(f.changes[3].key == "tv");
+}
+
+TEST_CASE("sync durability: a session closed and opened again while its "
+          "first grant's commit is pending is not taken away by that "
+          "grant's undo",
+          "[unit]") {
+  shard_fixture f{3, 0, true, true};
+  f.answer = commit_answer::never;
+  auto first = f.post(cmd(user_op::open_session, 12, "tv", 60));
+  f.sched.run();
+  REQUIRE_FALSE(first->wait_for(0ns));
+  f.answer = commit_answer::ok;
+  auto closed = f.post(cmd(user_op::close_session, 12, "tv"));
+  auto again = f.post(cmd(user_op::open_session, 12, "tv", 60));
+  f.sched.run();
+  REQUIRE(f.hung.size() == 1);
+  f.settle_hung(false);
+  CHECK(first->value().outcome == stream_outcome::unavailable);
+  // The close found nothing (the first grant was undone); the new open was
+  // granted, committed, and stays.
+  REQUIRE(closed->wait_for(0ns));
+  CHECK(closed->value().outcome == stream_outcome::not_found);
+  REQUIRE(again->wait_for(0ns));
+  CHECK(again->value().outcome == stream_outcome::granted);
+  auto listed = f.call(cmd(user_op::list_sessions, 12));
+  REQUIRE(listed.sessions.size() == 1);
+  CHECK(listed.sessions[0].id == "tv");
+  CHECK(f.counters.open_streams == 1);
+  // The database ends with it too: its grant is the last change for "tv".
+  REQUIRE_FALSE(f.changes.empty());
+  CHECK(f.changes.back().kind == change_kind::grant);
+  CHECK(f.changes.back().key == "tv");
+}
+
+TEST_CASE("a session that expired and is opened again under its id in one "
+          "decision is written with its new start",
+          "[unit]") {
+  shard_fixture f{3, 0, true};
+  f.call(cmd(user_op::open_session, 13, "tv", 30));
+  REQUIRE(f.changes.size() == 1);
+  // Its lease runs out; no sweep ran yet (the shard's timers did not move).
+  f.clock->advance(31s);
+  auto r = f.call(cmd(user_op::open_session, 13, "tv", 30));
+  CHECK(r.outcome == stream_outcome::granted);
+  REQUIRE(f.changes.size() == 2);
+  CHECK(f.changes[1].kind == change_kind::grant);
+  CHECK(f.changes[1].key == "tv");
+  CHECK(f.changes[1].started_at_ms == f.changes[0].started_at_ms + 31'000);
+  CHECK(f.changes[1].started_at_ms == r.session.started_at_ms);
+}
