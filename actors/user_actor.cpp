@@ -46,30 +46,41 @@ std::vector<session_view> views_of(const user_streams& streams,
   return result;
 }
 
-/// A command that names a stream whose grant waits for its commit (sync
-/// durability): it is decided once that grant is settled.
+/// A command that names a stream whose grant waits for its commit, or a
+/// limit change while another waits for its own (sync durability): it is
+/// decided once that commit is settled.
 struct deferred_command {
   user_command cmd;
   std::function<void(const user_reply&)> answer;
 };
 
-/// A grant waiting for its commit, and the commands that wait for it.
-struct pending_grant {
+/// A grant or a limit change waiting for its commit, and the commands that
+/// wait for it: a grant under its stream's key, a limit change under
+/// `pending_limit_key`.
+struct pending_commit {
   std::string key;
   std::vector<deferred_command> waiting;
 };
+
+/// No session id or stream key contains '#'.
+const std::string pending_limit_key = "#limit";
+
+bool is_limit_change(const user_command& cmd) {
+  return cmd.op == user_op::set_limit || cmd.op == user_op::clear_limit;
+}
 
 struct user_actor_state {
   std::uint64_t user = 0;
   user_streams streams;
   std::shared_ptr<const user_settings> settings;
-  /// Grants waiting for their commit (sync durability). A command naming
-  /// one of their sessions (a retried open, a heartbeat, a close, a
-  /// replace) waits until it is settled: answered before, it would speak
-  /// for a session that an undo may yet take away (a 200 for a retried
-  /// open whose grant then fails), or let the undo take away a session
-  /// opened anew under the same id (closed and reopened meanwhile).
-  std::vector<pending_grant> pending;
+  /// Grants and limit changes waiting for their commit (sync durability).
+  /// A command naming one of those sessions (a retried open, a heartbeat,
+  /// a close, a replace) waits until it is settled: answered before, it
+  /// would speak for a session that an undo may yet take away (a 200 for a
+  /// retried open whose grant then fails), or let the undo take away a
+  /// session opened anew under the same id (closed and reopened
+  /// meanwhile). A limit change waits for the one before it.
+  std::vector<pending_commit> pending;
   /// A passivation asked for while grants were pending: answered once the
   /// last of them is settled.
   std::optional<caf::typed_response_promise<user_streams>> passivation;
@@ -102,12 +113,12 @@ user_streams hand_over(user_pointer self) {
 template <class Answer>
 void run(user_pointer self, const user_command& cmd, Answer answer);
 
-/// One grant settled (committed or undone): decide the commands that
-/// waited for it, then finish a deferred passivation.
-void grant_settled(user_pointer self, const std::string& key) {
+/// One grant or limit change settled (committed or undone): decide the
+/// commands that waited for it, then finish a deferred passivation.
+void commit_settled(user_pointer self, const std::string& key) {
   auto& st = self->state;
   auto it = std::find_if(st.pending.begin(), st.pending.end(),
-                         [&](const pending_grant& p) { return p.key == key; });
+                         [&](const pending_commit& p) { return p.key == key; });
   std::vector<deferred_command> waiting;
   if (it != st.pending.end()) {
     waiting = std::move(it->waiting);
@@ -122,15 +133,19 @@ void grant_settled(user_pointer self, const std::string& key) {
   }
 }
 
-/// The pending grant `cmd` names (its session or the one it replaces), if
-/// any. Stream keys of `startstream` cannot be named.
-pending_grant* pending_named_by(user_actor_state& st,
-                                const user_command& cmd) {
-  if (st.pending.empty()
-      || (cmd.session_id.empty() && cmd.replace_session_id.empty()))
+/// The pending commit `cmd` must wait for, if any: the grant of the
+/// session it names (or replaces), or, for a limit change, the limit
+/// change before it. Stream keys of `startstream` cannot be named.
+pending_commit* pending_named_by(user_actor_state& st,
+                                 const user_command& cmd) {
+  if (st.pending.empty())
+    return nullptr;
+  auto limit = is_limit_change(cmd);
+  if (!limit && cmd.session_id.empty() && cmd.replace_session_id.empty())
     return nullptr;
   for (auto& p : st.pending)
-    if (p.key == cmd.session_id || p.key == cmd.replace_session_id)
+    if (limit ? p.key == pending_limit_key
+              : p.key == cmd.session_id || p.key == cmd.replace_session_id)
       return &p;
   return nullptr;
 }
@@ -149,9 +164,88 @@ user_reply refusal(const user_streams& streams, const user_settings& settings) {
   return r;
 }
 
+/// The answer to a limit change, as the user's state now has it.
+user_reply limit_reply(const user_streams& streams,
+                       const user_settings& settings) {
+  user_reply r;
+  r.outcome = stream_outcome::limit_set;
+  r.stream_count = streams.count();
+  r.max_streams = streams.limit(settings.default_limit);
+  return r;
+}
+
+/// When a sync commit must be confirmed, or undone, for a caller who stops
+/// waiting at `answer_by_ns`: 0 (no deadline) or before it, with room to
+/// undo; -1 when there is no room left.
+std::int64_t commit_deadline(std::int64_t answer_by_ns,
+                             const clock_reading& now) {
+  if (answer_by_ns == 0)
+    return 0;
+  auto left = answer_by_ns - now.mono_ns;
+  auto by = answer_by_ns - std::max(commit_margin_ns, left / 4);
+  return by <= now.mono_ns ? -1 : by;
+}
+
+/// A limit change under sync durability: it takes effect once committed,
+/// and is answered then; until then the user's limit is the one before
+/// (grants meanwhile are decided under it), and a commit that fails or
+/// times out leaves it so (answered 503). A limit is state like a grant:
+/// answered before its commit, a kill -9, or a write backlog that refuses
+/// it, would lose a change the operator was told had been made.
+template <class Answer>
+void change_limit_once_committed(user_pointer self, const user_command& cmd,
+                                 Answer answer, const clock_reading& now) {
+  auto& st = self->state;
+  auto& settings = *st.settings;
+  std::optional<std::uint32_t> wanted;
+  if (cmd.op == user_op::set_limit)
+    wanted = cmd.max_streams;
+  if (st.streams.own_limit() == wanted) {
+    answer(limit_reply(st.streams, settings)); // nothing to write
+    return;
+  }
+  auto by = commit_deadline(cmd.answer_by_ns, now);
+  if (by < 0) {
+    settings.counters->late_commands.fetch_add(1, relaxed);
+    answer(refusal(st.streams, settings));
+    return;
+  }
+  auto limit_change = [&](std::optional<std::uint32_t> limit) {
+    stream_change c;
+    c.kind = limit ? change_kind::set_limit : change_kind::clear_limit;
+    c.user = st.user;
+    c.max_streams = limit.value_or(0);
+    c.shard = settings.shard;
+    c.epoch = settings.epoch;
+    return c;
+  };
+  auto change = limit_change(wanted);
+  change.answer_by_ns = by;
+  // Written after the change if it fails: a failed batch is retried, so
+  // the database must end with the limit memory keeps.
+  auto restore = limit_change(st.streams.own_limit());
+  st.pending.push_back(pending_commit{pending_limit_key, {}});
+  self
+    ->request(settings.change_sink, caf::infinite, commit_atom::value,
+              std::move(change))
+    .then(
+      [self, wanted, answer](bool) mutable {
+        auto& st = self->state;
+        st.streams.set_limit(wanted);
+        answer(limit_reply(st.streams, *st.settings));
+        commit_settled(self, pending_limit_key);
+      },
+      [self, restore, answer](caf::error&) mutable {
+        auto& st = self->state;
+        caf::anon_send(st.settings->change_sink, restore);
+        answer(refusal(st.streams, *st.settings));
+        commit_settled(self, pending_limit_key);
+      });
+}
+
 /// Decides `cmd`, sends what changed to the persistence actor, and calls
-/// `answer` with the reply: at once, or (sync durability, a new stream)
-/// once its commit is confirmed.
+/// `answer` with the reply: at once, or (sync durability, a new stream or
+/// a limit change) once its commit is confirmed.
 template <class Answer>
 void run(user_pointer self, const user_command& cmd, Answer answer) {
   auto& st = self->state;
@@ -181,6 +275,10 @@ void run(user_pointer self, const user_command& cmd, Answer answer) {
     auto reply = decide(st.streams, cmd, settings, now);
     register_deadline(self);
     answer(reply);
+    return;
+  }
+  if (settings.sync_grants && is_limit_change(cmd)) {
+    change_limit_once_committed(self, cmd, std::move(answer), now);
     return;
   }
   persisted_view before{st.streams};
@@ -221,31 +319,27 @@ void run(user_pointer self, const user_command& cmd, Answer answer) {
     return reply;
   };
   auto commit = *new_stream;
-  if (cmd.answer_by_ns != 0) {
-    // The commit must be confirmed, or undone, while the caller waits.
-    auto left = cmd.answer_by_ns - now.mono_ns;
-    commit.answer_by_ns = cmd.answer_by_ns
-                          - std::max(commit_margin_ns, left / 4);
-    if (commit.answer_by_ns <= now.mono_ns) {
-      settings.counters->late_commands.fetch_add(1, relaxed);
-      answer(undo(reply));
-      return;
-    }
+  // The commit must be confirmed, or undone, while the caller waits.
+  commit.answer_by_ns = commit_deadline(cmd.answer_by_ns, now);
+  if (commit.answer_by_ns < 0) {
+    settings.counters->late_commands.fetch_add(1, relaxed);
+    answer(undo(reply));
+    return;
   }
   // The slot stays reserved while the commit runs: other commands for this
   // user see it counted, so the limit holds whatever the commit's outcome.
-  st.pending.push_back(pending_grant{key, {}});
+  st.pending.push_back(pending_commit{key, {}});
   self
     ->request(settings.change_sink, caf::infinite, commit_atom::value,
               std::move(commit))
     .then(
       [self, reply, answer, key](bool) mutable {
         answer(reply);
-        grant_settled(self, key);
+        commit_settled(self, key);
       },
       [self, reply, answer, undo, key](caf::error&) mutable {
         answer(undo(reply));
-        grant_settled(self, key);
+        commit_settled(self, key);
       });
 }
 

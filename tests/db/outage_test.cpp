@@ -56,12 +56,13 @@ bool backlog_drained(httplib::Client& cli) {
 
 } // namespace
 
-TEST_CASE("a database outage: reads and closes go on, sync grants fail "
-          "closed, the backlog drains on return",
+TEST_CASE("a database outage: reads and closes go on, sync grants and "
+          "limit changes fail closed, the backlog drains on return",
           "[db]") {
   own_postgres pg{"outage"};
   service_process svc{{"--database-url=" + pg.dsn, "--request-timeout=2s",
-                       "--log-format=json", "--node-id=outage-1"}};
+                       "--log-format=json", "--node-id=outage-1",
+                       "--admin-token=t"}};
   auto cli = make_client(svc.port(), true);
   REQUIRE(eventually([&] { return database_status(*cli) == "ok"; }, 30s));
   REQUIRE(open_when_up(*cli, "a") == 201);
@@ -87,6 +88,15 @@ TEST_CASE("a database outage: reads and closes go on, sync grants fail "
   CHECK(boost::json::parse(get(*cli, "/api/v2/users/1/streams").body)
           .at("streamCount")
         == 1);
+  // A limit is state like a grant: not committed, not made (it used to be
+  // answered 200 and written behind).
+  auto limit = send(*cli, "PUT", "/api/v2/users/1/limit",
+                    R"({"maxStreams":1})", {{"Authorization", "Bearer t"}});
+  CHECK(limit.status == 503);
+  CHECK(limit.has_header("Retry-After"));
+  CHECK(boost::json::parse(get(*cli, "/api/v2/users/1/streams").body)
+          .at("maxStreams")
+        == 3);
   auto metrics = scrape(*cli);
   CHECK(metric_value(metrics, "videostreams_database_up") == 0);
 
@@ -100,6 +110,7 @@ TEST_CASE("a database outage: reads and closes go on, sync grants fail "
   CHECK(pg.count("SELECT count(*) FROM stream_sessions WHERE stream_key = "
                  "'c'")
         == 0);
+  CHECK(pg.count("SELECT count(*) FROM user_limits") == 0);
   CHECK(open_when_up(*cli, "c") == 201);
   CHECK(svc.stop().clean());
   // The log: JSON lines, each with the node id; the database went down,

@@ -306,3 +306,69 @@ TEST_CASE("a session that expired and is opened again under its id in one "
   CHECK(f.changes[1].started_at_ms == f.changes[0].started_at_ms + 31'000);
   CHECK(f.changes[1].started_at_ms == r.session.started_at_ms);
 }
+
+TEST_CASE("sync durability: a limit change takes effect once committed, "
+          "and a failed commit leaves the limit as it was",
+          "[unit]") {
+  shard_fixture f{3, 0, true, true};
+  // Committed: written and answered, then in force.
+  auto set = f.call(cmd(user_op::set_limit, 14, {}, 0, 1));
+  CHECK(set.outcome == stream_outcome::limit_set);
+  CHECK(set.max_streams == 1);
+  REQUIRE(f.changes.size() == 1);
+  CHECK(f.changes[0].kind == change_kind::set_limit);
+  CHECK(f.call(cmd(user_op::start_legacy, 14)).outcome
+        == stream_outcome::granted);
+  CHECK(f.call(cmd(user_op::start_legacy, 14)).outcome
+        == stream_outcome::denied);
+  // Pending: the limit before it holds meanwhile, and the next change
+  // waits for it.
+  f.answer = commit_answer::never;
+  auto raise = f.post(cmd(user_op::set_limit, 14, {}, 0, 5));
+  f.sched.run();
+  CHECK_FALSE(raise->wait_for(0ns));
+  auto cleared = f.post(cmd(user_op::clear_limit, 14));
+  f.sched.run();
+  CHECK_FALSE(cleared->wait_for(0ns));
+  f.answer = commit_answer::ok;
+  auto grant = f.call(cmd(user_op::start_legacy, 14));
+  CHECK(grant.outcome == stream_outcome::denied);
+  CHECK(grant.max_streams == 1);
+  // The raise fails: answered unavailable, the limit stays 1, and the
+  // database is told 1 again after it (a failed batch is retried).
+  REQUIRE(f.hung.size() == 1);
+  auto before = f.changes.size();
+  f.settle_hung(false);
+  REQUIRE(raise->wait_for(0ns));
+  CHECK(raise->value().outcome == stream_outcome::unavailable);
+  CHECK(raise->value().max_streams == 1);
+  REQUIRE(f.changes.size() > before);
+  CHECK(f.changes[before].kind == change_kind::set_limit);
+  CHECK(f.changes[before].max_streams == 1);
+  // Then the clear, which waited, is decided and committed.
+  REQUIRE(cleared->wait_for(0ns));
+  CHECK(cleared->value().outcome == stream_outcome::limit_set);
+  CHECK(cleared->value().max_streams == 3);
+  CHECK(f.changes.back().kind == change_kind::clear_limit);
+  CHECK(f.call(cmd(user_op::start_legacy, 14)).outcome
+        == stream_outcome::granted);
+}
+
+TEST_CASE("sync durability: passivation waits for a pending limit change",
+          "[unit]") {
+  shard_fixture f{3, 0, true, true};
+  f.answer = commit_answer::never;
+  auto set = f.post(cmd(user_op::set_limit, 15, {}, 0, 2));
+  f.sched.run();
+  f.idle_for(3s);
+  CHECK_FALSE(set->wait_for(0ns));
+  CHECK(f.counters.live_user_actors == 1);
+  f.settle_hung(true);
+  REQUIRE(set->wait_for(0ns));
+  CHECK(set->value().max_streams == 2);
+  f.idle_for(1s);
+  CHECK(f.counters.live_user_actors == 0);
+  // The passivated record keeps the committed limit.
+  f.answer = commit_answer::ok;
+  CHECK(f.call(cmd(user_op::list_sessions, 15)).max_streams == 2);
+}
