@@ -50,13 +50,20 @@ struct stream_change {
   /// (steady clock ns), so that its grant is undone before its caller
   /// gives up; 0 = the sink's own commit timeout only. Never written.
   std::int64_t answer_by_ns = 0;
+  /// A change that undoes one whose commit failed (the close after an
+  /// undone grant, the limit memory kept after a limit change failed):
+  /// never refused for a full backlog, since the failed change may yet be
+  /// written by a retry and only this one sets the database right. Never
+  /// written.
+  bool undoes_failed_commit = false;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, stream_change& x) {
   return f(caf::meta::type_name("stream_change"), x.kind, x.user, x.key,
            x.has_id, x.started_at_ms, x.expires_at_ms, x.ttl_seconds,
-           x.max_streams, x.shard, x.epoch, x.answer_by_ns);
+           x.max_streams, x.shard, x.epoch, x.answer_by_ns,
+           x.undoes_failed_commit);
 }
 
 /// Where user actors send what changed, to be written behind: the

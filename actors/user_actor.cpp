@@ -224,6 +224,7 @@ void change_limit_once_committed(user_pointer self, const user_command& cmd,
   // Written after the change if it fails: a failed batch is retried, so
   // the database must end with the limit memory keeps.
   auto restore = limit_change(st.streams.own_limit());
+  restore.undoes_failed_commit = true;
   st.pending.push_back(pending_commit{pending_limit_key, {}});
   self
     ->request(settings.change_sink, caf::infinite, commit_atom::value,
@@ -303,6 +304,7 @@ void run(user_pointer self, const user_command& cmd, Answer answer) {
   auto key = new_stream->key;
   auto close = *new_stream;
   close.kind = change_kind::close;
+  close.undoes_failed_commit = true;
   // Not durable (or not in time): undo the grant, and write a close after
   // it so that the database ends without it even if a commit lands late.
   auto undo = [self, key, close](user_reply reply) {

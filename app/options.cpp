@@ -272,8 +272,8 @@ const std::vector<option_spec>& option_table() {
      },
      [](const options& opts) { return opts.database_url; }},
     {"durability",
-     "sync: a grant is answered once committed; async: at once (a crash may "
-     "lose the last milliseconds of changes)",
+     "sync: a grant or a limit change is answered once committed; async: at "
+     "once (a crash may lose the last milliseconds of changes)",
      false,
      [](const std::string& text, options& opts) -> std::string {
        if (text != "sync" && text != "async")

@@ -443,7 +443,9 @@ void commit_failed(persistence_pointer self, caf::error& err) {
 /// refused: a close or a cleared limit undoes state that is in memory (so
 /// their number is bounded by it), and refusing one could leave the
 /// database with a stream that memory no longer has, for instance the
-/// close that undoes a grant whose commit timed out.
+/// close that undoes a grant whose commit timed out. Nor is a change that
+/// undoes a failed one (the limit memory kept after a limit change's
+/// commit failed): the failed change may yet be written by a retry.
 bool take(persistence_pointer self, stream_change& change,
           caf::typed_response_promise<bool>* waiting = nullptr) {
   auto& st = self->state;
@@ -451,8 +453,9 @@ bool take(persistence_pointer self, stream_change& change,
   auto epoch = change.epoch;
   auto answer_by_ns = change.answer_by_ns;
   st.counters->changes_received.fetch_add(1, relaxed);
-  bool adds_state = change.kind == change_kind::grant
-                    || change.kind == change_kind::set_limit;
+  bool adds_state = !change.undoes_failed_commit
+                    && (change.kind == change_kind::grant
+                        || change.kind == change_kind::set_limit);
   auto room = !adds_state ? SIZE_MAX
                           : st.settings.max_backlog
                               - std::min(st.settings.max_backlog,

@@ -405,6 +405,17 @@ TEST_CASE("a sync change refused for a full backlog is answered so", "[db]") {
   p.self->send(p.actor, close(2, "b", 1));
   CHECK(soon([&] { return p.counters->changes_written == 1; }));
   CHECK(p.counters->refused == 1);
+  // A new limit is state: refused. The limit memory kept after a limit
+  // change failed is not: the failed change may yet be written by a retry.
+  p.self->send(p.actor, limit(3, 4, 1));
+  CHECK(soon([&] { return p.counters->refused == 2; }));
+  auto restored = limit(3, 2, 1);
+  restored.undoes_failed_commit = true;
+  p.self->send(p.actor, restored);
+  CHECK(soon([&] { return p.counters->changes_written == 2; }));
+  CHECK(p.counters->refused == 2);
+  CHECK(f.d.count("SELECT max_streams FROM user_limits WHERE user_id = 3")
+        == 2);
 }
 
 TEST_CASE("the close undoing a timed-out grant is taken even with the "

@@ -372,3 +372,25 @@ TEST_CASE("sync durability: passivation waits for a pending limit change",
   f.answer = commit_answer::ok;
   CHECK(f.call(cmd(user_op::list_sessions, 15)).max_streams == 2);
 }
+
+TEST_CASE("sync durability: a session that expired and is opened again "
+          "under its id waits for the new start's commit, and a failed "
+          "commit undoes it",
+          "[unit]") {
+  shard_fixture f{3, 0, true, true};
+  CHECK(f.call(cmd(user_op::open_session, 16, "tv", 30)).outcome
+        == stream_outcome::granted);
+  f.clock->advance(31s); // expired, not swept
+  f.answer = commit_answer::never;
+  auto again = f.post(cmd(user_op::open_session, 16, "tv", 30));
+  f.sched.run();
+  CHECK_FALSE(again->wait_for(0ns)); // the new start waits for its commit
+  REQUIRE(f.hung.size() == 1);
+  f.settle_hung(false);
+  REQUIRE(again->wait_for(0ns));
+  CHECK(again->value().outcome == stream_outcome::unavailable);
+  f.answer = commit_answer::ok;
+  CHECK(f.call(cmd(user_op::list_sessions, 16)).stream_count == 0);
+  CHECK(f.changes.back().kind == change_kind::close);
+  CHECK(f.changes.back().key == "tv");
+}
