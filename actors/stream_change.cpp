@@ -56,16 +56,20 @@ void persisted_view::changes_to(const user_streams& now, std::uint64_t user,
     c.epoch = epoch;
     out.push_back(std::move(c));
   }
-  if (now.own_limit() != own_limit_) {
-    stream_change c;
-    c.kind = now.own_limit() ? change_kind::set_limit
-                             : change_kind::clear_limit;
-    c.user = user;
-    c.max_streams = now.own_limit().value_or(0);
-    c.shard = shard;
-    c.epoch = epoch;
-    out.push_back(std::move(c));
-  }
+  if (now.own_limit() != own_limit_)
+    out.push_back(limit_change(user, now.own_limit(), shard, epoch));
+}
+
+stream_change limit_change(std::uint64_t user,
+                           std::optional<std::uint32_t> limit,
+                           std::uint32_t shard, std::int64_t epoch) {
+  stream_change c;
+  c.kind = limit ? change_kind::set_limit : change_kind::clear_limit;
+  c.user = user;
+  c.max_streams = limit.value_or(0);
+  c.shard = shard;
+  c.epoch = epoch;
+  return c;
 }
 
 } // namespace videostreams

@@ -94,8 +94,8 @@ public:
   /// `shard` under `epoch`: a grant for each new stream, changed TTL or
   /// new start (a session that expired and was opened again under its id
   /// in one decision), a close for each stream gone, a limit change if the
-  /// user's own limit changed. Heartbeats change nothing here (on recovery every lease gets a
-  /// fresh TTL).
+  /// user's own limit changed. Heartbeats change nothing here (on recovery
+  /// every lease gets a fresh TTL).
   void changes_to(const user_streams& now, std::uint64_t user,
                   std::uint32_t shard, std::int64_t epoch,
                   const clock_reading& clock,
@@ -110,5 +110,11 @@ private:
   std::vector<recorded_stream> streams_;
   std::optional<std::uint32_t> own_limit_;
 };
+
+/// The change that gives `user` its own `limit` (none: back to the
+/// default), of `shard` under `epoch`.
+stream_change limit_change(std::uint64_t user,
+                           std::optional<std::uint32_t> limit,
+                           std::uint32_t shard, std::int64_t epoch);
 
 } // namespace videostreams

@@ -210,20 +210,12 @@ void change_limit_once_committed(user_pointer self, const user_command& cmd,
     answer(refusal(st.streams, settings));
     return;
   }
-  auto limit_change = [&](std::optional<std::uint32_t> limit) {
-    stream_change c;
-    c.kind = limit ? change_kind::set_limit : change_kind::clear_limit;
-    c.user = st.user;
-    c.max_streams = limit.value_or(0);
-    c.shard = settings.shard;
-    c.epoch = settings.epoch;
-    return c;
-  };
-  auto change = limit_change(wanted);
+  auto change = limit_change(st.user, wanted, settings.shard, settings.epoch);
   change.answer_by_ns = by;
   // Written after the change if it fails: a failed batch is retried, so
   // the database must end with the limit memory keeps.
-  auto restore = limit_change(st.streams.own_limit());
+  auto restore = limit_change(st.user, st.streams.own_limit(),
+                              settings.shard, settings.epoch);
   restore.undoes_failed_commit = true;
   st.pending.push_back(pending_commit{pending_limit_key, {}});
   self
