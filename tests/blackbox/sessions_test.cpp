@@ -779,7 +779,7 @@ TEST_CASE("kick another device: at the limit the 409 lists the sessions, a "
   CHECK(heartbeat(*cli, user, "never-opened").status == 404);
 }
 
-TEST_CASE("replaceSessionId ends the named session and opens the new one: "
+TEST_CASE("replaceSessionId: the named session ends and the new one opens, "
           "201 with replacedSessionId, the count unchanged, the replaced "
           "one's heartbeat a 410",
           "[blackbox]") {

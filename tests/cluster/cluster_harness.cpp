@@ -176,6 +176,8 @@ void session_players::play(std::size_t index) {
   std::size_t next_target = index;
   std::uint64_t counter = 0;
   auto fail = [this](const std::string& what, const reply& r) {
+    if (failure_count_++ >= recorded_failures)
+      return;
     std::lock_guard<std::mutex> guard{mtx_};
     failures_.push_back(what + " -> " + std::to_string(r.status) + " "
                         + r.body + r.error);

@@ -138,8 +138,17 @@ public:
     return requests_.load();
   }
 
-  /// What went wrong, one line per failed request.
+  /// Requests that failed so far.
+  std::size_t failure_count() const noexcept {
+    return failure_count_.load();
+  }
+
+  /// What went wrong, one line per failed request, for the first
+  /// `recorded_failures` of them (a node that refuses connections fails
+  /// thousands of requests a second; the first say why).
   std::vector<std::string> failures() const;
+
+  static constexpr std::size_t recorded_failures = 20;
 
   /// The sessions that must be open now, by user.
   std::map<std::uint64_t, std::multiset<std::string>> open() const;
@@ -153,6 +162,7 @@ private:
   std::size_t users_per_thread_;
   std::atomic<bool> running_{false};
   std::atomic<std::size_t> requests_{0};
+  std::atomic<std::size_t> failure_count_{0};
   mutable std::mutex mtx_;
   std::vector<std::string> failures_;
   std::map<std::uint64_t, std::multiset<std::string>> open_;

@@ -34,12 +34,13 @@ session_players::target target_of_node(const test_node& n) {
 /// `nodes` that say why, if some did).
 void check_no_failures(const session_players& players,
                        const std::vector<const test_node*>& nodes) {
-  auto failures = players.failures();
-  CAPTURE(failures.size());
-  for (auto& f : failures)
-    UNSCOPED_INFO(f);
-  INFO(why_unavailable(nodes));
-  CHECK(failures.empty());
+  auto failed = players.failure_count();
+  if (failed > 0) {
+    for (auto& f : players.failures())
+      UNSCOPED_INFO(f);
+    UNSCOPED_INFO(why_unavailable(nodes));
+  }
+  CHECK(failed == 0);
 }
 
 /// Checks that every stream the players hold is listed through `via`, and
@@ -295,8 +296,8 @@ TEST_CASE("a node that leaves under load hands its shards off: no request "
   }
 }
 
-TEST_CASE("two nodes that leave at once under load hand their shards to "
-          "the staying nodes: no request fails and no stream is lost",
+TEST_CASE("two nodes leaving at once under load: the staying nodes take "
+          "their shards, no request fails and no stream is lost",
           "[cluster]") {
   cluster_database d;
   test_node n2{2, d.dsn, patient};
