@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "actors/shard_map.hpp"
+#include "cluster/lease_store.hpp"
 
 namespace videostreams {
 
@@ -73,6 +74,14 @@ shard_plan plan_shards(const plan_input& in) {
       result.hand_off.emplace_back(s, target);
   }
   return result;
+}
+
+bool takes_shards(const std::vector<member_record>& members,
+                  std::string_view node) {
+  return std::any_of(members.begin(), members.end(),
+                     [node](const member_record& m) {
+                       return m.node_id == node && m.status != "leaving";
+                     });
 }
 
 std::int64_t decision_deadline(std::int64_t renewed_ns,

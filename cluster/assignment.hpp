@@ -81,6 +81,16 @@ struct shard_plan {
 /// no other member left releases what it serves.
 shard_plan plan_shards(const plan_input& in);
 
+struct member_record;
+
+/// Whether a shard may be handed to `node`, by the alive `members` a node
+/// last read or heard of: one of them, and not leaving. A node that is not
+/// among them takes nothing: it left the member table (two nodes leaving
+/// at once: the other's hand-off must not name it), or has not joined as
+/// far as this node knows (the shard's target is named instead).
+bool takes_shards(const std::vector<member_record>& members,
+                  std::string_view node);
+
 /// The monotonic time until which a node may decide for a shard whose
 /// lease was last taken or renewed by a statement sent at `renewed_ns`,
 /// for a lease of `ttl`: a tenth of the TTL (at least 100 ms) before the

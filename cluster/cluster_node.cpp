@@ -231,18 +231,10 @@ bool referred(node_pointer self, const shard_entry& e) {
               < 2 * self->state.settings.heartbeat_every;
 }
 
-/// Whether `node` is a member this node knows to be leaving.
-bool known_leaving(node_pointer self, const std::string& node) {
-  for (auto& m : self->state.members)
-    if (m.node_id == node)
-      return m.status == "leaving";
-  return false;
-}
-
 /// The node commands for a shard this node does not hold go to, as far as
 /// it knows: the lease's owner (unless that node said it is not), else the
 /// node a fresh referral named, else the successor its last owner named
-/// (unless that one is leaving too: it takes no shard), else
+/// (if that one `takes_shards`: not leaving too, nor gone), else
 /// (`or_target`) the shard's target; "" when none of them is another node.
 std::string owner_of(node_pointer self, std::uint32_t shard,
                      bool or_target) {
@@ -258,7 +250,7 @@ std::string owner_of(node_pointer self, std::uint32_t shard,
   if (fresh)
     return other(e.referred_to);
   if (e.owner.empty() && !e.successor.empty()
-      && !known_leaving(self, e.successor))
+      && takes_shards(st.members, e.successor))
     return other(e.successor);
   if (or_target && !st.targets.empty())
     return other(st.targets[shard]);
@@ -839,12 +831,12 @@ void finish_hand_off(node_pointer self, std::uint32_t shard,
                      std::int64_t epoch, std::string to) {
   auto& st = self->state;
   auto& e = st.shards[shard];
-  if (!to.empty() && known_leaving(self, to)) {
-    // It began to leave while the shard was handed to it (two nodes
-    // stopped at once): name the shard's target now instead, which takes
-    // it at once, rather than one that will not.
+  if (!to.empty() && !takes_shards(st.members, to)) {
+    // It began to leave, or even left, while the shard was handed to it
+    // (two nodes stopped at once): name the shard's target now instead,
+    // which takes it at once, rather than one that will not.
     to = st.targets.empty() ? std::string{} : st.targets[shard];
-    if (to == self_id(self) || known_leaving(self, to))
+    if (to == self_id(self) || !takes_shards(st.members, to))
       to.clear();
   }
   e.mode = shard_mode::none;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "actors/clock.hpp"
+#include "cluster/lease_store.hpp"
 #include "actors/shard_deadlines.hpp"
 
 using namespace videostreams;
@@ -390,6 +391,29 @@ TEST_CASE("a leaving node takes nothing and hands off everything it serves",
   // must hear of the release).
   in.reachable = [](const std::string& node) { return node == "b"; };
   CHECK(plan_shards(in).hand_off == hand_offs{{0, "b"}, {3, "b"}});
+}
+
+TEST_CASE("a shard is handed only to a member that is not leaving: not to "
+          "one that left the member table",
+          "[unit]") {
+  auto member = [](std::string id, std::string status) {
+    member_record m;
+    m.node_id = std::move(id);
+    m.status = std::move(status);
+    m.alive = true;
+    return m;
+  };
+  std::vector<member_record> members{member("a", "up"), member("b", "joining"),
+                                     member("c", "leaving")};
+  CHECK(takes_shards(members, "a"));
+  CHECK(takes_shards(members, "b"));
+  CHECK_FALSE(takes_shards(members, "c"));
+  // Two nodes leaving at once: one read the member table after the other
+  // had left it, and its hand-off named the one that was gone (a request
+  // sent there while the shard moved was answered 503).
+  CHECK_FALSE(takes_shards(members, "d"));
+  CHECK_FALSE(takes_shards(members, ""));
+  CHECK_FALSE(takes_shards({}, "a"));
 }
 
 TEST_CASE("a leaving node with nobody left releases what it serves", "[unit]") {
