@@ -1,7 +1,11 @@
 #include "cluster_harness.hpp"
 
 #include <algorithm>
+#include <cstdlib>
+#include <fstream>
 #include <sstream>
+
+#include <unistd.h>
 
 #include "actors/shard_map.hpp"
 
@@ -25,6 +29,16 @@ test_node::test_node(int n, std::string id, const std::string& dsn,
   extra.push_back("--node-id=" + id_);
   process_ = std::make_unique<service_process>(
     std::move(extra), environment{}, true, "127.0.0." + std::to_string(n));
+}
+
+test_node::~test_node() {
+  auto dir = std::getenv("VIDEOSTREAMS_TEST_NODE_LOGS");
+  if (dir == nullptr || *dir == '\0')
+    return; // the process stops itself
+  process_->stop();
+  std::ofstream{std::string{dir} + "/" + std::to_string(::getpid()) + "-" + id_
+                + "-" + std::to_string(process_->port()) + ".log"}
+    << process_->stderr_text();
 }
 
 three_nodes::three_nodes(const std::vector<std::string>& args)

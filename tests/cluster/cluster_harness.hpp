@@ -41,6 +41,15 @@ public:
   test_node(int n, std::string id, const std::string& dsn,
             std::vector<std::string> extra = {});
 
+  /// Stops the node. With `VIDEOSTREAMS_TEST_NODE_LOGS` set to a directory,
+  /// first writes everything the node logged to
+  /// DIR/<test process id>-<node id>-<port>.log (to find out why a cluster
+  /// test failed once in many runs).
+  ~test_node();
+
+  test_node(const test_node&) = delete;
+  test_node& operator=(const test_node&) = delete;
+
   const std::string& id() const noexcept {
     return id_;
   }
