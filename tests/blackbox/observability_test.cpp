@@ -84,8 +84,8 @@ std::vector<json::object> requests_of(const std::vector<json::object>& lines) {
 
 } // namespace
 
-TEST_CASE("--log-format=json: every line is a JSON object with the node "
-          "id, from start and ready to stopping and stop on SIGTERM",
+TEST_CASE("JSON logs (--log-format=json): every line is a JSON object "
+          "with the node id, from start and ready to stop on SIGTERM",
           "[blackbox][logs]") {
   service_process svc{{"--log-format=json", "--node-id=bb-json-1"}};
   auto cli = make_client(svc.port());

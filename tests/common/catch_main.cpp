@@ -1,8 +1,8 @@
 // Catch2's main for every test program, alone in its translation unit so
 // that editing a test does not recompile it. It refuses to run (and
 // catch_discover_tests, which lists the tests after each build, fails the
-// build) while a test has a name that a failure could not be reported
-// under (test_names.hpp).
+// build) while a test has a name that ctest could not run it by, or that
+// a failure could not be reported under (test_names.hpp).
 
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>

@@ -1,6 +1,7 @@
 #pragma once
 
-// What a Catch2 test name must be for this project's runs to report it.
+// What a Catch2 test name must be for ctest to run it by and for a failure
+// to be reported under it.
 
 #include <optional>
 #include <string>
@@ -19,9 +20,18 @@ namespace videostreams::testing {
 /// the ": " by column 60 leaves at least 15 columns on each line.
 inline constexpr std::size_t test_name_colon_column = 60;
 
-/// Why `name` cannot be a test name (ctest's list separator, or a ": " that
-/// ends past `test_name_colon_column`); nothing when it can.
+/// Why `name` cannot be a test name (ctest's list separator, a first
+/// character that Catch2 reads as an option or a test spec's operator when
+/// ctest passes the name, or a ": " that ends past
+/// `test_name_colon_column`); nothing when it can.
 inline std::optional<std::string> unusable_test_name(std::string_view name) {
+  if (name.empty())
+    return std::string{"it is empty"};
+  if (std::string_view{"-~[*\" \t"}.find(name.front())
+      != std::string_view::npos)
+    return "it begins with '" + std::string(1, name.front())
+           + "', which Catch2 reads as an option or a test spec's operator "
+             "(it would not find the test ctest names)";
   if (name.find(';') != std::string_view::npos)
     return std::string{"it contains ';', which ctest reads as a list "
                        "separator"};

@@ -28,3 +28,13 @@ TEST_CASE("a test name with a semicolon is refused") {
   REQUIRE(why);
   CHECK_THAT(*why, Catch::Contains("list separator"));
 }
+
+TEST_CASE("a test name that Catch2 would read as an option or a test spec's "
+          "operator is refused") {
+  // ctest passes the name as an argument: "--log-format=json: ..." ran
+  // nothing but "Unrecognised token".
+  for (auto name : {"--log-format=json: every line", "~hidden", "[tag] name",
+                    "*wild", " leading space", ""})
+    CHECK(unusable_test_name(name));
+  CHECK_FALSE(unusable_test_name("JSON logs (--log-format=json): every line"));
+}
