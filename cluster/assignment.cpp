@@ -55,8 +55,8 @@ shard_plan plan_shards(const plan_input& in) {
     if (!in.leaving && target == in.self) {
       if (role != shard_role::serving)
         result.share_served = false;
-      bool free = in.owners[s].empty() || !in.live[s]
-                  || in.owners[s] == in.self;
+      bool free = in.owners[s].empty() || in.owners[s] == in.self
+                  || (!in.live[s] && in.take_expired);
       if (role == shard_role::none && free)
         result.take.push_back(s);
       continue;

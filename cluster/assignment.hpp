@@ -61,12 +61,17 @@ struct plan_input {
   std::vector<bool> live;
   /// Whether this node can reach a node (a connected link), by node id.
   std::function<bool(const std::string&)> reachable;
+  /// Whether another node's expired lease may be taken now. Not just after
+  /// this node's database came back from an outage: the other nodes could
+  /// not renew either, and those alive renew once they reach it too.
+  bool take_expired = true;
 };
 
 /// What a node should do now.
 struct shard_plan {
   /// Shards to take: they target this node and their lease is free,
-  /// expired, or this node id's own (left by an earlier process).
+  /// expired (when `take_expired`), or this node id's own (left by an
+  /// earlier process).
   std::vector<std::uint32_t> take;
   /// Shards served here to hand off, each with the node it goes to (""
   /// when no other node is left to take it: released only).

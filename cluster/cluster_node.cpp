@@ -118,6 +118,11 @@ struct node_state {
   bool round_again = false;
   std::uint64_t round_timer = 0;
   std::int64_t last_renew_ns = 0;
+  /// The last round failed (the database could not be reached), and when
+  /// (monotonic ns) the first round after such a failure succeeded: for a
+  /// lease TTL from then this node takes no other node's expired lease.
+  bool round_failed = false;
+  std::int64_t database_back_ns = 0;
   bool take_in_flight = false;
   bool take_again = false;
   /// Shards taken whose state is to be loaded, and whether a load runs: a
@@ -985,6 +990,15 @@ void plan(node_pointer self) {
     auto i = self->state.peers.find(node);
     return i != self->state.peers.end() && i->second.connected;
   };
+  // After an outage every member row and lease has expired by the
+  // database's clock, yet the other nodes may be alive and about to renew:
+  // taking their shards would fence the changes they could not write
+  // meanwhile (closes they acknowledged). A dead node's shards wait one
+  // lease TTL more.
+  in.take_expired
+    = st.database_back_ns == 0
+      || now_ns(self) - st.database_back_ns
+           >= std::chrono::nanoseconds{st.settings.self.lease_ttl}.count();
   auto p = plan_shards(in);
   if (!p.take.empty())
     take(self, p.take);
@@ -1236,6 +1250,14 @@ void on_round(node_pointer self, round_result& result,
                    + std::to_string(result.reading.shard_count));
     return;
   }
+  bool failed = result.heartbeat_error || result.read_error
+                || (!renewing.empty() && !result.renewal_ran);
+  if (failed) {
+    st.round_failed = true;
+  } else if (st.round_failed) {
+    st.round_failed = false;
+    st.database_back_ns = now_ns(self);
+  }
   std::string problem;
   if (result.heartbeat_error) {
     problem = "heartbeat failed: " + describe(result.heartbeat_error);
@@ -1305,7 +1327,8 @@ void on_round(node_pointer self, round_result& result,
          {{"reason", problem}});
   else if (problem.empty() && !st.last_round_error.empty())
     note(self, log_level::info, "cluster_round_recovered",
-         "heartbeats, renewals and reads succeed again");
+         "heartbeats, renewals and reads succeed again; for a lease TTL "
+         "this node takes no other node's expired lease");
   st.last_round_error = problem;
   publish_view(self);
   if (st.round_again) {

@@ -7,8 +7,12 @@
 #include <algorithm>
 #include <atomic>
 #include <csignal>
+#include <map>
+#include <set>
+#include <thread>
 
 #include "cluster_harness.hpp"
+#include "own_postgres.hpp"
 
 #include "cluster/assignment.hpp"
 
@@ -331,4 +335,140 @@ TEST_CASE("a process replaced under its node id by a newer one stops "
     CHECK(get(*n2_client, path).body == denied_body(3));
     CHECK(stored_streams(d, user) == 3);
   }
+}
+
+TEST_CASE("a database outage past the lease TTL: every node stops deciding, "
+          "and once it is back every node serves again, no acknowledged "
+          "close lost",
+          "[cluster]") {
+  // A PostgreSQL of this test's own, to halt and resume.
+  testing::own_postgres pg{"cluster-outage"};
+  constexpr auto ttl = 5s;
+  const std::vector<std::string> args{"--lease-ttl=5s",
+                                      "--request-timeout=10s"};
+  test_node n2{2, pg.dsn, args};
+  test_node n3{3, pg.dsn, args};
+  test_node n4{4, pg.dsn, args};
+  const std::vector<const test_node*> nodes{&n2, &n3, &n4};
+  REQUIRE(wait_converged(nodes));
+  auto view = n2.view();
+  REQUIRE(view);
+  // Users of every node's shards, each with two sessions opened through
+  // a node that does not own it (sync: committed when acknowledged).
+  std::vector<std::uint64_t> users;
+  for (auto owner : {"n2", "n3", "n4"})
+    for (auto user : users_owned_by(*view, owner, 6))
+      users.push_back(user);
+  auto path = [](std::uint64_t user) {
+    return "/api/v2/users/" + std::to_string(user) + "/streams";
+  };
+  std::vector<std::unique_ptr<httplib::Client>> clients;
+  for (auto* n : nodes)
+    clients.push_back(n->client());
+  auto via = [&](std::size_t i) -> httplib::Client& {
+    return *clients[i % clients.size()];
+  };
+  for (std::size_t i = 0; i < users.size(); ++i)
+    for (auto id : {"a", "b"})
+      REQUIRE(send(via(i + 1), "POST", path(users[i]),
+                   std::string{R"({"sessionId":")"} + id + R"("})")
+                .status
+              == 201);
+  pg.run("halt");
+  // Closes right away, while the nodes still hold their leases: answered
+  // 200 and written once the database is back (or 503, when a node had
+  // stopped deciding already on a slow machine: then the session stays).
+  std::map<std::uint64_t, std::multiset<std::string>> expected;
+  std::size_t acknowledged = 0;
+  for (std::size_t i = 0; i < users.size(); ++i) {
+    auto r = send(via(i), "DELETE", path(users[i]) + "/a");
+    INFO(r.status << " " << r.body);
+    CHECK((r.status == 200 || r.status == 503));
+    expected[users[i]] = r.status == 200 ? std::multiset<std::string>{"b"}
+                                         : std::multiset<std::string>{"a", "b"};
+    acknowledged += r.status == 200 ? 1 : 0;
+  }
+  INFO(acknowledged << " closes acknowledged during the outage");
+  CHECK(acknowledged > 0);
+  // Once the leases run out no node decides for any user: 503 with
+  // Retry-After, never a hang. The nodes stay ready (a restart would lose
+  // their unwritten closes).
+  auto all_refused = [&] {
+    for (std::size_t i = 0; i < users.size(); ++i)
+      for (std::size_t k = 0; k < clients.size(); ++k) {
+        auto r = get(*clients[k], path(users[i]));
+        if (r.status != 503 || !r.has_header("Retry-After"))
+          return false;
+      }
+    return true;
+  };
+  CHECK(eventually(all_refused, 60s));
+  for (std::size_t i = 0; i < users.size(); ++i) {
+    auto r = send(via(i), "POST", path(users[i]), R"({"sessionId":"c"})");
+    INFO(r.status << " " << r.body);
+    CHECK(r.status == 503);
+  }
+  for (auto* n : nodes) {
+    auto c = n->client(false);
+    CHECK(testing::database_status(*c) == "unreachable");
+  }
+  // Past the lease TTL by PostgreSQL's clock too: every lease and member
+  // row has expired when it comes back.
+  std::this_thread::sleep_for(ttl);
+  // n3 and n4 reach it a second after n2 (paused meanwhile, like nodes
+  // whose reconnect is slower): n2 then finds their member rows and leases
+  // expired, but they are alive and must keep their shards, or their
+  // unwritten closes are fenced and the closed sessions come back.
+  n3.process().send_signal(SIGSTOP);
+  n4.process().send_signal(SIGSTOP);
+  pg.run("resume");
+  CHECK(eventually(
+    [&] {
+      return n2.process().stderr_text().find(
+               "event=cluster_round_recovered node=n2")
+             != std::string::npos;
+    },
+    60s));
+  std::this_thread::sleep_for(1s);
+  n3.process().send_signal(SIGCONT);
+  n4.process().send_signal(SIGCONT);
+  // Every node serves every user again, with exactly the sessions that
+  // were acknowledged.
+  std::vector<std::string> wrong;
+  eventually(
+    [&] {
+      wrong.clear();
+      for (auto& cli : clients) {
+        auto missing = missing_streams(*cli, expected);
+        wrong.insert(wrong.end(), missing.begin(), missing.end());
+      }
+      return wrong.empty();
+    },
+    60s);
+  for (auto& w : wrong)
+    UNSCOPED_INFO(w);
+  CHECK(wrong.empty());
+  REQUIRE(wait_converged(nodes));
+  // The database agrees once the closes are written, and grants work
+  // again through every node.
+  auto stored_as_expected = [&] {
+    wrong.clear();
+    for (auto& [user, sessions] : expected) {
+      auto stored = pg.count(
+        "SELECT count(*) FROM stream_sessions WHERE user_id = "
+        + std::to_string(user));
+      if (stored != static_cast<int>(sessions.size()))
+        wrong.push_back("user " + std::to_string(user) + ": "
+                        + std::to_string(stored) + " stored, "
+                        + std::to_string(sessions.size()) + " open");
+    }
+    return wrong.empty();
+  };
+  eventually(stored_as_expected, 30s);
+  for (auto& w : wrong)
+    UNSCOPED_INFO(w);
+  CHECK(wrong.empty());
+  for (std::size_t i = 0; i < users.size(); ++i)
+    CHECK(send(via(i), "POST", path(users[i]), R"({"sessionId":"c"})").status
+          == 201);
 }

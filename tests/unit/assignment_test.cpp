@@ -326,6 +326,24 @@ TEST_CASE("a node does not take a shard that another node holds live",
   CHECK(plan_shards(in).take == shard_list{0});
 }
 
+TEST_CASE("just after a database outage a node takes no other node's "
+          "expired lease, but free ones and its own",
+          "[unit]") {
+  auto in = input_of("a", {
+                            {"a", none, "", false},  // 0: free
+                            {"a", none, "b", false}, // 1: b's, expired
+                            {"a", none, "a", false}, // 2: own and expired
+                            {"a", none, "c", false}, // 3: c's, expired
+                          });
+  in.take_expired = false;
+  auto p = plan_shards(in);
+  CHECK(p.take == shard_list{0, 2});
+  CHECK_FALSE(p.share_served);
+  // Once the grace has passed, b and c have had their chance to renew.
+  in.take_expired = true;
+  CHECK(plan_shards(in).take == shard_list{0, 1, 2, 3});
+}
+
 TEST_CASE("a node hands off a served shard only once its target is reachable",
           "[unit]") {
   auto in = input_of("a",
