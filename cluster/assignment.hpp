@@ -61,9 +61,10 @@ struct plan_input {
   std::vector<bool> live;
   /// Whether this node can reach a node (a connected link), by node id.
   std::function<bool(const std::string&)> reachable;
-  /// Whether another node's expired lease may be taken now. Not just after
-  /// this node's database came back from an outage: the other nodes could
-  /// not renew either, and those alive renew once they reach it too.
+  /// Whether another node's expired lease may be taken now. Not until this
+  /// node has reached the database for a lease TTL (after its start or an
+  /// outage): the other nodes may not have reached it either, and those
+  /// alive renew once they do.
   bool take_expired = true;
 };
 

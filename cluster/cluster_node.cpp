@@ -118,11 +118,9 @@ struct node_state {
   bool round_again = false;
   std::uint64_t round_timer = 0;
   std::int64_t last_renew_ns = 0;
-  /// The last round failed (the database could not be reached), and when
-  /// (monotonic ns) the first round after such a failure succeeded: for a
-  /// lease TTL from then this node takes no other node's expired lease.
-  bool round_failed = false;
-  std::int64_t database_back_ns = 0;
+  /// Since when (monotonic ns) this node's rounds have reached the
+  /// database without a break; none while they fail and before the first.
+  std::optional<std::int64_t> reached_since_ns;
   bool take_in_flight = false;
   bool take_again = false;
   /// Shards taken whose state is to be loaded, and whether a load runs: a
@@ -990,14 +988,15 @@ void plan(node_pointer self) {
     auto i = self->state.peers.find(node);
     return i != self->state.peers.end() && i->second.connected;
   };
-  // After an outage every member row and lease has expired by the
-  // database's clock, yet the other nodes may be alive and about to renew:
-  // taking their shards would fence the changes they could not write
-  // meanwhile (closes they acknowledged). A dead node's shards wait one
-  // lease TTL more.
+  // After an outage, or when this node starts as one ends, every member
+  // row and lease may have expired by the database's clock while the other
+  // nodes are alive and about to renew: taking their shards would fence the
+  // changes they could not write meanwhile (closes they acknowledged). So
+  // another node's expired lease is taken only once this node has reached
+  // the database for a lease TTL; a dead node's shards wait that long.
   in.take_expired
-    = st.database_back_ns == 0
-      || now_ns(self) - st.database_back_ns
+    = st.reached_since_ns
+      && now_ns(self) - *st.reached_since_ns
            >= std::chrono::nanoseconds{st.settings.self.lease_ttl}.count();
   auto p = plan_shards(in);
   if (!p.take.empty())
@@ -1252,12 +1251,10 @@ void on_round(node_pointer self, round_result& result,
   }
   bool failed = result.heartbeat_error || result.read_error
                 || (!renewing.empty() && !result.renewal_ran);
-  if (failed) {
-    st.round_failed = true;
-  } else if (st.round_failed) {
-    st.round_failed = false;
-    st.database_back_ns = now_ns(self);
-  }
+  if (failed)
+    st.reached_since_ns.reset();
+  else if (!st.reached_since_ns)
+    st.reached_since_ns = now_ns(self);
   std::string problem;
   if (result.heartbeat_error) {
     problem = "heartbeat failed: " + describe(result.heartbeat_error);

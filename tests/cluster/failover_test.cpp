@@ -338,8 +338,8 @@ TEST_CASE("a process replaced under its node id by a newer one stops "
 }
 
 TEST_CASE("a database outage past the lease TTL: every node stops deciding, "
-          "and once it is back every node serves again, no acknowledged "
-          "close lost",
+          "and once it is back every node serves again (and one started "
+          "then joins), no acknowledged close lost",
           "[cluster]") {
   // A PostgreSQL of this test's own, to halt and resume.
   testing::own_postgres pg{"cluster-outage"};
@@ -368,10 +368,13 @@ TEST_CASE("a database outage past the lease TTL: every node stops deciding, "
   auto via = [&](std::size_t i) -> httplib::Client& {
     return *clients[i % clients.size()];
   };
+  // An hour's lease: on a slow machine the test may take minutes, and a
+  // session must not run out meanwhile.
   for (std::size_t i = 0; i < users.size(); ++i)
     for (auto id : {"a", "b"})
       REQUIRE(send(via(i + 1), "POST", path(users[i]),
-                   std::string{R"({"sessionId":")"} + id + R"("})")
+                   std::string{R"({"sessionId":")"} + id
+                     + R"(","ttlSeconds":3600})")
                 .status
               == 201);
   pg.run("halt");
@@ -429,9 +432,26 @@ TEST_CASE("a database outage past the lease TTL: every node stops deciding, "
              != std::string::npos;
     },
     60s));
+  // n5 starts as the database returns (like a pod restarted during the
+  // outage): it finds n3's and n4's member rows and leases expired too, and
+  // must not take their shards either. Once its round has read the
+  // cluster, a wrong take would land within a second.
+  test_node n5{5, pg.dsn, args};
+  auto lists_n5 = [&] {
+    auto v = n5.view();
+    if (!v || !v->contains("members"))
+      return false;
+    for (auto& m : v->at("members").as_array())
+      if (m.as_object().at("nodeId").as_string() == "n5")
+        return true;
+    return false;
+  };
+  CHECK(eventually(lists_n5, 60s));
   std::this_thread::sleep_for(1s);
   n3.process().send_signal(SIGCONT);
   n4.process().send_signal(SIGCONT);
+  const std::vector<const test_node*> all{&n2, &n3, &n4, &n5};
+  clients.push_back(n5.client());
   // Every node serves every user again, with exactly the sessions that
   // were acknowledged.
   std::vector<std::string> wrong;
@@ -448,7 +468,7 @@ TEST_CASE("a database outage past the lease TTL: every node stops deciding, "
   for (auto& w : wrong)
     UNSCOPED_INFO(w);
   CHECK(wrong.empty());
-  REQUIRE(wait_converged(nodes));
+  REQUIRE(wait_converged(all));
   // The database agrees once the closes are written, and grants work
   // again through every node.
   auto stored_as_expected = [&] {
