@@ -1249,12 +1249,6 @@ void on_round(node_pointer self, round_result& result,
                    + std::to_string(result.reading.shard_count));
     return;
   }
-  bool failed = result.heartbeat_error || result.read_error
-                || (!renewing.empty() && !result.renewal_ran);
-  if (failed)
-    st.reached_since_ns.reset();
-  else if (!st.reached_since_ns)
-    st.reached_since_ns = now_ns(self);
   std::string problem;
   if (result.heartbeat_error) {
     problem = "heartbeat failed: " + describe(result.heartbeat_error);
@@ -1280,6 +1274,13 @@ void on_round(node_pointer self, round_result& result,
     st.settings.counters->renewal_failures.fetch_add(1, relaxed);
     problem = "lease renewal failed: " + describe(result.renew_error);
   }
+  if (result.read_error)
+    problem = "reading the cluster failed: " + describe(result.read_error);
+  // Before planning: whether this node may take expired leases.
+  if (!problem.empty())
+    st.reached_since_ns.reset();
+  else if (!st.reached_since_ns)
+    st.reached_since_ns = now_ns(self);
   if (!result.read_error) {
     st.read_once = true;
     // A member that said it is leaving stays so, though the table (read
@@ -1316,8 +1317,6 @@ void on_round(node_pointer self, round_result& result,
       learn(self, shard_claim{l.shard, l.epoch, l.owner, {}}, l.live,
             l.state);
     plan(self);
-  } else {
-    problem = "reading the cluster failed: " + describe(result.read_error);
   }
   if (!problem.empty() && problem != st.last_round_error)
     note(self, log_level::warn, "cluster_round_failed", problem,
