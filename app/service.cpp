@@ -159,8 +159,22 @@ std::string database_advice(const options& opts) {
   return advice + ".";
 }
 
-pg_connection connect_or_throw(const std::string& url) {
-  auto db = pg_connection::connect(url);
+/// How long the writer waits for a commit (see `pg_timeouts::answer`). A
+/// commit is one statement of at most 2,000 changes and takes milliseconds;
+/// one that takes 10 s waits for a lock or a server that does not answer,
+/// and it is retried on a new connection (a batch may be: it upserts and
+/// deletes).
+const pg_timeouts commit_timeouts{std::chrono::milliseconds{0},
+                                  std::chrono::seconds{10}};
+
+/// How long a fold or a shard load, which read or write a whole shard, may
+/// take (then it fails and is tried again later).
+const pg_timeouts bulk_timeouts{std::chrono::milliseconds{0},
+                                std::chrono::seconds{60}};
+
+pg_connection connect_or_throw(const std::string& url,
+                               pg_timeouts timeouts = {}) {
+  auto db = pg_connection::connect(url, timeouts);
   if (!db)
     throw std::runtime_error(describe(db.error()));
   return std::move(*db);
@@ -233,7 +247,8 @@ struct service::impl {
   /// persistence actor, the lease keeper and the shard loader (each with a
   /// connection of its own). Shards come later, as the node takes them.
   void start_persistence() {
-    auto connected = pg_connection::connect(opts.database_url);
+    auto connected = pg_connection::connect(opts.database_url,
+                                            commit_timeouts);
     if (!connected)
       throw std::runtime_error("cannot connect to the database: "
                                + describe(connected.error())
@@ -261,15 +276,15 @@ struct service::impl {
     // Folds write through a connection of their own, so that commits go on
     // meanwhile.
     auto store = std::make_shared<stream_store>(
-      std::move(db), folds, connect_or_throw(opts.database_url));
+      std::move(db), folds, connect_or_throw(opts.database_url, bulk_timeouts));
     if (auto ready = store->prepare_for_commits(); !ready)
       throw std::runtime_error("cannot set up the writer's session: "
                                + describe(ready.error()));
     if (auto ready = store->prepare_for_folds(); !ready)
       throw std::runtime_error("cannot set up the folder's session: "
                                + describe(ready.error()));
-    cancel_commit = store->connection().canceller();
-    cancel_fold = store->fold_connection().canceller();
+    abort_commit = store->connection().abort_handle();
+    abort_fold = store->fold_connection().abort_handle();
     persistence = std::make_shared<persistence_counters>();
     persistence_settings settings;
     settings.flush_interval = opts.flush_interval;
@@ -279,26 +294,23 @@ struct service::impl {
     settings.commit_timeout = opts.request_timeout * 3 / 4;
     settings.log = log;
     writer = spawn_persistence_actor(sys, store, settings, persistence);
-    // A lease statement that hangs must not hold the keeper past a lease.
-    auto lease_db = connect_or_throw(opts.database_url);
-    cancel_lease = lease_db.canceller();
-    auto timeout = "SET statement_timeout = "
-                   + std::to_string(opts.lease_ttl.count());
-    if (auto ready = lease_db.set_session_setup(timeout); !ready)
-      throw std::runtime_error("cannot set up the lease keeper's session: "
-                               + describe(ready.error()));
+    // A round that waits for the database must not hold the keeper long: a
+    // lease statement is cancelled after half a TTL (or given up on, when
+    // the server is silent), a connection attempt after a third. So a node
+    // that is alive reaches a database that is back within about half a
+    // TTL, before any other node may take its expired leases (one TTL).
+    pg_timeouts lease_timeouts;
+    lease_timeouts.connect = opts.lease_ttl / 3;
+    lease_timeouts.answer = opts.lease_ttl / 2;
+    auto lease_db = connect_or_throw(opts.database_url, lease_timeouts);
+    abort_lease = lease_db.abort_handle();
     keeper = spawn_lease_keeper(
       sys, std::shared_ptr<lease_store>{make_pg_lease_store(std::move(lease_db))},
       clock);
-    auto load_db = connect_or_throw(opts.database_url);
     // A load that hangs would keep its shards loading (and their leases
     // renewed) for good: it fails instead, and the next round retries.
-    if (auto ready = load_db.set_session_setup("SET statement_timeout = "
-                                               "'60s'");
-        !ready)
-      throw std::runtime_error("cannot set up the shard loader's session: "
-                               + describe(ready.error()));
-    cancel_load = load_db.canceller();
+    auto load_db = connect_or_throw(opts.database_url, bulk_timeouts);
+    abort_load = load_db.abort_handle();
     loader = spawn_shard_loader(sys, std::move(load_db));
   }
 
@@ -441,17 +453,10 @@ struct service::impl {
                  {{"changes", left}});
       // The writer may be blocked in a commit that does not return (a
       // lock, a server that stopped answering): stop the persistence
-      // actor, so nothing is retried, and cancel the statement, so the
+      // actor, so nothing is retried, and abort its connection, so the
       // writer's thread ends and the process can exit.
       caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
-      cancel_commit->cancel();
-    }
-    // A fold is background work, and the process waits for its thread:
-    // cancel a running one rather than wait for it (between two of its
-    // statements a cancel misses, hence the repeats).
-    for (int i = 0; i < 100 && persistence->fold_running.load(); ++i) {
-      cancel_fold->cancel();
-      std::this_thread::sleep_for(std::chrono::milliseconds{10});
+      abort_commit->abort();
     }
   }
 
@@ -469,16 +474,17 @@ struct service::impl {
     caf::anon_send_exit(keeper, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(loader, caf::exit_reason::user_shutdown);
     // Their threads may wait in a statement that does not return (a lock,
-    // a server that stopped answering); the process waits for them.
-    for (auto* cancel : {&cancel_lease, &cancel_load})
-      if (*cancel)
-        (*cancel)->cancel();
+    // a server that stopped answering), and the process waits for them. A
+    // fold is background work: one running is ended rather than waited for.
+    for (auto* handle : {&abort_lease, &abort_load, &abort_fold})
+      if (*handle)
+        (*handle)->abort();
   }
 
   /// How long a graceful stop waits for the hand-off of every shard; then
   /// come the drain of both ports (--shutdown-timeout, 10 s, then the
-  /// write timeout, 5 s, for what was cut), the final flush (10 s at most)
-  /// and cancelling a fold (1 s at most): a stop ends within 36 s with the
+  /// write timeout, 5 s, for what was cut) and the final flush (10 s at
+  /// most; a fold is ended at once): a stop ends within 35 s with the
   /// defaults, 0.3-1.6 s in practice (docs/operations.md, Stopping).
   static constexpr std::chrono::seconds leave_timeout{10};
 
@@ -505,11 +511,11 @@ struct service::impl {
     = std::make_shared<cluster_view_box>();
   std::shared_ptr<persistence_counters> persistence;
   /// Cancel the writer's and the folder's running statements (at exit).
-  std::shared_ptr<pg_canceller> cancel_commit;
-  std::shared_ptr<pg_canceller> cancel_fold;
+  std::shared_ptr<pg_abort_handle> abort_commit;
+  std::shared_ptr<pg_abort_handle> abort_fold;
   /// Cancel the lease keeper's and the shard loader's statements (at exit).
-  std::shared_ptr<pg_canceller> cancel_lease;
-  std::shared_ptr<pg_canceller> cancel_load;
+  std::shared_ptr<pg_abort_handle> abort_lease;
+  std::shared_ptr<pg_abort_handle> abort_load;
   actor_config cfg;
   caf::actor_system sys;
   std::shared_ptr<router> routes;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -10,7 +11,6 @@
 
 struct pg_conn;
 struct pg_result;
-struct pg_cancel;
 
 namespace videostreams {
 
@@ -35,36 +35,57 @@ private:
   pg_result* res_;
 };
 
-/// Cancels the statement running on a connection, from any thread (the
-/// connection's own thread may be blocked in it). Follows the connection
-/// across reconnects.
-class pg_canceller {
+/// Ends a connection for good, from any thread (the connection's own
+/// thread may be blocked in a statement): it shuts the connection's socket
+/// down, so a wait ends at once with `unreachable` however silent the
+/// server is (asking the server to cancel would need it to answer), and the
+/// connection connects no more. The server rolls back what had not
+/// committed once it notices. For stopping: the process must not wait for
+/// a statement that may never end, nor for a retry after it.
+class pg_abort_handle {
 public:
-  ~pg_canceller();
+  void abort();
 
-  /// Asks the server to cancel what the connection runs now; true if the
-  /// request was delivered (the statement then fails with an error).
-  bool cancel();
+  bool aborted();
 
 private:
   friend class pg_connection;
 
-  /// Replaces the cancel object (after a (re)connect, on the owner's
-  /// thread); null when the connection is gone.
-  void reset(pg_cancel* next);
+  /// Sets the socket (after a (re)connect, on the owner's thread); -1 when
+  /// the connection is gone, before the socket is closed.
+  void reset(int socket);
 
   std::mutex mtx_;
-  pg_cancel* cancel_ = nullptr;
+  int socket_ = -1;
+  bool aborted_ = false;
+};
+
+/// How long a connection waits for the server. The server's own bound on a
+/// statement (`statement_timeout`) cannot help when the server does not
+/// answer at all (a network that drops packets, a failover that left the
+/// old connections dangling): this side then needs a bound of its own.
+struct pg_timeouts {
+  /// A connection attempt (connect or reset), all of the DSN's hosts
+  /// together. Zero: the DSN's `connect_timeout`, else 10 s.
+  std::chrono::milliseconds connect{0};
+
+  /// The longest a statement may take. The server cancels it then
+  /// (`statement_timeout`, set at the start of every session); a server
+  /// that has not answered by then is given up on: the connection is
+  /// closed (the statement may or may not have run), the call fails
+  /// `unreachable`, and `reset` connects afresh. Zero: no bound.
+  std::chrono::milliseconds answer{0};
 };
 
 /// One libpq connection. Blocking: use it only from a detached actor or a
 /// command-line tool, never from an HTTP or scheduler thread.
 class pg_connection {
 public:
-  /// Connects to `dsn` (a libpq connection string or URI). Unless `dsn`
-  /// says otherwise, a connection attempt gives up after 10 s
-  /// (`connect_timeout`), so a reconnect to a vanished host is bounded.
-  static caf::expected<pg_connection> connect(const std::string& dsn);
+  /// Connects to `dsn` (a libpq connection string or URI), waiting for the
+  /// server at most as long as `timeouts` say, so that neither a reconnect
+  /// to a vanished host nor a statement to a silent one waits for good.
+  static caf::expected<pg_connection> connect(const std::string& dsn,
+                                              pg_timeouts timeouts = {});
 
   ~pg_connection();
   pg_connection(pg_connection&& other) noexcept;
@@ -72,17 +93,22 @@ public:
   pg_connection(const pg_connection&) = delete;
   pg_connection& operator=(const pg_connection&) = delete;
 
-  /// Reconnects with the original parameters (after a lost connection);
-  /// true when the connection is usable again (its session setup ran).
+  /// Closes the connection and connects afresh with the original
+  /// parameters (after a lost connection); true when the connection is
+  /// usable again (its session set up). False once aborted.
   bool reset();
 
   /// Runs `sql` now and again at the start of every new session (after
   /// `reset`): session settings that every statement relies on.
   caf::expected<void> set_session_setup(std::string sql);
 
-  /// What another thread may use to cancel this connection's statement.
-  std::shared_ptr<pg_canceller> canceller() const noexcept {
-    return canceller_;
+  /// The connection's socket (to check its options); -1 while not
+  /// connected.
+  int socket() const noexcept;
+
+  /// What another thread may use to end this connection's wait.
+  std::shared_ptr<pg_abort_handle> abort_handle() const noexcept {
+    return abort_handle_;
   }
 
   /// Runs one or more statements without parameters.
@@ -100,13 +126,30 @@ public:
                                        const std::vector<std::string>& params);
 
 private:
-  explicit pg_connection(pg_conn* conn) noexcept : conn_(conn) {
-    // Nothing else to do.
-  }
+  pg_connection(pg_conn* conn, std::string dsn, pg_timeouts timeouts);
+
+  /// Waits for the answer to the statement just sent (`sent`: the PQsend
+  /// call succeeded), at most `timeouts_.answer`: its result (null when
+  /// none came, as after a lost connection), or an error when it timed out.
+  caf::expected<pg_result*> await_answer(bool sent);
+
+  /// `await_answer`, checked.
+  caf::expected<pg_rows> answer(bool sent);
+
+  /// Closes the connection; statements fail `unreachable` until `reset`.
+  void drop() noexcept;
+
+  /// Sets up a new session: the statement timeout, then `session_setup_`.
+  caf::expected<void> set_up_session();
 
   caf::expected<pg_rows> check(pg_result* res);
 
+  /// Null while not connected (after a failed reset or a drop).
   pg_conn* conn_;
+
+  std::string dsn_;
+
+  pg_timeouts timeouts_;
 
   /// Names prepared on the current session.
   std::set<std::string> prepared_;
@@ -114,7 +157,7 @@ private:
   /// Run at the start of every session.
   std::string session_setup_;
 
-  std::shared_ptr<pg_canceller> canceller_;
+  std::shared_ptr<pg_abort_handle> abort_handle_;
 };
 
 } // namespace videostreams

@@ -257,11 +257,9 @@ public:
   }
 
   /// The fold connection's session settings: a fold is background work,
-  /// so it gives up rather than wait long for a lock or a slow statement
-  /// (it is tried again later), and the process never waits long for one
-  /// at exit.
-  static constexpr const char* fold_session_setup
-    = "SET lock_timeout = '5s'; SET statement_timeout = '60s'";
+  /// so it gives up rather than wait long for a lock (it is tried again
+  /// later). (The connection bounds its statements: `pg_timeouts`.)
+  static constexpr const char* fold_session_setup = "SET lock_timeout = '5s'";
 
   /// Sets up the fold connection's session (see `fold_session_setup`).
   caf::expected<void> prepare_for_folds() {
