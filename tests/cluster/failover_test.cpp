@@ -13,6 +13,7 @@
 
 #include "cluster_harness.hpp"
 #include "own_postgres.hpp"
+#include "silent_proxy.hpp"
 
 #include "cluster/assignment.hpp"
 
@@ -491,4 +492,89 @@ TEST_CASE("a database outage past the lease TTL: every node stops deciding, "
   for (std::size_t i = 0; i < users.size(); ++i)
     CHECK(send(via(i), "POST", path(users[i]), R"({"sessionId":"c"})").status
           == 201);
+}
+
+TEST_CASE("database connections left dangling (a failover): the node gives "
+          "them up, connects afresh, keeps its shards and grants again",
+          "[cluster]") {
+  cluster_database d;
+  // n2 reaches the database through a proxy that can leave its connections
+  // dangling: after a failover (or a firewall that forgot them) a client's
+  // connections get no answer and no reset, while new ones are answered.
+  testing::silent_proxy proxy{testing::server_dsn()};
+  constexpr auto ttl = 5s;
+  const std::vector<std::string> args{"--lease-ttl=5s",
+                                      "--request-timeout=10s"};
+  test_node n2{2, proxy.dsn(d.name), args};
+  test_node n3{3, d.dsn, args};
+  REQUIRE(wait_converged({&n2, &n3}));
+  auto view = n3.view();
+  REQUIRE(view);
+  std::map<std::int64_t, std::int64_t> held; // n2's shards, their epochs
+  for (auto& s : view->at("shards").as_array()) {
+    auto& o = s.as_object();
+    if (o.at("owner") == "n2")
+      held[o.at("shard").as_int64()] = o.at("epoch").as_int64();
+  }
+  REQUIRE_FALSE(held.empty());
+  auto users = users_owned_by(*view, "n2", 6);
+  auto path = [](std::uint64_t user) {
+    return "/api/v2/users/" + std::to_string(user) + "/streams";
+  };
+  auto cli = n2.client();
+  for (auto user : users)
+    REQUIRE(send(*cli, "POST", path(user),
+                 R"({"sessionId":"a","ttlSeconds":3600})")
+              .status
+            == 201);
+  proxy.silence_carried();
+  // For three lease TTLs n2 keeps every lease it held, at the same epoch:
+  // its lease keeper gives a dangling connection up within half a TTL and
+  // renews through a new one. (Waiting for an answer for good, it would
+  // renew nothing, and n3 would take n2's shards once the leases ran out.)
+  auto silenced = std::chrono::steady_clock::now();
+  std::set<std::string> lost;
+  while (std::chrono::steady_clock::now() - silenced < 3 * ttl) {
+    if (auto v = n3.view())
+      for (auto& s : v->at("shards").as_array()) {
+        auto& o = s.as_object();
+        auto it = held.find(o.at("shard").as_int64());
+        if (it != held.end()
+            && (o.at("owner") != "n2" || o.at("epoch") != it->second))
+          lost.insert("shard " + std::to_string(it->first) + ": "
+                      + json::serialize(o));
+      }
+    std::this_thread::sleep_for(200ms);
+  }
+  for (auto& l : lost)
+    UNSCOPED_INFO(l);
+  CHECK(lost.empty());
+  CHECK(proxy.accepted() > 4); // its connections were made anew
+  // Its writer gave up its dangling connection too: grants for n2's users
+  // commit again, through n2 and through n3.
+  for (std::size_t i = 0; i < users.size(); ++i) {
+    auto c = i % 2 == 0 ? n2.client() : n3.client();
+    auto granted = [&] {
+      return send(*c, "POST", path(users[i]),
+                  R"({"sessionId":"b","ttlSeconds":3600})")
+               .status
+             == 201;
+    };
+    CHECK(eventually(granted, 60s));
+  }
+  for (auto user : users)
+    CHECK(d.count("SELECT count(*) FROM stream_sessions WHERE user_id = "
+                  + std::to_string(user))
+          == 2);
+  // n3 leaves: n2 takes its shards, and their load waits on a connection
+  // that is dangling too. A stop meanwhile ends that wait rather than wait
+  // it out (or a retry after it): exit 0 within the harness's patience.
+  CHECK(n3.process().stop().clean());
+  CHECK(eventually(
+    [&] {
+      return n2.process().stderr_text().find("event=member_left node=n2")
+             != std::string::npos;
+    },
+    30s));
+  CHECK(n2.process().stop().clean());
 }
