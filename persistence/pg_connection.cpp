@@ -42,7 +42,8 @@ steady::time_point deadline_after(std::chrono::milliseconds after) {
 }
 
 /// Waits until `fd` is ready for `events`; false once `deadline` passed.
-/// An error on the socket counts as ready: the next libpq call reports it.
+/// An error on the socket, or no socket, counts as ready: the next libpq
+/// call reports it.
 bool wait_for(int fd, short events, steady::time_point deadline) {
   for (;;) {
     int wait_ms = -1;
@@ -54,6 +55,8 @@ bool wait_for(int fd, short events, steady::time_point deadline) {
         return false;
       wait_ms = static_cast<int>(std::min<long long>(left, INT_MAX));
     }
+    if (fd < 0)
+      return true;
     pollfd p{fd, events, 0};
     auto n = ::poll(&p, 1, wait_ms);
     if (n > 0 || (n < 0 && errno != EINTR))
