@@ -1,5 +1,7 @@
 #include "cluster/lease_keeper.hpp"
 
+#include <chrono>
+
 #include "caf/actor_system.hpp"
 #include "caf/typed_event_based_actor.hpp"
 
@@ -72,6 +74,12 @@ loader_impl(shard_loader_actor::pointer, std::shared_ptr<pg_connection> db) {
   return {
     [db](load_atom, const std::vector<std::uint32_t>& shards)
       -> caf::result<loaded_shards> {
+      // Loads are rare, and a connection left dangling since the last one
+      // (a database failover) would hold this one for its whole bound
+      // (60 s): it must answer within 2 s first, or the load starts on a
+      // new connection.
+      if (!db->answers_within(std::chrono::seconds{2}))
+        db->reset();
       auto state = read_committed_state(*db, shards);
       if (!state && is(state.error(), persistence_error::unreachable)
           && db->reset())

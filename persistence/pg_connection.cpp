@@ -309,7 +309,8 @@ pg_connection::exec_prepared(const std::string& name, const std::string& sql,
                                               static_cast<int>(params.size()),
                                               values.data(), nullptr, nullptr,
                                               0)
-                          == 1);
+                            == 1,
+                          timeouts_.answer);
   if (!res)
     return res.error();
   // 26000: the session lost the statement (a pooler switched sessions, or
@@ -320,17 +321,28 @@ pg_connection::exec_prepared(const std::string& name, const std::string& sql,
   return check(*res);
 }
 
+bool pg_connection::answers_within(std::chrono::milliseconds bound) {
+  if (conn_ == nullptr)
+    return false;
+  auto res = await_answer(PQsendQuery(conn_, "SELECT 1") == 1, bound);
+  if (res && check(*res))
+    return true;
+  drop();
+  return false;
+}
+
 caf::expected<pg_rows> pg_connection::answer(bool sent) {
-  auto res = await_answer(sent);
+  auto res = await_answer(sent, timeouts_.answer);
   if (!res)
     return res.error();
   return check(*res);
 }
 
-caf::expected<pg_result*> pg_connection::await_answer(bool sent) {
+caf::expected<pg_result*>
+pg_connection::await_answer(bool sent, std::chrono::milliseconds bound) {
   if (!sent)
     return nullptr;
-  auto deadline = deadline_after(timeouts_.answer);
+  auto deadline = deadline_after(bound);
   pg_result* kept = nullptr;
   for (;;) {
     while (PQisBusy(conn_) == 1) {
@@ -340,7 +352,7 @@ caf::expected<pg_result*> pg_connection::await_answer(bool sent) {
         drop();
         return make_error(persistence_error::unreachable,
                           "no answer from the database within "
-                            + std::to_string(timeouts_.answer.count())
+                            + std::to_string(bound.count())
                             + " ms; the connection was closed");
       }
       if (PQconsumeInput(conn_) == 0)

@@ -102,6 +102,12 @@ public:
   /// `reset`): session settings that every statement relies on.
   caf::expected<void> set_session_setup(std::string sql);
 
+  /// True when the server answers a trivial statement within `bound`;
+  /// otherwise the connection is closed (`reset` connects afresh). Before
+  /// work that waits long for its answer, on a connection that may have
+  /// been left dangling while idle.
+  bool answers_within(std::chrono::milliseconds bound);
+
   /// The connection's socket (to check its options); -1 while not
   /// connected.
   int socket() const noexcept;
@@ -129,9 +135,11 @@ private:
   pg_connection(pg_conn* conn, std::string dsn, pg_timeouts timeouts);
 
   /// Waits for the answer to the statement just sent (`sent`: the PQsend
-  /// call succeeded), at most `timeouts_.answer`: its result (null when
-  /// none came, as after a lost connection), or an error when it timed out.
-  caf::expected<pg_result*> await_answer(bool sent);
+  /// call succeeded), at most `bound` (zero: no bound): its result (null
+  /// when none came, as after a lost connection), or an error when it timed
+  /// out.
+  caf::expected<pg_result*> await_answer(bool sent,
+                                         std::chrono::milliseconds bound);
 
   /// `await_answer`, checked.
   caf::expected<pg_rows> answer(bool sent);

@@ -223,3 +223,23 @@ TEST_CASE("pg_connection: an abort from another thread ends a wait for a "
   CHECK_FALSE(db.reset());
   CHECK_FALSE(db.exec("SELECT 1"));
 }
+
+TEST_CASE("pg_connection: answers_within says whether a connection still "
+          "answers, and closes one left dangling",
+          "[db][connection]") {
+  silent_proxy proxy{server_dsn()};
+  // No answer bound of its own: the check's bound applies alone.
+  auto connected = pg_connection::connect(proxy.dsn());
+  if (!connected)
+    FAIL(describe(connected.error()));
+  auto& db = *connected;
+  CHECK(db.answers_within(2000ms));
+  CHECK(first_value(db, "SELECT 'still usable'") == "still usable");
+  proxy.silence_carried();
+  auto start = steady::now();
+  CHECK_FALSE(db.answers_within(500ms));
+  CHECK(seconds_since(start) < 8.0);
+  CHECK(db.socket() == -1); // closed
+  REQUIRE(db.reset());
+  CHECK(db.answers_within(2000ms));
+}
