@@ -510,10 +510,10 @@ struct service::impl {
   std::shared_ptr<cluster_view_box> cluster_view
     = std::make_shared<cluster_view_box>();
   std::shared_ptr<persistence_counters> persistence;
-  /// Cancel the writer's and the folder's running statements (at exit).
+  /// End the writer's and the folder's waits for the database (at exit).
   std::shared_ptr<pg_abort_handle> abort_commit;
   std::shared_ptr<pg_abort_handle> abort_fold;
-  /// Cancel the lease keeper's and the shard loader's statements (at exit).
+  /// End the lease keeper's and the shard loader's waits (at exit).
   std::shared_ptr<pg_abort_handle> abort_lease;
   std::shared_ptr<pg_abort_handle> abort_load;
   actor_config cfg;

@@ -276,7 +276,7 @@ caf::expected<void> pg_connection::set_session_setup(std::string sql) {
 caf::expected<pg_rows> pg_connection::exec(const std::string& sql) {
   if (conn_ == nullptr)
     return not_connected();
-  return answer(PQsendQuery(conn_, sql.c_str()) == 1);
+  return answer(PQsendQuery(conn_, sql.c_str()) == 1, timeouts_.answer);
 }
 
 caf::expected<pg_rows>
@@ -288,7 +288,8 @@ pg_connection::exec(const std::string& sql,
   return answer(PQsendQueryParams(conn_, sql.c_str(),
                                   static_cast<int>(params.size()), nullptr,
                                   values.data(), nullptr, nullptr, 0)
-                == 1);
+                  == 1,
+                timeouts_.answer);
 }
 
 caf::expected<pg_rows>
@@ -299,7 +300,8 @@ pg_connection::exec_prepared(const std::string& name, const std::string& sql,
   if (prepared_.count(name) == 0) {
     auto done = answer(PQsendPrepare(conn_, name.c_str(), sql.c_str(),
                                      static_cast<int>(params.size()), nullptr)
-                       == 1);
+                         == 1,
+                       timeouts_.answer);
     if (!done)
       return done.error();
     prepared_.insert(name);
@@ -322,17 +324,15 @@ pg_connection::exec_prepared(const std::string& name, const std::string& sql,
 }
 
 bool pg_connection::answers_within(std::chrono::milliseconds bound) {
-  if (conn_ == nullptr)
-    return false;
-  auto res = await_answer(PQsendQuery(conn_, "SELECT 1") == 1, bound);
-  if (res && check(*res))
+  if (conn_ != nullptr && answer(PQsendQuery(conn_, "SELECT 1") == 1, bound))
     return true;
   drop();
   return false;
 }
 
-caf::expected<pg_rows> pg_connection::answer(bool sent) {
-  auto res = await_answer(sent, timeouts_.answer);
+caf::expected<pg_rows> pg_connection::answer(bool sent,
+                                             std::chrono::milliseconds bound) {
+  auto res = await_answer(sent, bound);
   if (!res)
     return res.error();
   return check(*res);

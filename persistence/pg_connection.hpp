@@ -142,7 +142,7 @@ private:
                                          std::chrono::milliseconds bound);
 
   /// `await_answer`, checked.
-  caf::expected<pg_rows> answer(bool sent);
+  caf::expected<pg_rows> answer(bool sent, std::chrono::milliseconds bound);
 
   /// Closes the connection; statements fail `unreachable` until `reset`.
   void drop() noexcept;

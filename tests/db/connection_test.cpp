@@ -83,10 +83,7 @@ TEST_CASE("pg_connection: a statement the server never answers fails at the "
           "answer timeout, and reset connects afresh with the same session",
           "[db][connection]") {
   silent_proxy proxy{server_dsn()};
-  auto connected = pg_connection::connect(proxy.dsn(), bounds(1000ms, 800ms));
-  if (!connected)
-    FAIL(describe(connected.error()));
-  auto& db = *connected;
+  auto db = connect_or_fail(proxy.dsn(), bounds(1000ms, 800ms));
   // The answer timeout is the server's statement_timeout too.
   CHECK(first_value(db, "SHOW statement_timeout") == "800ms");
   REQUIRE(db.set_session_setup("SET application_name = 'timeouts-test'"));
@@ -134,12 +131,10 @@ TEST_CASE("pg_connection: a statement the server never answers fails at the "
 TEST_CASE("pg_connection: a statement that ends within the answer timeout is "
           "waited for, and its answer is PQexec's",
           "[db][connection]") {
-  auto bounded = pg_connection::connect(server_dsn(), bounds(0ms, 5000ms));
-  auto unbounded = pg_connection::connect(server_dsn());
-  if (!bounded || !unbounded)
-    FAIL("cannot connect to the tier's PostgreSQL");
-  CHECK(first_value(*unbounded, "SHOW statement_timeout") == "0");
-  for (auto* db : {&*bounded, &*unbounded}) {
+  auto bounded = connect_or_fail(server_dsn(), bounds(0ms, 5000ms));
+  auto unbounded = connect_or_fail(server_dsn());
+  CHECK(first_value(unbounded, "SHOW statement_timeout") == "0");
+  for (auto* db : {&bounded, &unbounded}) {
     CHECK(first_value(*db, "SELECT pg_sleep(0.3)::text || 'slept'")
           == "slept");
     // Several statements: the last one's rows.
@@ -153,13 +148,13 @@ TEST_CASE("pg_connection: a statement that ends within the answer timeout is "
   }
   // The server's side of the bound: a statement past it is cancelled, and
   // the connection stays usable.
-  auto cancelled = bounded->exec("SET statement_timeout = 200; "
+  auto cancelled = bounded.exec("SET statement_timeout = 200; "
                                  "SELECT pg_sleep(3)");
   REQUIRE_FALSE(cancelled);
   CHECK(is(cancelled.error(), persistence_error::statement));
   CHECK_THAT(describe(cancelled.error()),
              Catch::Contains("statement timeout"));
-  CHECK(first_value(*bounded, "SELECT 5") == "5");
+  CHECK(first_value(bounded, "SELECT 5") == "5");
 }
 
 TEST_CASE("pg_connection: over TCP a dangling connection is found dead by "
@@ -174,10 +169,8 @@ TEST_CASE("pg_connection: over TCP a dangling connection is found dead by "
     return value;
   };
   SECTION("the defaults") {
-    auto db = pg_connection::connect(proxy.dsn());
-    if (!db)
-      FAIL(describe(db.error()));
-    auto fd = db->socket();
+    auto db = connect_or_fail(proxy.dsn());
+    auto fd = db.socket();
     REQUIRE(fd >= 0);
     CHECK(option(fd, SOL_SOCKET, SO_KEEPALIVE) == 1);
     CHECK(option(fd, IPPROTO_TCP, TCP_KEEPIDLE) == 10);
@@ -186,12 +179,9 @@ TEST_CASE("pg_connection: over TCP a dangling connection is found dead by "
     CHECK(option(fd, IPPROTO_TCP, TCP_USER_TIMEOUT) == 30000);
   }
   SECTION("the DSN's own") {
-    auto db = pg_connection::connect(proxy.dsn()
-                                     + " keepalives_idle=42 "
-                                       "tcp_user_timeout=7000");
-    if (!db)
-      FAIL(describe(db.error()));
-    auto fd = db->socket();
+    auto db = connect_or_fail(proxy.dsn()
+                              + " keepalives_idle=42 tcp_user_timeout=7000");
+    auto fd = db.socket();
     REQUIRE(fd >= 0);
     CHECK(option(fd, IPPROTO_TCP, TCP_KEEPIDLE) == 42);
     CHECK(option(fd, IPPROTO_TCP, TCP_USER_TIMEOUT) == 7000);
@@ -204,10 +194,7 @@ TEST_CASE("pg_connection: an abort from another thread ends a wait for a "
           "[db][connection]") {
   silent_proxy proxy{server_dsn()};
   // No answer bound: without the abort this wait would never end.
-  auto connected = pg_connection::connect(proxy.dsn());
-  if (!connected)
-    FAIL(describe(connected.error()));
-  auto& db = *connected;
+  auto db = connect_or_fail(proxy.dsn());
   auto handle = db.abort_handle();
   proxy.silence_carried();
   std::optional<caf::expected<pg_rows>> result;
@@ -229,10 +216,7 @@ TEST_CASE("pg_connection: answers_within says whether a connection still "
           "[db][connection]") {
   silent_proxy proxy{server_dsn()};
   // No answer bound of its own: the check's bound applies alone.
-  auto connected = pg_connection::connect(proxy.dsn());
-  if (!connected)
-    FAIL(describe(connected.error()));
-  auto& db = *connected;
+  auto db = connect_or_fail(proxy.dsn());
   CHECK(db.answers_within(2000ms));
   CHECK(first_value(db, "SELECT 'still usable'") == "still usable");
   proxy.silence_carried();

@@ -34,8 +34,9 @@ inline std::string server_dsn() {
   return dsn;
 }
 
-inline pg_connection connect_or_fail(const std::string& dsn) {
-  auto db = pg_connection::connect(dsn);
+inline pg_connection connect_or_fail(const std::string& dsn,
+                                     pg_timeouts timeouts = {}) {
+  auto db = pg_connection::connect(dsn, timeouts);
   if (!db)
     FAIL(describe(db.error()));
   return std::move(*db);
