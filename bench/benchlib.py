@@ -163,17 +163,14 @@ def run_load(argv, cpus, env=None):
     return {k: float(v) for k, v in fields.items()}
 
 
-def wrk(port, args, connections, cpus, duration=None, host="127.0.0.1",
-        users_file=None):
-    """wrk with the mixed workload of bench/mixed.lua against host:port
-    (over args.users users, or over those listed in `users_file`)."""
+def wrk(port, args, connections, cpus, duration=None):
+    """wrk with the mixed workload of bench/mixed.lua against
+    127.0.0.1:port (over args.users users)."""
     env = dict(os.environ, USERS=str(args.users))
-    if users_file:
-        env["USERS_FILE"] = users_file
     return run_load(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration or args.duration}s",
          "--timeout", "2s", "-s", os.path.join(ROOT, "bench", "mixed.lua"),
-         f"http://{host}:{port}"],
+         f"http://127.0.0.1:{port}"],
         cpus, env=env)
 
 

@@ -4,16 +4,9 @@
 -- An end for a user with nothing to close is the original API's 400 (docs/
 -- api.md): an expected answer, not an error. wrk counts every status above
 -- 399 as an error, so this script counts the unexpected ones itself.
---
--- USERS_FILE (one user id per line): pick among these users instead.
+-- bench_legacy_load (bench/legacy_load.cpp) sends the same requests from
+-- one thread to several nodes (bench/cluster).
 local users = tonumber(os.getenv("USERS") or "100000")
-local user_list = nil
-if os.getenv("USERS_FILE") then
-  user_list = {}
-  for line in io.lines(os.getenv("USERS_FILE")) do
-    table.insert(user_list, line)
-  end
-end
 local threads = {}
 
 function setup(thread)
@@ -36,12 +29,7 @@ function init(args)
 end
 
 function request()
-  local user
-  if user_list then
-    user = user_list[math.random(1, #user_list)]
-  else
-    user = math.random(0, users - 1)
-  end
+  local user = math.random(0, users - 1)
   if math.random() < 0.5 then
     return wrk.format("GET", "/api/startstream/" .. user)
   end
