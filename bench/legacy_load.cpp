@@ -5,7 +5,7 @@
 // epoll set, the same number of connections (three wrk processes, one per
 // node, cost about twice one wrk's CPU per request on two cores).
 //
-//   legacy_load --targets=HOST:PORT[,HOST:PORT...] [--connections=33]
+//   legacy_load --targets=IPV4:PORT[,IPV4:PORT...] [--connections=33]
 //               [--duration=10] [--users=100000]
 //               [--users-files=FILE[,FILE...]] [--timeout-ms=2000]
 //
@@ -90,8 +90,11 @@ args parse(int argc, char** argv) {
     if (auto v = value("--targets=")) {
       for (auto& t : split(v, ',')) {
         auto colon = t.rfind(':');
-        if (colon == std::string::npos)
-          usage("a target is HOST:PORT, not " + t);
+        in_addr ip{};
+        if (colon == std::string::npos
+            || inet_pton(AF_INET, t.substr(0, colon).c_str(), &ip) != 1
+            || std::atoi(t.c_str() + colon + 1) <= 0)
+          usage("a target is IPV4:PORT, not " + t);
         a.targets.push_back({t.substr(0, colon),
                              std::atoi(t.c_str() + colon + 1), {}});
       }

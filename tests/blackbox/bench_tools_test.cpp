@@ -177,6 +177,9 @@ TEST_CASE("bench_legacy_load: bad arguments exit 2 and say why") {
   auto r = run_load("--connections=4");
   CHECK(r.exit_code == 2);
   CHECK(r.output.find("need --targets") != std::string::npos);
+  r = run_load("--targets=localhost:80");
+  CHECK(r.exit_code == 2);
+  CHECK(r.output.find("IPV4:PORT") != std::string::npos);
   r = run_load("--targets=127.0.0.1:1 --users-files=a,b");
   CHECK(r.exit_code == 2);
   CHECK(r.output.find("one file per target") != std::string::npos);
