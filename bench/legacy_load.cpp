@@ -20,7 +20,6 @@
 // read_errors=... write_errors=... status_errors=... timeouts=...
 
 #include <algorithm>
-#include <cctype>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -41,9 +40,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "http/request_framing.hpp"
+
 namespace {
 
 using clock_type = std::chrono::steady_clock;
+using videostreams::starts_with_ignoring_case;
 
 struct target {
   std::string host;
@@ -132,12 +134,12 @@ args parse(int argc, char** argv) {
 }
 
 struct counts {
-  long requests = 0;
   long connect_errors = 0;
   long read_errors = 0;
   long write_errors = 0;
   long status_errors = 0;
   long timeouts = 0;
+  /// One per answered request.
   std::vector<std::uint32_t> latencies_us;
 };
 
@@ -166,16 +168,6 @@ struct parsed_answer {
   std::size_t size = 0;
 };
 
-bool iequals_prefix(std::string_view line, std::string_view name) {
-  if (line.size() < name.size())
-    return false;
-  for (std::size_t i = 0; i < name.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(line[i]))
-        != std::tolower(static_cast<unsigned char>(name[i])))
-      return false;
-  return true;
-}
-
 parsed_answer parse_answer(std::string_view in) {
   parsed_answer r;
   auto end = in.find("\r\n\r\n");
@@ -196,9 +188,9 @@ parsed_answer parse_answer(std::string_view in) {
     auto line = head.substr(pos + 2, next == std::string_view::npos
                                          ? std::string_view::npos
                                          : next - pos - 2);
-    if (iequals_prefix(line, "content-length:"))
+    if (starts_with_ignoring_case(line, "content-length:"))
       length = std::atol(std::string{line.substr(15)}.c_str());
-    else if (iequals_prefix(line, "connection:")
+    else if (starts_with_ignoring_case(line, "connection:")
              && line.find("close") != std::string_view::npos)
       r.closes = true;
     pos = next;
@@ -256,7 +248,6 @@ public:
       }
       expire(clock_type::now());
     }
-    result_.requests = static_cast<long>(result_.latencies_us.size());
     elapsed_us_ = std::chrono::duration_cast<std::chrono::microseconds>(
                     clock_type::now() - start)
                     .count();
@@ -433,8 +424,8 @@ int main(int argc, char** argv) {
   std::printf("RESULT requests=%ld duration_us=%ld rps=%.1f p50_us=%u "
               "p99_us=%u connect_errors=%ld read_errors=%ld write_errors=%ld "
               "status_errors=%ld timeouts=%ld\n",
-              r.requests, l.elapsed_us(),
-              static_cast<double>(r.requests) / (l.elapsed_us() / 1e6),
+              static_cast<long>(all.size()), l.elapsed_us(),
+              static_cast<double>(all.size()) / (l.elapsed_us() / 1e6),
               pct(0.50), pct(0.99), r.connect_errors, r.read_errors,
               r.write_errors, r.status_errors, r.timeouts);
   bool failed = r.connect_errors + r.read_errors + r.write_errors

@@ -61,17 +61,14 @@ double legacy_requests(service_process& node) {
   auto cli = make_client(node.host(), node.port());
   std::istringstream text{scrape(*cli)};
   double sum = 0;
-  for (std::string line; std::getline(text, line);) {
-    if (line.rfind("videostreams_http_requests_total{route=\"/api/"
-                   "startstream/:user_id\"",
-                   0)
-          == 0
-        || line.rfind("videostreams_http_requests_total{route=\"/api/"
-                      "endstream/:user_id\"",
-                      0)
-             == 0)
-      sum += std::stod(line.substr(line.rfind(' ') + 1));
-  }
+  for (std::string line; std::getline(text, line);)
+    for (auto route : {"startstream", "endstream"})
+      if (line.rfind(std::string{"videostreams_http_requests_total{route="
+                                 "\"/api/"}
+                       + route + "/:user_id\"",
+                     0)
+          == 0)
+        sum += std::stod(line.substr(line.rfind(' ') + 1));
   return sum;
 }
 
