@@ -93,8 +93,7 @@ http_server_settings http_settings(const options& opts,
   result.keep_alive_timeout = std::chrono::seconds{
     opts.keep_alive_timeout_seconds};
   result.keep_alive_max_requests = opts.keep_alive_max_requests;
-  result.read_timeout = std::chrono::duration_cast<std::chrono::seconds>(
-    opts.read_timeout);
+  result.read_timeout = opts.read_timeout;
   result.write_timeout = opts.write_timeout;
   result.shutdown_timeout = opts.shutdown_timeout;
   return result;

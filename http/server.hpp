@@ -47,7 +47,7 @@ struct http_server_settings {
   std::size_t keep_alive_max_requests = 100000;
   /// A request must arrive whole (header and body) within this of its
   /// first byte; a slower one is cut (slowloris).
-  std::chrono::seconds read_timeout{10};
+  std::chrono::milliseconds read_timeout{10000};
   /// Answers that filled the socket must be taken by the client within
   /// this (it holds no worker while they wait).
   std::chrono::milliseconds write_timeout{5000};
