@@ -28,8 +28,8 @@ constexpr const char* usage
     "every\n"
     "            stream and limit to its new shard; refused while any node "
     "is alive\n"
-    "The database is --database-url or DATABASE_URL (a libpq URI or "
-    "connection string).\n"
+    "The database is --database-url, else VIDEOSTREAMS_DATABASE_URL, else "
+    "DATABASE_URL\n(a libpq URI or connection string), as for the service.\n"
     "A command waits at most --lock-timeout (default 1m; 250ms, 30s, 2m, a "
     "bare number\n"
     "is seconds) for a lock another command or a node holds, then fails.\n";
@@ -55,8 +55,11 @@ int run_db_command(const std::vector<std::string>& args,
   std::string url;
   std::string shards_text;
   std::string lock_timeout_text = "1m";
-  if (auto env = getenv("DATABASE_URL"))
+  // The same variables as the service's --database-url, in its order.
+  if (auto env = getenv("VIDEOSTREAMS_DATABASE_URL"))
     url = env;
+  else if (auto plain = getenv("DATABASE_URL"))
+    url = plain;
   for (auto& arg : args) {
     if (arg.rfind("--database-url=", 0) == 0) {
       url = arg.substr(15);
@@ -112,8 +115,8 @@ int run_db_command(const std::vector<std::string>& args,
     return 2;
   }
   if (url.empty()) {
-    std::fprintf(stderr, "videostreams db: no database: set DATABASE_URL or "
-                         "--database-url\n");
+    std::fprintf(stderr, "videostreams db: no database: set DATABASE_URL, "
+                         "VIDEOSTREAMS_DATABASE_URL or --database-url\n");
     return 2;
   }
   auto db = pg_connection::connect(url);

@@ -321,6 +321,28 @@ TEST_CASE("videostreams db reads DATABASE_URL", "[db]") {
   CHECK(d.has_view("stream_sessions"));
 }
 
+TEST_CASE("videostreams db reads VIDEOSTREAMS_DATABASE_URL before "
+          "DATABASE_URL, as the service does",
+          "[db]") {
+  scratch_database d;
+  // DATABASE_URL names a database that is not there: only the other
+  // variable can make this work.
+  auto r = run_shell("DATABASE_URL='host=/nonexistent-dir port=5432 user=x' "
+                     "VIDEOSTREAMS_DATABASE_URL='"
+                     + d.dsn + "' " + std::string{VIDEOSTREAMS_BINARY}
+                     + " db migrate");
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains("applied migration 1"));
+  CHECK(d.has_view("stream_sessions"));
+  // The command line wins over both.
+  auto flag = run_shell("VIDEOSTREAMS_DATABASE_URL='" + d.dsn + "' "
+                        + std::string{VIDEOSTREAMS_BINARY}
+                        + " db status --database-url='host=/nonexistent-dir "
+                          "port=5432 user=x'");
+  CHECK(flag.exit_code == 1);
+  CHECK_THAT(flag.output, Catch::Contains("database unreachable"));
+}
+
 TEST_CASE("videostreams db: bad usage is 2, an unreachable database 1",
           "[db]") {
   CHECK(run_binary("db").exit_code == 2);
