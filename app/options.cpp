@@ -250,8 +250,9 @@ const std::vector<option_spec>& option_table() {
       "long at most; 0 = never expires",
       &options::legacy_stream_ttl_seconds, 0, 86400 * 365),
     {"admin-token",
-     "bearer token for the operator endpoints (PUT/DELETE .../limit); "
-     "characters A-Z a-z 0-9 . _ ~ + / = - only; empty = those answer 403",
+     "bearer token for the operator endpoints (PUT/DELETE .../limit, "
+     "/api/cluster...); characters A-Z a-z 0-9 . _ ~ + / = - only; empty = "
+     "the limit endpoints answer 403, /api/cluster... are open",
      true,
      [](const std::string& text, options& opts) -> std::string {
        if (!valid_admin_token(text))
