@@ -49,9 +49,9 @@ public:
     0.025,  0.05,    0.1,    0.25,  0.5,   1.0,   2.5};
 
   /// The status codes counted individually; any other lands in "other".
-  static constexpr std::array<int, 18> status_codes{
-    200, 201, 204, 400, 401, 403, 404, 405, 409, 410, 413,
-    414, 415, 429, 431, 500, 501, 503};
+  static constexpr std::array<int, 19> status_codes{
+    200, 201, 204, 304, 400, 401, 403, 404, 405, 409, 410,
+    413, 414, 415, 429, 431, 500, 501, 503};
 
   /// The route label of requests the edge answered before any route was
   /// known: refused framing (400, 413, 414, 415, 431), a request

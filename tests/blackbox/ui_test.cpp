@@ -58,6 +58,9 @@ TEST_CASE("If-None-Match with the page's tag is a 304 without a body",
     CHECK(r.header("ETag") == etag);
     CHECK(r.header("Cache-Control") == "no-cache");
   }
+  // Counted as what they are, not as "other".
+  CHECK(metric_value(scrape(*cli), R"(videostreams_http_requests_total{route="/ui/",code="304"})")
+        == 3.0);
   auto stale = send(*cli, "GET", "/ui/", std::nullopt,
                     {{"If-None-Match", "\"0123456789abcdef0123456789abcdef\""}});
   CHECK(stale.status == 200);
