@@ -102,7 +102,8 @@ int main(int argc, char** argv) {
               "warning: the open-file limit "
                 + std::to_string(static_cast<unsigned long long>(open_files))
                 + " is below --max-connections="
-                + std::to_string(cfg.values.max_connections),
+                + std::to_string(cfg.values.max_connections)
+                + " plus 256 for the process's other descriptors",
               {{"limit", static_cast<std::int64_t>(open_files)},
                {"max_connections", cfg.values.max_connections}});
 

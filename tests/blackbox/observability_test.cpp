@@ -3,6 +3,7 @@
 // on the binary's stderr and its HTTP ports.
 
 #include <algorithm>
+#include <sys/resource.h>
 #include <map>
 #include <string>
 #include <vector>
@@ -278,6 +279,35 @@ TEST_CASE("requests the edge or cpp-httplib answer are counted in "
           .value_or(0)
         == 0);
   // (The edge's 503 at the connection cap: the db tier.)
+}
+
+TEST_CASE("the open-file warning: a limit below --max-connections plus 256 "
+          "is logged, one above is not",
+          "[blackbox]") {
+  // The service raises its limit to the hard limit, which it inherits.
+  rlimit hard{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &hard) == 0);
+  if (hard.rlim_max == RLIM_INFINITY || hard.rlim_max > 1000000) {
+    // Beyond --max-connections' own bound: lower it (for this process and
+    // its children only; lowering needs no privilege).
+    hard.rlim_cur = hard.rlim_max = 20000;
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &hard) == 0);
+  }
+  REQUIRE(hard.rlim_max > 2000);
+  auto limit = std::to_string(hard.rlim_max);
+  auto short_by = std::to_string(hard.rlim_max - 100);
+  service_process tight{{"--log-format=json", "--max-connections=" + short_by}};
+  auto lines = json_lines(tight.stderr_text());
+  auto warned = first_event(lines, "open_file_limit");
+  CHECK(warned.at("level") == "warn");
+  CHECK(warned.at("limit") == static_cast<std::int64_t>(hard.rlim_max));
+  CHECK(std::string{warned.at("msg").as_string()}
+        == "warning: the open-file limit " + limit
+             + " is below --max-connections=" + short_by
+             + " plus 256 for the process's other descriptors");
+  auto room = std::to_string(hard.rlim_max - 1000);
+  service_process roomy{{"--max-connections=" + room}};
+  CHECK(roomy.stderr_text().find("open_file_limit") == std::string::npos);
 }
 
 TEST_CASE("a port in use stops the start with the reason, for the API port "
