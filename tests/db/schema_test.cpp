@@ -42,10 +42,12 @@ command_result run_shell(const std::string& line) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
-/// Runs the built binary with `args` and no DATABASE_URL in its environment.
+/// Runs the built binary with `args` and neither variable that names a
+/// database in its environment.
 command_result run_binary(const std::string& args) {
-  return run_shell(std::string{"env -u DATABASE_URL "} + VIDEOSTREAMS_BINARY
-                   + " " + args);
+  return run_shell(std::string{"env -u DATABASE_URL -u "
+                               "VIDEOSTREAMS_DATABASE_URL "}
+                   + VIDEOSTREAMS_BINARY + " " + args);
 }
 
 } // namespace
@@ -314,8 +316,9 @@ TEST_CASE("videostreams db commands work on the binary", "[db]") {
 
 TEST_CASE("videostreams db reads DATABASE_URL", "[db]") {
   scratch_database d;
-  auto r = run_shell("DATABASE_URL='" + d.dsn + "' "
-                     + std::string{VIDEOSTREAMS_BINARY} + " db migrate");
+  auto r = run_shell("env -u VIDEOSTREAMS_DATABASE_URL DATABASE_URL='" + d.dsn
+                     + "' " + std::string{VIDEOSTREAMS_BINARY}
+                     + " db migrate");
   CHECK(r.exit_code == 0);
   CHECK_THAT(r.output, Catch::Contains("applied migration 1"));
   CHECK(d.has_view("stream_sessions"));
