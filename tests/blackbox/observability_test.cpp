@@ -3,10 +3,11 @@
 // on the binary's stderr and its HTTP ports.
 
 #include <algorithm>
-#include <sys/resource.h>
 #include <map>
 #include <string>
 #include <vector>
+
+#include <sys/resource.h>
 
 #include <boost/json.hpp>
 #include <catch2/catch.hpp>

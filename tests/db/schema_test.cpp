@@ -42,6 +42,10 @@ command_result run_shell(const std::string& line) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
+/// A database that cannot be reached: its socket directory does not exist.
+constexpr const char* unreachable_dsn
+  = "host=/nonexistent-dir port=5432 user=x";
+
 /// Runs the built binary with `args` and neither variable that names a
 /// database in its environment.
 command_result run_binary(const std::string& args) {
@@ -330,18 +334,17 @@ TEST_CASE("videostreams db reads VIDEOSTREAMS_DATABASE_URL before "
   scratch_database d;
   // DATABASE_URL names a database that is not there: only the other
   // variable can make this work.
-  auto r = run_shell("DATABASE_URL='host=/nonexistent-dir port=5432 user=x' "
-                     "VIDEOSTREAMS_DATABASE_URL='"
-                     + d.dsn + "' " + std::string{VIDEOSTREAMS_BINARY}
-                     + " db migrate");
+  auto r = run_shell(std::string{"DATABASE_URL='"} + unreachable_dsn
+                     + "' VIDEOSTREAMS_DATABASE_URL='" + d.dsn + "' "
+                     + VIDEOSTREAMS_BINARY + " db migrate");
   CHECK(r.exit_code == 0);
   CHECK_THAT(r.output, Catch::Contains("applied migration 1"));
   CHECK(d.has_view("stream_sessions"));
   // The command line wins over both.
   auto flag = run_shell("VIDEOSTREAMS_DATABASE_URL='" + d.dsn + "' "
                         + std::string{VIDEOSTREAMS_BINARY}
-                        + " db status --database-url='host=/nonexistent-dir "
-                          "port=5432 user=x'");
+                        + " db status --database-url='" + unreachable_dsn
+                        + "'");
   CHECK(flag.exit_code == 1);
   CHECK_THAT(flag.output, Catch::Contains("database unreachable"));
 }
@@ -353,8 +356,8 @@ TEST_CASE("videostreams db: bad usage is 2, an unreachable database 1",
   auto no_url = run_binary("db status");
   CHECK(no_url.exit_code == 2);
   CHECK_THAT(no_url.output, Catch::Contains("DATABASE_URL"));
-  auto down = run_binary(
-    "db status --database-url='host=/nonexistent-dir port=5432 user=x'");
+  auto down = run_binary(std::string{"db status --database-url='"}
+                         + unreachable_dsn + "'");
   CHECK(down.exit_code == 1);
   CHECK_THAT(down.output, Catch::Contains("database unreachable"));
 }
