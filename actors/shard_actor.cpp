@@ -178,8 +178,8 @@ struct shard_state {
   std::unordered_map<std::uint64_t, live_user> live;
   std::unique_ptr<passive_store> passive = std::make_unique<passive_store>();
   /// When the last stream of users with neither actor nor record ended
-  /// (DESIGN §2.1's "known" users); a user is in at most one of `live`,
-  /// `passive` and `tombstones`.
+  /// (the "known" users of docs/api.md, "The original API"); a user is in at
+  /// most one of `live`, `passive` and `tombstones`.
   std::unique_ptr<user_tombstones> tombstones
     = std::make_unique<user_tombstones>();
   std::int64_t next_tombstone_sweep_ns = 0;

@@ -70,7 +70,7 @@ typename Inspector::result_type inspect(Inspector& f, ended_session& x) {
 
 /// How long a user stays "known" to the original API after its last stream
 /// closed or expired: `endstream` then answers "no active streams to close"
-/// rather than "not present" (DESIGN §2.1).
+/// rather than "not present" (docs/api.md, "The original API").
 constexpr std::int64_t known_user_memory_ns = 3600LL * 1'000'000'000;
 
 /// Ended sessions a user keeps at most; beyond, the one that ends soonest

@@ -38,9 +38,9 @@ private:
 
 /// What a shard remembers of users it holds nothing else for: when their
 /// last stream closed or expired (monotonic ns), so that the original API
-/// still knows them for `known_user_memory_ns` (DESIGN §2.1) after their
-/// actor and record are gone. A user id and a time, in a memory pool of
-/// their own; a restart or a hand-off of the shard forgets them.
+/// still knows them for `known_user_memory_ns` (docs/api.md, "The original
+/// API") after their actor and record are gone. A user id and a time, in a
+/// memory pool of their own; a restart or a hand-off of the shard forgets them.
 ///
 /// Bounded: an entry exists only for a user whose stream ended within the
 /// hour (plus at most one sweep period), so the table holds at most the

@@ -103,7 +103,8 @@ bool takes_shards(const std::vector<member_record>& members,
 /// lease can expire by PostgreSQL's clock (whose `now()` in that statement
 /// is later than `renewed_ns`). A node that has not seen another live
 /// member since it started decides on (`alone`): no other node can take
-/// its shards, and a database outage must not stop it (DESIGN §3.4).
+/// its shards, and a database outage must not stop it (docs/api.md, promise
+/// 4, "Database outage").
 std::int64_t decision_deadline(std::int64_t renewed_ns,
                                std::chrono::milliseconds ttl, bool alone);
 

@@ -37,8 +37,8 @@ using tick_atom_round = caf::atom_constant<caf::atom("roundtick")>;
 /// the node joins the cluster.
 using join_atom = caf::atom_constant<caf::atom("join")>;
 
-/// One node of the cluster (DESIGN §4): it owns the shard table of this
-/// node, takes and hands off shards, and is
+/// One node of the cluster (README.md, "Cluster"): it owns the shard table of
+/// this node, takes and hands off shards, and is
 /// - the gate: the route of every shard that is changing hands, holding
 ///   its commands (at most the request timeout) until an owner can decide;
 /// - the endpoint other nodes forward commands to (published on the

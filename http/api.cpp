@@ -46,8 +46,8 @@ const field_error bad_user_id{
   "user_id",
   "must be a non-negative decimal integer of at most 9223372036854775807"};
 
-/// The original API's answers that are not a `streamStatus` (DESIGN §2.1),
-/// in its own words (the "invalid ," is the original's).
+/// The original API's answers that are not a `streamStatus` (docs/api.md, "The
+/// original API"), in its own words (the "invalid ," is the original's).
 constexpr const char* legacy_bad_user_id
   = R"({"msg":"user_id is invalid , needs to be a number","field":"user_id"})";
 constexpr const char* legacy_nothing_to_close
@@ -134,10 +134,10 @@ api_response call_failed(const caf::error& err, int retry_after_seconds) {
   return error_response(500);
 }
 
-/// The original API's body for a user actor's reply (DESIGN §2.1). Written
-/// directly rather than through a JSON tree: these are the hot requests, and
-/// their shape is fixed (the unit and black-box tests pin every byte).
-/// Nothing for an outcome that no legacy command produces.
+/// The original API's body for a user actor's reply (docs/api.md, "The original
+/// API"). Written directly rather than through a JSON tree: these are the hot
+/// requests, and their shape is fixed (the unit and black-box tests pin every
+/// byte). Nothing for an outcome that no legacy command produces.
 std::optional<std::string> legacy_body(const user_reply& reply) {
   const char* status = nullptr;
   switch (reply.outcome) {

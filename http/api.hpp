@@ -71,7 +71,7 @@ struct api_settings {
   member_metrics_settings member_metrics;
 };
 
-/// The HTTP API of DESIGN §2: maps a request to a command for the user's
+/// The HTTP API of docs/api.md: maps a request to a command for the user's
 /// actor and the actor's reply (or error) to status and JSON. The only place
 /// where outcomes and errors become HTTP status codes. Thread-safe.
 class api {

@@ -22,7 +22,7 @@ constexpr const char* listener_name(listener_kind k) noexcept {
   return k == listener_kind::api ? "api" : "ops";
 }
 
-/// What one listener's edge counts (DESIGN §2, "the HTTP edge").
+/// What one listener's edge counts (README.md, "The HTTP edge").
 struct listener_figures {
   std::atomic<std::int64_t> open_connections{0};
   std::atomic<std::uint64_t> accepted{0};

@@ -1,5 +1,5 @@
-// DESIGN §3.1, never over the limit: many connections hitting one user at
-// the same instant, on the real binary.
+// docs/api.md's promise 1, never over the limit: many connections hitting one
+// user at the same instant, on the real binary.
 
 #include <algorithm>
 #include <map>

@@ -1,4 +1,4 @@
-// The HTTP edge (DESIGN §2, README "The HTTP edge"): idle and slow
+// The HTTP edge (README.md, "The HTTP edge"): idle and slow
 // connections hold no worker, framing that could smuggle a request is
 // refused and the connection closed, bodies are bounded whatever their
 // encoding, the operations port serves probes on its own, and a stop drains.

@@ -1,5 +1,5 @@
-// DESIGN §2: what every answer carries (CORS, Content-Type) and the CORS
-// preflight.
+// docs/api.md, "Every answer": what every answer carries (CORS, Content-Type)
+// and the CORS preflight.
 
 #include <cctype>
 #include <ctime>

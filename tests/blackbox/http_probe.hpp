@@ -15,7 +15,7 @@
 
 namespace videostreams::blackbox {
 
-/// The Content-Type of every JSON answer (DESIGN §2).
+/// The Content-Type of every JSON answer (docs/api.md, "Every answer").
 constexpr std::string_view json_content_type
   = "application/json; charset=utf-8";
 
@@ -143,7 +143,7 @@ private:
   std::size_t waiting_;
 };
 
-/// The original API's bodies, byte for byte (DESIGN §2.1).
+/// The original API's bodies, byte for byte (docs/api.md, "The original API").
 std::string granted_body(std::int64_t count);
 std::string denied_body(std::int64_t count);
 std::string closed_body(std::int64_t count);
@@ -154,7 +154,7 @@ std::string unknown_user_body();
 /// The 400 of a legacy route for an id that is no user id.
 std::string legacy_bad_id_body();
 
-/// The fixed error bodies of DESIGN §2.1.
+/// The fixed error bodies of docs/api.md, "The original API".
 constexpr std::string_view route_not_found_body = R"({"msg":"Route not found"})";
 constexpr std::string_view method_not_allowed_body
   = R"({"msg":"Method not allowed"})";

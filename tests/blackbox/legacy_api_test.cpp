@@ -1,4 +1,4 @@
-// DESIGN §2.1, the original API, row by row on the real binary.
+// docs/api.md, "The original API", row by row on the real binary.
 
 #include <fstream>
 #include <iterator>

@@ -1,5 +1,5 @@
-// DESIGN §4 (graceful shutdown on SIGTERM), seen on one node: the process
-// exits 0 and answers the requests it already took.
+// docs/api.md's promise 6 (graceful shutdown on SIGTERM), seen on one node: the
+// process exits 0 and answers the requests it already took.
 
 #include <atomic>
 #include <csignal>

@@ -1,5 +1,5 @@
-// DESIGN §3.5: bad input gets a clear 4xx, never a crash, and the service
-// keeps serving. Here the input is broken HTTP, sent over a raw socket.
+// docs/api.md's promise 5: bad input gets a clear 4xx, never a crash, and the
+// service keeps serving. Here the input is broken HTTP, sent over a raw socket.
 
 #include <cstdlib>
 #include <string>
@@ -64,8 +64,8 @@ TEST_CASE("a garbage request line gets a 4xx and the service keeps serving",
 
 TEST_CASE("an invalid Content-Length is a 4xx that changes nothing",
           "[blackbox]") {
-  // RFC 9112 §6.3: invalid framing must be answered 400; DESIGN §3.5: bad
-  // input changes nothing.
+  // RFC 9112 §6.3: invalid framing must be answered 400; docs/api.md's promise
+  // 5: bad input changes nothing.
   service_process svc;
   check_client_error(raw_exchange(
     svc.port(), "GET /api/startstream/1 HTTP/1.1\r\nHost: t\r\n"
@@ -105,7 +105,7 @@ TEST_CASE("an unknown HTTP method gets an error answer and the service keeps "
                                                  "Connection: close\r\n\r\n");
     INFO("response: " << response);
     // A known path with another method (methods are case-sensitive: "get"
-    // is not GET), as DESIGN §2.1 says.
+    // is not GET), as docs/api.md, "The original API", says.
     CHECK(status_of(response) == 405);
     CHECK(response.find("\r\nAllow: GET, OPTIONS\r\n") != std::string::npos);
     CHECK(response.find("Access-Control-Allow-Origin: *")

@@ -1,4 +1,4 @@
-// DESIGN §2.3, operations: health, readiness, metrics; and §1's passivation
+// docs/api.md, "Operations": health, readiness, metrics; and passivation
 // seen from outside.
 
 #include <string>

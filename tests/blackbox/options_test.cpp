@@ -1,5 +1,5 @@
-// DESIGN §5, the option surface: flags, environment variables, --help, and
-// the exit code 2 for a bad command line.
+// README.md, "Options": the option surface: flags, environment variables,
+// --help, and the exit code 2 for a bad command line.
 
 #include <string>
 #include <vector>

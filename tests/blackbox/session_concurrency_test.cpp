@@ -1,7 +1,7 @@
-// DESIGN §3.1 with v2: never over the limit, whatever the concurrency.
-// Many keep-alive connections, released together, open sessions (distinct
-// ids, or one id), renew them, retry, close them, and start and end legacy
-// streams, all for one user. The worker threads only record; every check
+// docs/api.md's promise 1 with v2: never over the limit, whatever the
+// concurrency. Many keep-alive connections, released together, open sessions
+// (distinct ids, or one id), renew them, retry, close them, and start and end
+// legacy streams, all for one user. The worker threads only record; every check
 // runs on the test's thread afterwards.
 
 #include <map>

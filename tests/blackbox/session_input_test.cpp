@@ -1,7 +1,7 @@
-// DESIGN §2.2 and §3.5 for the v2 API: session ids, bodies, ttlSeconds and
-// maxStreams are checked; a bad one is a 400 that names the field, a body
-// over 16 KiB is a 413, and a rejected request changes nothing. Also the TTL
-// options (§5).
+// docs/api.md, "Stream sessions (v2)" and promise 5, for the v2 API: session
+// ids, bodies, ttlSeconds and maxStreams are checked; a bad one is a 400 that
+// names the field, a body over 16 KiB is a 413, and a rejected request changes
+// nothing. Also the TTL options (README.md, "Options").
 
 #include <cstdint>
 #include <string>

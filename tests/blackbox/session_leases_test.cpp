@@ -1,10 +1,10 @@
-// DESIGN §3.2, no leaked slots with v2: a lease not renewed stops counting
-// within one second of its expiry, with no request for its user (also when
-// the user is passivated); a renewed lease survives; --legacy-stream-ttl
-// gives startstream streams a lease too. Real time, real leases: every wait
-// is a bounded poll, and a timing assertion only fails on evidence (a
-// reading taken after a deadline that still shows the stream, or one taken
-// before a deadline that no longer does).
+// docs/api.md's promise 2, no leaked slots with v2: a lease not renewed stops
+// counting within one second of its expiry, with no request for its user (also
+// when the user is passivated); a renewed lease survives; --legacy-stream-ttl
+// gives startstream streams a lease too. Real time, real leases: every wait is
+// a bounded poll, and a timing assertion only fails on evidence (a reading
+// taken after a deadline that still shows the stream, or one taken before a
+// deadline that no longer does).
 
 #include <chrono>
 #include <string>
@@ -21,7 +21,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// Expiry may be noticed up to this long after the deadline (DESIGN §3.2).
+/// Expiry may be noticed up to this long after the deadline (docs/api.md's
+/// promise 2).
 constexpr std::int64_t expiry_grace_ms = 1000;
 /// Rounding of the RFC 3339 milliseconds and of the two clocks' readings.
 constexpr std::int64_t clock_slack_ms = 50;

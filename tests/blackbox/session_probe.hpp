@@ -1,9 +1,9 @@
 #pragma once
 
-// Helpers for the v2 stream sessions API (DESIGN §2.2): paths, requests,
-// and checks of the documented answer shapes. Functions that check (the
-// `require_*`/`check_*` ones) use Catch2 and may only be called on a test's
-// own thread; the others are plain and thread-safe.
+// Helpers for the v2 stream sessions API (docs/api.md, "Stream sessions (v2)"):
+// paths, requests, and checks of the documented answer shapes. Functions that
+// check (the `require_*`/`check_*` ones) use Catch2 and may only be called on a
+// test's own thread; the others are plain and thread-safe.
 
 #include <cstdint>
 #include <optional>

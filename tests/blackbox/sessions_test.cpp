@@ -1,4 +1,4 @@
-// DESIGN §2.2, the v2 stream sessions API, row by row on the real binary:
+// docs/api.md, "Stream sessions (v2)", row by row on the real binary:
 // open (201/200/409), heartbeat, close, list, the legacy streams seen through
 // v2, per-user limits behind the operator token, methods, CORS, /api and
 // /metrics.

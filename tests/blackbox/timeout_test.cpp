@@ -1,4 +1,4 @@
-// DESIGN §2.1, last row: the owner of the user could not answer in time.
+// docs/api.md, "Every answer": the owner of the user could not answer in time.
 // With --request-timeout=1ms and one actor thread, 48 connections ask for
 // new users (each spawns a user actor) as fast as they can, so that some
 // answers may miss the deadline. Whether any does is up to the machine (the

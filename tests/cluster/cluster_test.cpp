@@ -1,6 +1,6 @@
 // Several nodes on one database: they share the shards, any node answers
 // for any user, and nodes join and leave under load without a failed
-// request or a lost stream (DESIGN §4).
+// request or a lost stream (README.md, "Cluster").
 
 #include <catch2/catch.hpp>
 

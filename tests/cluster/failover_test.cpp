@@ -1,6 +1,7 @@
 // Nodes that die or stall: their shards are served elsewhere once their
 // leases expire, with every acknowledged grant, and a node that wakes after
-// losing its leases grants nothing from stale state (DESIGN §3, §4).
+// losing its leases grants nothing from stale state (docs/api.md's promises 1
+// and 3, README.md, "Cluster").
 
 #include <catch2/catch.hpp>
 

@@ -1,5 +1,6 @@
-// PostgreSQL stopped and restarted under a running service (DESIGN §3.4),
-// on a server of this test's own (the shared one keeps serving the others).
+// PostgreSQL stopped and restarted under a running service (docs/api.md's
+// promise 4), on a server of this test's own (the shared one keeps serving the
+// others).
 
 #include <catch2/catch.hpp>
 

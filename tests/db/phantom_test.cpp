@@ -32,8 +32,8 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr std::int64_t legacy_ttl_s = 15;
-/// A lease may be swept up to a second after its deadline (DESIGN §3.2);
-/// more on a busy machine, which this test does not measure.
+/// A lease may be swept up to a second after its deadline (docs/api.md's
+/// promise 2); more on a busy machine, which this test does not measure.
 constexpr auto expiry_wait = 20s;
 /// RFC 3339 milliseconds and the two clocks' readings.
 constexpr std::int64_t clock_slack_ms = 50;
@@ -266,7 +266,7 @@ TEST_CASE("a startstream stream keeps the expiry it was granted with across "
   CHECK(*l.sessions[0].expires_at_ms >= granted_expiry - 2);
   CHECK(*l.sessions[0].expires_at_ms <= granted_expiry + 2);
   // The v2 session, renewed by heartbeats that are never written, gets a
-  // fresh TTL of its own 60 s from its load (DESIGN §3.3).
+  // fresh TTL of its own 60 s from its load (docs/api.md's promise 3).
   REQUIRE(l.sessions[1].expires_at_ms.has_value());
   CHECK(*l.sessions[1].expires_at_ms >= restarted_at + 60'000 - clock_slack_ms);
   CHECK(*l.sessions[1].expires_at_ms <= restored_at + 60'000 + clock_slack_ms);

@@ -109,7 +109,7 @@ TEST_CASE("sync: grants survive kill -9 after the journal was folded",
     CHECK_THAT(get(*a.client, "/metrics").body,
                !Catch::Contains("videostreams_persistence_folds_total 0\n"));
     // Closes are written behind (a close lost in a crash only over-counts
-    // until its lease ends, DESIGN §3.3): let the last ones land.
+    // until its lease ends, docs/api.md's promise 3): let the last ones land.
     CHECK(eventually([&] {
       return metric_value(get(*a.client, "/metrics").body,
                           "videostreams_persistence_queue_depth")

@@ -1,6 +1,6 @@
 // Routing and the API's dispatch on any method, path, Authorization and
 // body: `api::handle` (http/api.hpp) never throws and never answers 500,
-// and its status is the one the contract gives (DESIGN §2, README):
+// and its status is the one the contract gives (docs/api.md, README.md):
 //
 // - a path that matches no route is 404 for every method;
 // - OPTIONS on a route is the 204 preflight naming the route's methods;

@@ -47,7 +47,7 @@ TEST_CASE("every metric family shows a sample from the start, in memory",
         == 0);
   CHECK(r.value(R"x(videostreams_http_requests_total{route="(edge)",code="400"})x")
         == 0);
-  // Every family DESIGN §2.3 lists.
+  // Every family docs/observability.md lists.
   for (auto family :
        {"videostreams_http_requests_total",
         "videostreams_http_request_duration_seconds",
