@@ -52,14 +52,10 @@ const char* db_usage() {
 int run_db_command(const std::vector<std::string>& args,
                    const std::function<const char*(const char*)>& getenv) {
   std::string verb;
-  std::string url;
+  // The same variables as the service's --database-url, in its order.
+  std::string url = database_url_from_environment(getenv).url;
   std::string shards_text;
   std::string lock_timeout_text = "1m";
-  // The same variables as the service's --database-url, in its order.
-  if (auto env = getenv("VIDEOSTREAMS_DATABASE_URL"))
-    url = env;
-  else if (auto plain = getenv("DATABASE_URL"))
-    url = plain;
   for (auto& arg : args) {
     if (arg.rfind("--database-url=", 0) == 0) {
       url = arg.substr(15);

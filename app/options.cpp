@@ -393,23 +393,30 @@ bool valid_node_id(const std::string& x) {
   return true;
 }
 
+environment_database database_url_from_environment(
+  const std::function<const char*(const char*)>& getenv) {
+  for (const char* var : {"VIDEOSTREAMS_DATABASE_URL", "DATABASE_URL"})
+    if (auto value = getenv(var); value != nullptr)
+      return {value, var};
+  return {};
+}
+
 std::variant<parsed_options, std::string>
 parse_options(const std::vector<std::string>& args,
               const std::function<const char*(const char*)>& getenv) {
   parsed_options result;
   auto& opts = result.values;
   // Environment first, so that the command line overrides it.
-  if (auto url = getenv("DATABASE_URL"); url != nullptr) {
-    opts.database_url = url;
-    opts.database_url_origin = "DATABASE_URL";
-  }
+  auto env_database = database_url_from_environment(getenv);
+  opts.database_url = std::move(env_database.url);
+  opts.database_url_origin = std::move(env_database.origin);
   for (auto& spec : option_table()) {
+    if (std::string_view{spec.name} == "database-url")
+      continue; // read above, with DATABASE_URL
     auto var = env_name(spec.name);
     if (auto value = getenv(var.c_str()); value != nullptr) {
       if (auto err = spec.parse(value, opts); !err.empty())
         return var + "=" + value + ": " + err;
-      if (std::string_view{spec.name} == "database-url")
-        opts.database_url_origin = var;
     }
   }
   for (auto& arg : args) {

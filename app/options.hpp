@@ -104,6 +104,17 @@ bool valid_node_id(const std::string& x);
 /// [A-Za-z0-9._~+/=-] only (header values are %-decoded on arrival).
 bool valid_admin_token(const std::string& x);
 
+/// The database the environment names, and the variable that named it:
+/// `VIDEOSTREAMS_DATABASE_URL` when set (even empty: in memory), else
+/// `DATABASE_URL`; both empty when neither is set. `--database-url`
+/// overrides it, for the service (`parse_options`) and the `db` commands.
+struct environment_database {
+  std::string url;
+  std::string origin;
+};
+environment_database database_url_from_environment(
+  const std::function<const char*(const char*)>& getenv);
+
 /// The `--help` text: every option, its variable, its default and meaning,
 /// and the `db` commands.
 std::string help_text();

@@ -282,6 +282,15 @@ TEST_CASE("the database URL's origin is known, and --database-url= (empty) "
   auto none = parse_ok({"--database-url="}, env);
   CHECK(none.values.database_url.empty());
   CHECK(none.values.database_url_origin.empty());
+  // So does an empty VIDEOSTREAMS_DATABASE_URL (the `db` commands read the
+  // environment through the same function: they then have no database).
+  fake_env emptied{{{"DATABASE_URL", "a"}, {"VIDEOSTREAMS_DATABASE_URL", ""}}};
+  CHECK(parse_ok({}, emptied).values.database_url.empty());
+  auto named = database_url_from_environment(emptied);
+  CHECK(named.url.empty());
+  CHECK(named.origin == "VIDEOSTREAMS_DATABASE_URL");
+  CHECK(database_url_from_environment(env).origin == "DATABASE_URL");
+  CHECK(database_url_from_environment(fake_env{}).origin.empty());
 }
 
 TEST_CASE("the help text names the db commands and how to run in memory",
