@@ -97,6 +97,22 @@ class Cand:
     def last(self):
         return self.lives[-1] if self.lives else None
 
+    # A load (a restart, a take-over, a hand-back) gives a v2 session a
+    # fresh TTL, while a startstream stream keeps its stored expiry (its
+    # start, between its request's send and answer, + TTL): docs/api.md's
+    # promise 3, persistence/stream_store.cpp's `user_records`.
+    def reloaded_latest_end(self, r1):
+        """Its lease's latest end after a load that ended at `r1`."""
+        if self.legacy:
+            return self.r["ta"] + self.ttl + EPS
+        return r1 + self.ttl + EPS
+
+    def reloaded_earliest_end(self, r0):
+        """Its lease's earliest end after a load that began at `r0`."""
+        if self.legacy:
+            return self.r["ts"] + self.ttl - MARGIN
+        return r0 + self.ttl - MARGIN
+
     def matches(self, started_ms):
         r = self.r
         return (r["ws"] * 1000 - MATCH_MS <= started_ms
@@ -244,7 +260,7 @@ def analyse(path):
             end = 0.0
             for w in wins:
                 if w["r0"] <= t <= w["r1"]:
-                    end = max(end, w["r1"] + c.ttl + EPS)
+                    end = max(end, c.reloaded_latest_end(w["r1"]))
             return end
 
         live = set()  # candidates whose last life has not ended (yet)
@@ -316,7 +332,8 @@ def analyse(path):
                     if not shows_absent(o, c):
                         continue
                     if (l.revived and o.ts >= l.revived[1]
-                            and o.ta < l.revived[0] + c.ttl - MARGIN):
+                            and o.ta < c.reloaded_earliest_end(
+                                l.revived[0])):
                         l.removed = True  # it was not loaded after all
                     else:
                         l.end, l.kind = min(l.lease_end, o.ta), "absent"
@@ -328,10 +345,11 @@ def analyse(path):
                     if not l or c.r["ts"] >= w["r0"]:
                         continue
                     if l.active(w["r0"]):
-                        # Loaded again: a fresh TTL.
+                        # Loaded again: a fresh TTL (a v2 session).
                         l.lease_end = max(l.lease_end,
-                                          w["r1"] + c.ttl + EPS)
-                        l.floor = max(l.floor, w["r0"] + c.ttl - MARGIN)
+                                          c.reloaded_latest_end(w["r1"]))
+                        l.floor = max(l.floor,
+                                      c.reloaded_earliest_end(w["r0"]))
                         continue
                     if l.removed:
                         removed_at = l.done
@@ -339,11 +357,13 @@ def analyse(path):
                         removed_at = l.end
                     else:
                         removed_at = l.lease_end + EXPIRY_WRITE
-                    if removed_at > w["barrier"]:
+                    if (removed_at > w["barrier"]
+                            and c.reloaded_latest_end(w["r1"]) > w["r0"]):
                         # Its close may not have been committed: the load
-                        # may bring it back, with a fresh TTL.
+                        # may bring it back (a v2 session with a fresh
+                        # TTL, a legacy stream until its stored expiry).
                         c.lives.append(Life(w["r0"], w["r1"],
-                                            w["r1"] + c.ttl + EPS,
+                                            c.reloaded_latest_end(w["r1"]),
                                             revived=(w["r0"], w["r1"])))
                         live.add(c)
 
@@ -387,7 +407,7 @@ def analyse(path):
             return None
         if l.revived:
             lo = l.revived[1]
-            hi = l.revived[0] + c.ttl - MARGIN
+            hi = c.reloaded_earliest_end(l.revived[0])
         elif c.acked:
             lo = c.r["ta"]
             hi = max([c.r["ts"]] + hb_ok.get(c.key, [])) + c.ttl - MARGIN \
