@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 
 #include <unistd.h>
 
@@ -120,6 +121,11 @@ std::vector<std::uint64_t> users_owned_by(const json::object& view,
                                           std::size_t count,
                                           std::uint64_t from) {
   auto o = owners(view);
+  // Without a shard of its own there is no such user: say so, rather than
+  // search for good.
+  if (std::find(o.begin(), o.end(), owner) == o.end())
+    throw std::runtime_error("users_owned_by: " + owner
+                             + " owns no shard in this view");
   auto shards = static_cast<std::uint32_t>(o.size());
   std::vector<std::uint64_t> result;
   for (auto user = from; result.size() < count; ++user)

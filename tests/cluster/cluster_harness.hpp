@@ -106,7 +106,7 @@ bool wait_converged(const std::vector<const test_node*>& nodes,
                     std::chrono::seconds limit = std::chrono::seconds{60});
 
 /// The first `count` user ids from `from` on whose shard `view` gives to
-/// `owner`.
+/// `owner`. Throws (failing the test) when `owner` owns no shard in `view`.
 std::vector<std::uint64_t> users_owned_by(const json::object& view,
                                           const std::string& owner,
                                           std::size_t count,

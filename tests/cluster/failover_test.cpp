@@ -16,6 +16,7 @@
 #include "own_postgres.hpp"
 #include "silent_proxy.hpp"
 
+#include "actors/shard_map.hpp"
 #include "cluster/assignment.hpp"
 
 using namespace videostreams;
@@ -337,6 +338,48 @@ TEST_CASE("a process replaced under its node id by a newer one stops "
     CHECK(get(*n2_client, path).body == denied_body(3));
     CHECK(stored_streams(d, user) == 3);
   }
+}
+
+TEST_CASE("a shard its renewal leaves out is dropped at once, even while "
+          "every reading of the cluster fails",
+          "[cluster]") {
+  // A renewal answers only the leases still this node's: one it leaves out
+  // went to another owner under a newer epoch, and the node stops deciding
+  // for that shard at once, not once a reading of the lease table shows
+  // the new owner (a reading can fail while renewals succeed) nor at the
+  // lease's deadline. Here every reading fails (the shard count's table is
+  // hidden: heartbeats and renewals do not read it), and user 1's shard is
+  // given to another owner. With async durability a node that decided on
+  // would grant at once from what it holds.
+  cluster_database d;
+  test_node n2{2, d.dsn,
+               {"--lease-ttl=3s", "--request-timeout=1s",
+                "--durability=async"}};
+  REQUIRE(wait_converged({&n2}));
+  auto view = n2.view();
+  REQUIRE(view);
+  auto shard = shard_of(
+    1, static_cast<std::uint32_t>(view->at("shardCount").as_int64()));
+  auto cli = n2.client();
+  REQUIRE(get(*cli, "/api/startstream/1").body == granted_body(1));
+  auto lost_before = n2.metric("videostreams_cluster_shards_lost_total");
+  REQUIRE(lost_before);
+  d.query("ALTER TABLE cluster_settings RENAME TO cluster_settings_hidden");
+  d.query("UPDATE shard_leases SET owner = 'elsewhere', epoch = epoch + 1000, "
+          "expires_at = now() + interval '1 hour' WHERE shard = "
+          + std::to_string(shard));
+  CHECK(eventually(
+    [&] {
+      auto lost = n2.metric("videostreams_cluster_shards_lost_total");
+      return lost && *lost > *lost_before;
+    },
+    30s));
+  auto r = get(*cli, "/api/startstream/1");
+  INFO(r.body);
+  CHECK(r.status == 503);
+  CHECK_THAT(n2.process().stderr_text(),
+             Catch::Contains("its lease was taken over"));
+  d.query("ALTER TABLE cluster_settings_hidden RENAME TO cluster_settings");
 }
 
 TEST_CASE("a database outage past the lease TTL: every node stops deciding, "
