@@ -146,6 +146,20 @@ std::string limits_text(scratch_database& d, const std::string& where = "") {
                  + where);
 }
 
+/// Streams and limits not on their shard under `shard_count`.
+int misplaced_rows(scratch_database& d, std::uint32_t shard_count) {
+  auto placed = d.connect().exec(
+    "SELECT user_id, shard FROM stream_sessions UNION ALL "
+    "SELECT user_id, shard FROM user_limits");
+  REQUIRE(placed);
+  int misplaced = 0;
+  for (int i = 0; i < placed->size(); ++i)
+    if (std::stoul(placed->at(i, 1))
+        != shard_of(std::stoull(placed->at(i, 0)), shard_count))
+      ++misplaced;
+  return misplaced;
+}
+
 /// A shard's committed state in the form of `streams_text`/`limits_text`.
 std::pair<std::string, std::string> texts_of(const committed_shard& shard) {
   std::map<std::pair<std::uint64_t, std::string>, committed_stream> streams(
@@ -724,17 +738,10 @@ TEST_CASE("db reshard moves every stream and limit to its shard under the "
   CHECK(streams_text(d) == streams_before);
   CHECK(limits_text(d) == limits_before);
   // ... each on its shard under 32.
-  auto placed = d.connect().exec(
-    "SELECT user_id, shard FROM stream_sessions UNION ALL "
-    "SELECT user_id, shard FROM user_limits");
-  REQUIRE(placed);
-  REQUIRE(placed->size() == stream_count + limit_count);
-  int misplaced = 0;
-  for (int i = 0; i < placed->size(); ++i)
-    if (std::stoul(placed->at(i, 1))
-        != shard_of(std::stoull(placed->at(i, 0)), 32))
-      ++misplaced;
-  CHECK(misplaced == 0);
+  CHECK(d.count("SELECT count(*) FROM stream_sessions")
+          + d.count("SELECT count(*) FROM user_limits")
+        == stream_count + limit_count);
+  CHECK(misplaced_rows(d, 32) == 0);
   CHECK(d.count("SELECT count(*) FROM stream_journal") == 0);
   CHECK(d.count("SELECT count(*) FROM shard_snapshots") == 32);
   CHECK(d.count("SELECT count(*) FROM shard_snapshots WHERE shard < 32") == 32);
@@ -795,6 +802,29 @@ TEST_CASE("db reshard to more shards adds their leases and snapshots",
                 + std::to_string(max_epoch + 1))
         == 200);
   CHECK(d.count("SELECT shard_count FROM cluster_settings") == 200);
+}
+
+TEST_CASE("db reshard takes the bounds of --shards, 1 and 65536, and moves "
+          "every stream and limit there and back",
+          "[db]") {
+  migrated_database d;
+  populate_on_128_shards(d);
+  auto streams_before = streams_text(d);
+  auto limits_before = limits_text(d);
+  for (auto [to, from] : {std::pair{65536, 128}, std::pair{1, 65536},
+                          std::pair{128, 1}}) {
+    auto r = run_binary(
+      {"db", "reshard", "--shards=" + std::to_string(to), url_of(d)});
+    INFO(to << ": " << r.out << r.err);
+    CHECK(r.status.code == 0);
+    CHECK_THAT(r.out, Catch::Contains("from " + std::to_string(from) + " to "
+                                      + std::to_string(to) + " shards"));
+    CHECK(d.count("SELECT shard_count FROM cluster_settings") == to);
+    CHECK(d.count("SELECT count(*) FROM shard_leases") == to);
+    CHECK(streams_text(d) == streams_before);
+    CHECK(limits_text(d) == limits_before);
+    CHECK(misplaced_rows(d, to) == 0);
+  }
 }
 
 TEST_CASE("db reshard without a valid --shards is bad usage and changes "
@@ -1272,12 +1302,18 @@ TEST_CASE("user_records restores a startstream stream at the expiry it was "
     c.has_id = false;
     return c;
   };
-  // Started at S + user ms (see grant()); stored expiry S + user + TTL.
+  // Started at S + user ms (see grant()); stored expiry S + user + TTL,
+  // but for user 15: its node's wall clock stepped between the start and
+  // the lease (or a version 1 row carried over), so its expiry is not
+  // start + TTL. The stored expiry is what was promised.
+  auto stepped = legacy(15, 3600);
+  stepped.expires_at_ms = stepped.started_at_ms + 1'800'000;
   REQUIRE(all_committed(store->commit({
     legacy(11, 3600), // expires in the future
     legacy(12, 60),   // expired while nobody served the shard
     legacy(13, 0),    // granted under --legacy-stream-ttl=0
     grant(14, "tv", 0, 60),
+    stepped,
   })));
   auto db = d.connect();
   auto state = read_committed_state(db, {0});
@@ -1300,6 +1336,9 @@ TEST_CASE("user_records restores a startstream stream at the expiry it was "
   auto a = only(records, 11);
   CHECK(a.ttl_seconds == 3600);
   CHECK(a.expires_at_ns == now.mono_ns + ns(s + 11 + 3'600'000 - now.wall_ms));
+  // The stored expiry, not start + TTL: S + 15 + 1800 s.
+  CHECK(only(records, 15).expires_at_ns
+        == now.mono_ns + ns(s + 15 + 1'800'000 - now.wall_ms));
   // Past its expiry: due at once, so the first sweep closes it.
   auto b = only(records, 12);
   CHECK(b.expires_at_ns == now.mono_ns);

@@ -368,6 +368,89 @@ TEST_CASE("a commit that hangs: sync changes are answered with a timeout, "
   CHECK(streams_of(f.d, 2) == 0);
 }
 
+TEST_CASE("a sync change gives up by its own answer-by time when that "
+          "comes before the commit timeout",
+          "[db]") {
+  store_fixture f;
+  persistence_settings settings;
+  settings.commit_timeout = std::chrono::seconds{60};
+  running_persistence p{f, settings};
+  shard_lock lock{f.d, 1};
+  // A command that reached its user actor late: its caller gives up in
+  // 300 ms, long before the sink's own timeout, and the user actor must
+  // hear by then to undo the grant before the caller is answered 503.
+  auto late = grant(1, "a", 1);
+  late.answer_by_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        (std::chrono::steady_clock::now()
+                         + std::chrono::milliseconds{300})
+                          .time_since_epoch())
+                        .count();
+  p.self->send(p.actor, commit_atom::value, late);
+  std::string what = "no answer";
+  p.self->receive([&](bool) { what = "committed"; },
+                  [&](caf::error& err) { what = describe(err); },
+                  caf::after(std::chrono::seconds{30}) >> [] {});
+  CHECK_THAT(what, Catch::Contains("not confirmed in time"));
+  CHECK(p.counters->commit_timeouts == 1);
+  lock.release();
+  CHECK(soon([&] { return p.counters->queue_depth == 0; }));
+}
+
+TEST_CASE("sync waits for the commit in flight, not only for what gathers "
+          "behind it",
+          "[db]") {
+  store_fixture f;
+  running_persistence p{f};
+  shard_lock lock{f.d, 1};
+  // Written behind, nobody waits for it: the commit carrying it is in
+  // flight (waiting for the lock) and nothing gathers behind it.
+  p.self->send(p.actor, close(1, "a", 1));
+  p.self->send(p.actor, grant(2, "b", 1));
+  CHECK(soon([&] {
+    return f.d.count("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                     "current_database() AND wait_event_type = 'Lock'")
+           == 1;
+  }));
+  // What a hand-off does before it releases a shard's lease: the answer
+  // must wait for that commit, or the lease goes while changes that
+  // memory already has are unwritten (and then fenced: lost).
+  p.self->send(p.actor, sync_atom::value);
+  std::string early = "no answer";
+  p.self->receive([&](bool) { early = "answered"; },
+                  [&](caf::error& err) { early = describe(err); },
+                  caf::after(std::chrono::milliseconds{500}) >> [] {});
+  CHECK(early == "no answer");
+  lock.release();
+  CHECK(answer_of(p.self) == "committed");
+  // Answered only once the commit is in the database.
+  CHECK(streams_of(f.d, 2) == 1);
+}
+
+TEST_CASE("a batch whose commit keeps failing is retried with a back-off "
+          "that doubles",
+          "[db]") {
+  store_fixture f;
+  // Every commit of this grant fails: its TTL breaks a constraint.
+  auto admin = f.d.connect();
+  REQUIRE(admin.exec("ALTER TABLE stream_journal ADD CONSTRAINT short_ttl "
+                     "CHECK (1000 > ALL (grant_ttls))"));
+  persistence_settings settings;
+  settings.retry_after = std::chrono::milliseconds{50};
+  running_persistence p{f, settings};
+  auto long_lease = grant(1, "a", 1);
+  long_lease.ttl_seconds = 5000;
+  p.self->send(p.actor, long_lease);
+  CHECK(soon([&] { return p.counters->errors >= 2; }));
+  // Tries at 0, 50, 150, 350, 750, 1550 and 3150 ms: at most 7 in 3 s
+  // (fewer on a slow machine). Retrying every 50 ms would be about 60.
+  std::this_thread::sleep_for(std::chrono::seconds{3});
+  auto tries = p.counters->errors.load();
+  CHECK(tries <= 8);
+  REQUIRE(admin.exec("ALTER TABLE stream_journal DROP CONSTRAINT short_ttl"));
+  CHECK(soon([&] { return p.counters->queue_depth == 0; }));
+  CHECK(streams_of(f.d, 1) == 1);
+}
+
 TEST_CASE("the flush interval spaces commits under load only", "[db]") {
   store_fixture f;
   persistence_settings settings;
