@@ -141,6 +141,36 @@ TEST_CASE("a preflight echoes the headers asked for, and varies with them",
   }
 }
 
+TEST_CASE("a preflight's Access-Control-Request-Headers may be 1024 "
+          "characters, not more",
+          "[unit]") {
+  api_fixture f;
+  // A valid list of names, "x,x,x...", of exactly `n` characters.
+  auto list_of = [](std::size_t n) {
+    std::string text;
+    while (text.size() < n)
+      text += text.empty() ? "x" : ",x";
+    text.resize(n);
+    if (text.back() == ',')
+      text.back() = 'y';
+    return text;
+  };
+  auto longest = list_of(1024);
+  REQUIRE(longest.size() == 1024);
+  auto echoed = f.rest->handle(
+    api_request{"OPTIONS", "/api/startstream/1", {}, {}, {}, longest});
+  CHECK(echoed.status == 204);
+  CHECK(header(echoed, "Access-Control-Allow-Headers") == longest);
+  auto too_long = list_of(1025);
+  REQUIRE(too_long.size() == 1025);
+  auto refused = f.rest->handle(
+    api_request{"OPTIONS", "/api/startstream/1", {}, {}, {}, too_long});
+  CHECK(refused.status == 400);
+  CHECK(json::parse(refused.body).at("field")
+        == "Access-Control-Request-Headers");
+  CHECK(header(refused, "Access-Control-Allow-Headers") != too_long);
+}
+
 TEST_CASE("unknown paths are 404, other methods 405 with Allow", "[unit]") {
   api_fixture f;
   auto missing = f.get("/api/startstream/");
@@ -344,6 +374,31 @@ TEST_CASE("limit endpoints: 401 for a wrong or missing token", "[unit]") {
   CHECK(f.counters.live_user_actors == 0);
 }
 
+TEST_CASE("limit endpoints check operator access before the user id",
+          "[unit]") {
+  // A bad user id is not revealed as a 400 to a caller without access.
+  SECTION("with a token configured, a missing or wrong one is a 401") {
+    api_fixture f{owners::deciding, "s3cret"};
+    auto path = "/api/v2/users/abc/limit";
+    CHECK(f.send("PUT", path, R"({"maxStreams":1})").status == 401);
+    CHECK(f.send("PUT", path, R"({"maxStreams":1})", "Bearer wrong").status
+          == 401);
+    CHECK(f.send("DELETE", path).status == 401);
+    CHECK(f.send("DELETE", path, {}, "Bearer wrong").status == 401);
+    // With the token, the bad id is a 400.
+    CHECK(f.send("PUT", path, R"({"maxStreams":1})", "Bearer s3cret").status
+          == 400);
+  }
+  SECTION("without a token configured, it is a 403") {
+    api_fixture f;
+    auto path = "/api/v2/users/abc/limit";
+    CHECK(f.send("PUT", path, R"({"maxStreams":1})").status == 403);
+    CHECK(f.send("PUT", path, R"({"maxStreams":1})", "Bearer x").status
+          == 403);
+    CHECK(f.send("DELETE", path).status == 403);
+  }
+}
+
 TEST_CASE("limit endpoints set and clear a user's limit", "[unit]") {
   api_fixture f{owners::deciding, "s3cret"};
   auto path = "/api/v2/users/16/limit";
@@ -380,6 +435,26 @@ TEST_CASE("an owner that answers unavailable makes a 503 with Retry-After",
   auto session = f.send("POST", "/api/v2/users/1/streams");
   CHECK(session.status == 503);
   CHECK(header(session, "Retry-After") == "1");
+}
+
+TEST_CASE("while the node is starting, user requests are a 503 with "
+          "Retry-After",
+          "[unit]") {
+  api_fixture f;
+  f.rest->set_readiness(readiness::starting);
+  auto legacy = f.get("/api/startstream/1");
+  CHECK(legacy.status == 503);
+  CHECK(legacy.body == R"({"msg":"Service Unavailable"})");
+  CHECK(header(legacy, "Retry-After") == "1");
+  auto ended = f.get("/api/endstream/1");
+  CHECK(ended.status == 503);
+  CHECK(ended.body == R"({"msg":"Service Unavailable"})");
+  CHECK(header(ended, "Retry-After") == "1");
+  auto session = f.send("POST", "/api/v2/users/1/streams");
+  CHECK(session.status == 503);
+  CHECK(session.body == R"({"msg":"Service Unavailable"})");
+  CHECK(header(session, "Retry-After") == "1");
+  CHECK(f.counters.grants == 0);
 }
 
 TEST_CASE("GET /api/cluster without an admin token is open and shows the "

@@ -205,6 +205,20 @@ TEST_CASE("a body with a Content-Encoding other than identity is a 415",
         == state::complete);
 }
 
+TEST_CASE("Content-Encoding identity is accepted in any case, gzip is not",
+          "[framing]") {
+  for (std::string value : {"IDENTITY", "Identity", "iDeNtItY"}) {
+    INFO(value);
+    auto f = frame("POST / HTTP/1.1\r\nContent-Encoding: " + value
+                   + "\r\nContent-Length: 2\r\n\r\n{}");
+    CHECK(f.what == state::complete);
+    CHECK(f.status != 415);
+  }
+  check_refused("POST / HTTP/1.1\r\nContent-Encoding: GZIP\r\n"
+                "Content-Length: 2\r\n\r\n{}",
+                415);
+}
+
 TEST_CASE("Expect: 100-continue is reported once the header is whole",
           "[framing]") {
   auto f = frame("POST / HTTP/1.1\r\nExpect: 100-continue\r\n"

@@ -101,6 +101,45 @@ TEST_CASE("a lease not renewed expires without any request (live actor)",
   CHECK(r.stream_count == 1);
 }
 
+TEST_CASE("a live actor is woken by its earliest lease deadline, also "
+          "after an earlier wake",
+          "[unit]") {
+  shard_fixture f;
+  // A shard that keeps idle actors live for a minute: every expiry below
+  // is the live actor's own wake-up, not a sweep of a passivated record.
+  caf::anon_send_exit(f.shard, caf::exit_reason::user_shutdown);
+  f.sched.run();
+  f.settings.passivate_after = std::chrono::minutes{1};
+  f.shard = spawn_shard_actor(f.sys, f.settings);
+  f.sched.run();
+  auto idle_for = [&f](std::chrono::milliseconds d) {
+    auto step = std::chrono::milliseconds{250};
+    for (auto t = std::chrono::milliseconds{0}; t < d; t += step) {
+      f.clock->advance(step);
+      f.sched.advance_time(step);
+      f.sched.run();
+    }
+  };
+  // A later lease first, then an earlier one: the wake-up moves earlier.
+  f.call(open(40, "long", 600));
+  f.call(open(40, "short", 5));
+  idle_for(6s);
+  REQUIRE(f.counters.live_user_actors == 1);
+  CHECK(f.counters.open_streams == 1);
+  CHECK(f.counters.expirations == 1);
+  // One lease after another: the actor woken once is woken again.
+  f.call(open(41, "a", 5));
+  idle_for(6s);
+  REQUIRE(f.counters.live_user_actors == 2);
+  CHECK(f.counters.open_streams == 1);
+  CHECK(f.counters.expirations == 2);
+  f.call(open(41, "b", 5));
+  idle_for(6s);
+  REQUIRE(f.counters.live_user_actors == 2);
+  CHECK(f.counters.open_streams == 1);
+  CHECK(f.counters.expirations == 3);
+}
+
 TEST_CASE("a passivated user's leases expire in the shard's record",
           "[unit]") {
   shard_fixture f;
@@ -253,11 +292,23 @@ TEST_CASE("a user is known to endstream for an hour after its last stream "
         == stream_outcome::nothing_to_close);
   // An hour after the ends, neither is known any more. (Steps of a minute:
   // the shard sweeps its tombstones once a minute.)
-  for (int i = 0; i < 61; ++i) {
-    f.clock->advance(std::chrono::minutes{1});
-    f.sched.advance_time(std::chrono::minutes{1});
-    f.sched.run();
-  }
+  auto minutes = [&f](int n) {
+    for (int i = 0; i < n; ++i) {
+      f.clock->advance(std::chrono::minutes{1});
+      f.sched.advance_time(std::chrono::minutes{1});
+      f.sched.run();
+    }
+  };
+  // Several sweeps later, well within the hour, both are still known: a
+  // sweep forgets only the tombstones whose hour is over.
+  minutes(5);
+  CHECK(f.call(op(user_op::end_legacy, 32)).outcome
+        == stream_outcome::nothing_to_close);
+  CHECK(f.call(op(user_op::end_legacy, 33)).outcome
+        == stream_outcome::nothing_to_close);
+  f.idle_for(3s);
+  REQUIRE(f.counters.live_user_actors == 0);
+  minutes(56);
   CHECK(f.call(op(user_op::end_legacy, 32)).outcome
         == stream_outcome::unknown_user);
   CHECK(f.call(op(user_op::end_legacy, 33)).outcome

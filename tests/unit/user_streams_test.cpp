@@ -210,3 +210,33 @@ TEST_CASE("a replace never takes the count over the limit", "[unit]") {
   CHECK(s.heartbeat("a", at(5)) == stream_outcome::renewed);
   CHECK(s.heartbeat("b", at(5)) == stream_outcome::ended_elsewhere);
 }
+
+TEST_CASE("at the cap of ended sessions, the one whose time ends first is "
+          "forgotten",
+          "[unit]") {
+  user_streams s;
+  s.open("long", 3600, 3, at(0));
+  CHECK(s.close("long", at(0)) == stream_outcome::closed);
+  for (int i = 1; i <= 16; ++i) {
+    auto id = "s" + std::to_string(i);
+    s.open(id, 60, 3, at(i));
+    CHECK(s.close(id, at(i)) == stream_outcome::closed);
+  }
+  CHECK(s.ended().size() == max_ended_sessions);
+  // "long" was closed first but ends last: "s1" ends soonest, so it goes.
+  CHECK(s.heartbeat("long", at(30)) == stream_outcome::ended_elsewhere);
+  CHECK(s.heartbeat("s1", at(30)) == stream_outcome::not_found);
+  CHECK(s.heartbeat("s2", at(30)) == stream_outcome::ended_elsewhere);
+}
+
+TEST_CASE("reopening an ended id forgets that it ended, so its later expiry "
+          "is not found",
+          "[unit]") {
+  user_streams s;
+  CHECK(s.open("a", 60, 3, at(0)) == stream_outcome::granted);
+  CHECK(s.close("a", at(1)) == stream_outcome::closed);
+  CHECK(s.open("a", 5, 3, at(2)) == stream_outcome::granted);
+  // The new lease ends at 7, long before the old 410 record would (61).
+  CHECK(s.heartbeat("a", at(8)) == stream_outcome::not_found);
+  CHECK(s.ended().empty());
+}
