@@ -143,6 +143,21 @@ struct shard_lock {
   pg_connection db;
 };
 
+/// Every commit holding a grant with a TTL of 1000 s or more fails (a
+/// statement error: it breaks a constraint) until `drop`.
+struct failing_long_leases {
+  explicit failing_long_leases(scratch_database& d) : admin(d.connect()) {
+    REQUIRE(admin.exec("ALTER TABLE stream_journal ADD CONSTRAINT short_ttl "
+                       "CHECK (1000 > ALL (grant_ttls))"));
+  }
+
+  void drop() {
+    REQUIRE(admin.exec("ALTER TABLE stream_journal DROP CONSTRAINT short_ttl"));
+  }
+
+  pg_connection admin;
+};
+
 /// Waits until `pred` holds, at most `limit`; true if it did.
 template <class Pred>
 bool soon(Pred pred,
@@ -430,10 +445,8 @@ TEST_CASE("a batch whose commit keeps failing is retried with a back-off "
           "that doubles",
           "[db]") {
   store_fixture f;
-  // Every commit of this grant fails: its TTL breaks a constraint.
-  auto admin = f.d.connect();
-  REQUIRE(admin.exec("ALTER TABLE stream_journal ADD CONSTRAINT short_ttl "
-                     "CHECK (1000 > ALL (grant_ttls))"));
+  // Every commit of this grant fails.
+  failing_long_leases failing{f.d};
   persistence_settings settings;
   settings.retry_after = std::chrono::milliseconds{50};
   running_persistence p{f, settings};
@@ -446,7 +459,7 @@ TEST_CASE("a batch whose commit keeps failing is retried with a back-off "
   std::this_thread::sleep_for(std::chrono::seconds{3});
   auto tries = p.counters->errors.load();
   CHECK(tries <= 8);
-  REQUIRE(admin.exec("ALTER TABLE stream_journal DROP CONSTRAINT short_ttl"));
+  failing.drop();
   CHECK(soon([&] { return p.counters->queue_depth == 0; }));
   CHECK(streams_of(f.d, 1) == 1);
 }
@@ -547,10 +560,8 @@ TEST_CASE("after a fenced batch, what gathered behind it is committed",
 TEST_CASE("a failed batch is retried under the changes that came after it",
           "[db]") {
   store_fixture f;
-  // A statement error for this grant only: its TTL breaks a constraint.
-  auto admin = f.d.connect();
-  REQUIRE(admin.exec("ALTER TABLE stream_journal ADD CONSTRAINT short_ttl "
-                     "CHECK (1000 > ALL (grant_ttls))"));
+  // A statement error for this grant only.
+  failing_long_leases failing{f.d};
   persistence_settings settings;
   settings.retry_after = std::chrono::milliseconds{300};
   settings.commit_timeout = std::chrono::milliseconds{20000};
@@ -566,7 +577,7 @@ TEST_CASE("a failed batch is retried under the changes that came after it",
   CHECK(soon([&] { return p.counters->queue_depth == 2; }));
   lock.release();
   CHECK_THAT(answer_of(p.self), Catch::Contains("statement failed"));
-  REQUIRE(admin.exec("ALTER TABLE stream_journal DROP CONSTRAINT short_ttl"));
+  failing.drop();
   CHECK(soon([&] { return p.counters->queue_depth == 0; }));
   CHECK(p.counters->errors >= 1);
   CHECK(streams_of(f.d, 1) == 0);
