@@ -172,13 +172,15 @@ bool soon(Pred pred,
 }
 
 /// The next answer to a sync change: "committed" or the error's
-/// description ("no answer" after 40 s, longer than any commit timeout
-/// here).
-std::string answer_of(caf::scoped_actor& self) {
+/// description; "no answer" after `wait` (by default 40 s, longer than any
+/// commit timeout here).
+std::string answer_of(caf::scoped_actor& self,
+                      std::chrono::milliseconds wait = std::chrono::seconds{
+                        40}) {
   std::string what = "no answer";
   self->receive([&](bool) { what = "committed"; },
                 [&](caf::error& err) { what = describe(err); },
-                caf::after(std::chrono::seconds{40}) >> [] {});
+                caf::after(wait) >> [] {});
   return what;
 }
 
@@ -401,11 +403,8 @@ TEST_CASE("a sync change gives up by its own answer-by time when that "
                           .time_since_epoch())
                         .count();
   p.self->send(p.actor, commit_atom::value, late);
-  std::string what = "no answer";
-  p.self->receive([&](bool) { what = "committed"; },
-                  [&](caf::error& err) { what = describe(err); },
-                  caf::after(std::chrono::seconds{30}) >> [] {});
-  CHECK_THAT(what, Catch::Contains("not confirmed in time"));
+  CHECK_THAT(answer_of(p.self, std::chrono::seconds{30}),
+             Catch::Contains("not confirmed in time"));
   CHECK(p.counters->commit_timeouts == 1);
   lock.release();
   CHECK(soon([&] { return p.counters->queue_depth == 0; }));
@@ -430,11 +429,7 @@ TEST_CASE("sync waits for the commit in flight, not only for what gathers "
   // must wait for that commit, or the lease goes while changes that
   // memory already has are unwritten (and then fenced: lost).
   p.self->send(p.actor, sync_atom::value);
-  std::string early = "no answer";
-  p.self->receive([&](bool) { early = "answered"; },
-                  [&](caf::error& err) { early = describe(err); },
-                  caf::after(std::chrono::milliseconds{500}) >> [] {});
-  CHECK(early == "no answer");
+  CHECK(answer_of(p.self, std::chrono::milliseconds{500}) == "no answer");
   lock.release();
   CHECK(answer_of(p.self) == "committed");
   // Answered only once the commit is in the database.
