@@ -40,7 +40,6 @@ using detail::fold_step;
 using steady = std::chrono::steady_clock;
 
 constexpr auto relaxed = std::memory_order_relaxed;
-constexpr auto max_retry_after = std::chrono::milliseconds{5000};
 
 /// Asks the writer to fold the journal if it grew enough, or the folder to
 /// write a fold step (internal).
@@ -431,7 +430,7 @@ void commit_failed(persistence_pointer self, caf::error& err) {
   st.gathering = std::move(merged);
   st.update_depth();
   answer_all(waiters, err);
-  st.retry_after = std::min(max_retry_after,
+  st.retry_after = std::min(st.settings.max_retry_after,
                             std::max(st.settings.retry_after,
                                      st.retry_after * 2));
   st.retry_at = steady::now() + st.retry_after;

@@ -105,8 +105,10 @@ struct persistence_settings {
   /// gathers until then (fewer, bigger commits); a change that arrives
   /// after a quiet spell is committed at once. 0 = back to back.
   std::chrono::milliseconds flush_interval{0};
-  /// Back-off after a failed commit, doubled per failure up to 5 s.
+  /// Back-off after a failed commit, doubled per failure up to
+  /// `max_retry_after`.
   std::chrono::milliseconds retry_after{100};
+  std::chrono::milliseconds max_retry_after{5000};
   /// Without traffic, the database is checked this often (so that an
   /// outage shows on /readyz within about this long); a commit running
   /// twice as long marks the database unreachable too.

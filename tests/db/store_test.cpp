@@ -459,6 +459,26 @@ TEST_CASE("a batch whose commit keeps failing is retried with a back-off "
   CHECK(streams_of(f.d, 1) == 1);
 }
 
+TEST_CASE("the retry back-off stops doubling at its cap", "[db]") {
+  store_fixture f;
+  failing_long_leases failing{f.d};
+  persistence_settings settings;
+  settings.retry_after = std::chrono::milliseconds{50};
+  settings.max_retry_after = std::chrono::milliseconds{200};
+  running_persistence p{f, settings};
+  auto long_lease = grant(1, "a", 1);
+  long_lease.ttl_seconds = 5000;
+  p.self->send(p.actor, long_lease);
+  // Capped at 200 ms, the 12th try comes about 2 s after the first.
+  // Doubling on without the cap it would come after 50 * (2^11 - 1) ms,
+  // about 100 s: far beyond this wait, however busy the machine.
+  CHECK(soon([&] { return p.counters->errors >= 12; },
+             std::chrono::seconds{40}));
+  failing.drop();
+  CHECK(soon([&] { return p.counters->queue_depth == 0; }));
+  CHECK(streams_of(f.d, 1) == 1);
+}
+
 TEST_CASE("the flush interval spaces commits under load only", "[db]") {
   store_fixture f;
   persistence_settings settings;
