@@ -92,6 +92,8 @@ TEST_CASE("three nodes form a cluster: every node names the same owner for "
                 "AND expires_at > now()")
         == 128);
   CHECK(d.count("SELECT count(*) FROM cluster_members") == 3);
+  for (auto* n : {&n2, &n3, &n4})
+    CHECK(n->metric("videostreams_cluster_members") == 3.0);
   // Any node answers for any user, forwarding to the owner.
   auto a = n2.client();
   auto b = n4.client();
@@ -104,6 +106,12 @@ TEST_CASE("three nodes form a cluster: every node names the same owner for "
     R"(videostreams_cluster_forwarded_requests_total{peer="n3"})");
   REQUIRE(forwarded);
   CHECK(*forwarded > 0);
+  // Each went in a message to the peer, alone or with others.
+  auto batches = n2.metric(
+    R"(videostreams_cluster_forward_batches_total{peer="n3"})");
+  REQUIRE(batches);
+  CHECK(*batches >= 1);
+  CHECK(*batches <= *forwarded);
 }
 
 TEST_CASE("concurrent starts for one user through every node grant exactly "

@@ -459,6 +459,12 @@ TEST_CASE("a database outage past the lease TTL: every node stops deciding, "
   for (auto* n : nodes) {
     auto c = n->client(false);
     CHECK(testing::database_status(*c) == "unreachable");
+    // Operators see why (docs/operations.md's alerts).
+    CHECK(eventually([n] {
+      auto failures =
+        n->metric("videostreams_cluster_lease_renewal_failures_total");
+      return failures && *failures > 0;
+    }));
   }
   // Past the lease TTL by PostgreSQL's clock too: every lease and member
   // row has expired when it comes back.

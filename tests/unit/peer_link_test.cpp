@@ -4,8 +4,10 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -13,6 +15,7 @@
 #include <vector>
 
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -143,6 +146,116 @@ std::uint16_t closed_port() {
   return ntohs(addr.sin_port);
 }
 
+/// A TCP relay on 127.0.0.1 in front of `target_port` that accepts
+/// connections at once but carries nothing until `open()`: a connect that
+/// the network makes slow.
+class held_relay {
+public:
+  explicit held_relay(std::uint16_t target_port) : target_port_(target_port) {
+    listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(listener_ >= 0);
+    sockaddr_in addr = loopback(0);
+    REQUIRE(::bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr)
+            == 0);
+    REQUIRE(::listen(listener_, 16) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len)
+            == 0);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread{[this] { run(); }};
+  }
+
+  ~held_relay() {
+    stop_ = true;
+    thread_.join();
+    for (auto& p : pairs_) {
+      ::close(p.client);
+      if (p.server >= 0)
+        ::close(p.server);
+    }
+    ::close(listener_);
+  }
+
+  held_relay(const held_relay&) = delete;
+  held_relay& operator=(const held_relay&) = delete;
+
+  std::uint16_t port() const noexcept {
+    return port_;
+  }
+
+  /// Carries what was held and everything after it.
+  void open() {
+    open_ = true;
+  }
+
+private:
+  static sockaddr_in loopback(std::uint16_t port) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(port);
+    return addr;
+  }
+
+  void run() {
+    char buf[65536];
+    while (!stop_) {
+      if (open_)
+        for (auto& p : pairs_)
+          if (p.server < 0) {
+            p.server = ::socket(AF_INET, SOCK_STREAM, 0);
+            auto addr = loopback(target_port_);
+            ::connect(p.server, reinterpret_cast<sockaddr*>(&addr),
+                      sizeof addr);
+          }
+      std::vector<pollfd> fds{{listener_, POLLIN, 0}};
+      std::vector<carried*> owners;
+      for (auto& p : pairs_)
+        if (p.server >= 0 && !p.closed) {
+          fds.push_back({p.client, POLLIN, 0});
+          fds.push_back({p.server, POLLIN, 0});
+          owners.push_back(&p);
+        }
+      if (::poll(fds.data(), fds.size(), 10) <= 0)
+        continue;
+      for (std::size_t k = 1; k < fds.size(); ++k) {
+        auto& p = *owners[(k - 1) / 2];
+        if (fds[k].revents == 0 || p.closed)
+          continue;
+        int to = fds[k].fd == p.client ? p.server : p.client;
+        auto n = ::recv(fds[k].fd, buf, sizeof buf, 0);
+        if (n > 0)
+          ::send(to, buf, static_cast<size_t>(n), MSG_NOSIGNAL);
+        else
+          p.closed = true; // one side left: end both
+        if (p.closed) {
+          ::shutdown(p.client, SHUT_RDWR);
+          ::shutdown(p.server, SHUT_RDWR);
+        }
+      }
+      if (fds[0].revents & POLLIN) {
+        int client = ::accept(listener_, nullptr, nullptr);
+        if (client >= 0)
+          pairs_.push_back(carried{client, -1, false});
+      }
+    }
+  }
+
+  struct carried {
+    int client;
+    int server; // -1: held
+    bool closed;
+  };
+
+  std::uint16_t target_port_;
+  std::uint16_t port_ = 0;
+  int listener_ = -1;
+  std::deque<carried> pairs_; // stable addresses while polling
+  std::atomic<bool> open_{false};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
 /// This node's system with a link to the stand-in peer on the other.
 struct link_fixture {
   middleman_config node_cfg;
@@ -155,15 +268,19 @@ struct link_fixture {
   cluster_endpoint peer;
   peer_link link;
 
+  /// Starts the stand-in peer; returns the port it listens on.
+  std::uint16_t publish_peer() {
+    peer = peer_sys.spawn(peer_impl, seen);
+    auto published = peer_sys.middleman().publish(peer, 0, "127.0.0.1");
+    REQUIRE(published);
+    return *published;
+  }
+
   /// Starts the link; to the stand-in peer unless `port` names another.
   void connect(std::chrono::milliseconds request_timeout,
                std::uint16_t port = 0) {
-    if (port == 0) {
-      peer = peer_sys.spawn(peer_impl, seen);
-      auto published = peer_sys.middleman().publish(peer, 0, "127.0.0.1");
-      REQUIRE(published);
-      port = *published;
-    }
+    if (port == 0)
+      port = publish_peer();
     peer_link_settings ls;
     ls.node_id = "n2";
     ls.host = "127.0.0.1";
@@ -368,4 +485,56 @@ TEST_CASE("closing a link answers every command still waiting with a 503, "
     std::this_thread::sleep_for(10ms);
   CHECK(f.node_sys.registry().get(id) == nullptr);
   CHECK(caf::actor_cast<caf::strong_actor_ptr>(addr) == nullptr);
+}
+
+TEST_CASE("when the peer's endpoint goes down, the commands waiting on it "
+          "are answered 503 at once and the node hears the link is down",
+          "[peer_link]") {
+  link_fixture f;
+  f.seen->answer = peer_answer::never;
+  f.connect(60s);
+  auto waiting = f.call();
+  REQUIRE(f.seen->wait([&] { return f.seen->commands.size() == 1; }));
+  REQUIRE(f.wait_link(true));
+  // The peer's actor ends (its node is stopping): the middleman tells the
+  // link, which must not leave the command to its minute-long timeout.
+  caf::anon_send_exit(f.peer, caf::exit_reason::user_shutdown);
+  REQUIRE(waiting->wait_for(patience));
+  CHECK(waiting->value().outcome == stream_outcome::unavailable);
+  CHECK(f.wait_link(false));
+  CHECK(f.counters->connected.load() == 0);
+  // Not connected: the next command is answered at once as well.
+  auto next = f.call();
+  REQUIRE(next->wait_for(patience));
+  CHECK(next->value().outcome == stream_outcome::unavailable);
+}
+
+TEST_CASE("a command that waited for the first connect and was answered "
+          "503 meanwhile is not sent once the link is up",
+          "[peer_link]") {
+  link_fixture f;
+  held_relay slow_network{f.publish_peer()};
+  f.connect(60s, slow_network.port());
+  // Its caller gives up in 200 ms, long before the connection is up.
+  user_command cmd;
+  cmd.user = 1;
+  cmd.answer_by_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                       (std::chrono::steady_clock::now() + 200ms)
+                         .time_since_epoch())
+                       .count();
+  auto given_up = f.call(cmd);
+  REQUIRE(given_up->wait_for(patience));
+  CHECK(given_up->value().outcome == stream_outcome::unavailable);
+  // The connection comes up: the peer must never decide that command (its
+  // caller was told 503), only the next one.
+  slow_network.open();
+  REQUIRE(f.wait_link(true));
+  user_command next;
+  next.user = 2;
+  auto served = f.call(next);
+  REQUIRE(served->wait_for(patience));
+  CHECK(served->value().outcome == stream_outcome::granted);
+  std::lock_guard<std::mutex> guard{f.seen->mtx};
+  REQUIRE(f.seen->commands.size() == 1);
+  CHECK(f.seen->commands[0].cmd.user == 2);
 }
