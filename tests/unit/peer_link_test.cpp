@@ -316,6 +316,13 @@ struct link_fixture {
   }
 };
 
+/// `t` as a command's `answer_by_ns` says it.
+std::int64_t steady_ns(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+           t.time_since_epoch())
+    .count();
+}
+
 std::uint64_t answered_count(const peer_counters& c) {
   std::uint64_t n = 0;
   for (auto& b : c.buckets)
@@ -426,9 +433,7 @@ TEST_CASE("a command the peer never answers is answered 503 once the "
     REQUIRE(f.wait_link(true));
     auto started = std::chrono::steady_clock::now();
     user_command cmd;
-    cmd.answer_by_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                         (started + 150ms).time_since_epoch())
-                         .count();
+    cmd.answer_by_ns = steady_ns(started + 150ms);
     auto slot = f.call(cmd);
     REQUIRE(slot->wait_for(patience));
     CHECK(slot->value().outcome == stream_outcome::unavailable);
@@ -518,10 +523,7 @@ TEST_CASE("a command that waited for the first connect and was answered "
   // Its caller gives up in 200 ms, long before the connection is up.
   user_command cmd;
   cmd.user = 1;
-  cmd.answer_by_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                       (std::chrono::steady_clock::now() + 200ms)
-                         .time_since_epoch())
-                       .count();
+  cmd.answer_by_ns = steady_ns(std::chrono::steady_clock::now() + 200ms);
   auto given_up = f.call(cmd);
   REQUIRE(given_up->wait_for(patience));
   CHECK(given_up->value().outcome == stream_outcome::unavailable);
