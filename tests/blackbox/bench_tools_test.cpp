@@ -11,14 +11,12 @@
 #include <string>
 #include <vector>
 
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <catch2/catch.hpp>
 
 #include "http_probe.hpp"
+#include "loopback_listener.hpp"
 #include "service_process.hpp"
 
 using namespace videostreams::blackbox;
@@ -151,19 +149,11 @@ TEST_CASE("bench_legacy_load: an answer other than the mixed workload's "
 TEST_CASE("bench_legacy_load: a request left unanswered is a timeout") {
   // A listener that never accepts: connections complete in its backlog
   // and nothing is ever answered.
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  REQUIRE(listen(fd, 64) == 0);
-  socklen_t len = sizeof addr;
-  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  auto port = std::to_string(ntohs(addr.sin_port));
-  auto r = run_load("--targets=127.0.0.1:" + port
+  auto r = [] {
+    videostreams::testing::loopback_listener silent;
+    return run_load("--targets=127.0.0.1:" + std::to_string(silent.port())
                     + " --connections=2 --duration=2 --timeout-ms=300");
-  close(fd);
+  }();
   INFO(r.output);
   CHECK(r.exit_code == 1);
   CHECK(r.fields["requests"] == 0);

@@ -18,13 +18,9 @@
 
 #include <boost/json.hpp>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include "db_fixture.hpp"
 #include "http_probe.hpp"
+#include "loopback_listener.hpp"
 #include "service_process.hpp"
 
 #include "actors/shard_map.hpp"
@@ -986,21 +982,10 @@ TEST_CASE("a node whose cluster port is taken exits 1 saying so, its "
           "[db]") {
   migrated_database d;
   // Something else listens on the cluster port.
-  int holder = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(holder >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(holder, reinterpret_cast<sockaddr*>(&addr), sizeof(addr))
-          == 0);
-  REQUIRE(::listen(holder, 4) == 0);
-  socklen_t len = sizeof(addr);
-  REQUIRE(::getsockname(holder, reinterpret_cast<sockaddr*>(&addr), &len)
-          == 0);
-  auto port = std::to_string(ntohs(addr.sin_port));
+  testing::loopback_listener holder;
+  auto port = std::to_string(holder.port());
   auto r = run_binary({"--port=0", "--bind=127.0.0.1", "--cluster-port=" + port,
                        url_of(d)});
-  ::close(holder);
   INFO(r.err);
   CHECK(r.status.describe() == "exit code 1");
   CHECK_THAT(r.err, Catch::Contains("cannot listen for other nodes on "

@@ -17,12 +17,12 @@
 #include <thread>
 #include <vector>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include "loopback_listener.hpp"
 
 namespace videostreams::testing {
 
@@ -33,26 +33,13 @@ public:
   /// ...`) names.
   explicit silent_proxy(const std::string& server_dsn,
                         const std::string& host = "127.0.0.9")
-    : host_(host) {
+    : host_(host), listener_(host) {
     auto words = dsn_words(server_dsn);
     socket_path_ = words["host"] + "/.s.PGSQL." + words["port"];
     words.erase("host");
     words.erase("port");
     for (auto& [key, value] : words)
       rest_ += " " + key + "=" + value;
-    listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(listener_ >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = 0;
-    REQUIRE(::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) == 1);
-    REQUIRE(::bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr)
-            == 0);
-    REQUIRE(::listen(listener_, 64) == 0);
-    socklen_t len = sizeof addr;
-    REQUIRE(::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len)
-            == 0);
-    port_ = ntohs(addr.sin_port);
     REQUIRE(::pipe(wake_) == 0);
     thread_ = std::thread{[this] { run(); }};
   }
@@ -66,7 +53,6 @@ public:
       if (p.server >= 0)
         ::close(p.server);
     }
-    ::close(listener_);
     ::close(wake_[0]);
     ::close(wake_[1]);
   }
@@ -77,8 +63,8 @@ public:
   /// The server's DSN, through this proxy, for database `dbname` (the
   /// server's own when empty).
   std::string dsn(const std::string& dbname = "") const {
-    auto words = dsn_words("host=" + host_ + " port=" + std::to_string(port_)
-                           + rest_);
+    auto words = dsn_words("host=" + host_ + " port="
+                           + std::to_string(listener_.port()) + rest_);
     if (!dbname.empty())
       words["dbname"] = dbname;
     std::string result;
@@ -198,7 +184,8 @@ private:
     char buf[65536];
     while (!stop_) {
       apply_commands();
-      std::vector<pollfd> fds{{wake_[0], POLLIN, 0}, {listener_, POLLIN, 0}};
+      std::vector<pollfd> fds{{wake_[0], POLLIN, 0},
+                              {listener_.fd(), POLLIN, 0}};
       std::vector<std::pair<std::size_t, bool>> owners; // pair, client side
       for (std::size_t i = 0; i < pairs_.size(); ++i) {
         if (pairs_[i].silent)
@@ -215,7 +202,7 @@ private:
         continue; // apply what was asked before carrying anything
       }
       if (fds[1].revents & POLLIN) {
-        int client = ::accept(listener_, nullptr, nullptr);
+        int client = ::accept(listener_.fd(), nullptr, nullptr);
         if (client >= 0) {
           ++accepted_;
           bool silent = silent_new_;
@@ -249,10 +236,9 @@ private:
   }
 
   std::string host_;
-  int port_ = 0;
+  loopback_listener listener_;
   std::string socket_path_;
   std::string rest_;
-  int listener_ = -1;
   int wake_[2] = {-1, -1};
   std::atomic<bool> stop_{false};
   std::atomic<int> accepted_{0};

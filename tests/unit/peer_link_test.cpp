@@ -33,6 +33,8 @@
 #include "cluster/cluster_protocol.hpp"
 #include "cluster/peer_link.hpp"
 
+#include "loopback_listener.hpp"
+
 using namespace videostreams;
 using namespace std::chrono_literals;
 
@@ -133,17 +135,9 @@ link_owner::behavior_type owner_impl(link_owner::pointer,
   };
 }
 
-/// A port on 127.0.0.1 that nothing listens on (bound, then closed).
+/// A port on 127.0.0.1 that nothing listens on (listened on, then closed).
 std::uint16_t closed_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  return testing::loopback_listener{}.port();
 }
 
 /// A TCP relay on 127.0.0.1 in front of `target_port` that accepts
@@ -152,16 +146,6 @@ std::uint16_t closed_port() {
 class held_relay {
 public:
   explicit held_relay(std::uint16_t target_port) : target_port_(target_port) {
-    listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(listener_ >= 0);
-    sockaddr_in addr = loopback(0);
-    REQUIRE(::bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr)
-            == 0);
-    REQUIRE(::listen(listener_, 16) == 0);
-    socklen_t len = sizeof addr;
-    REQUIRE(::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len)
-            == 0);
-    port_ = ntohs(addr.sin_port);
     thread_ = std::thread{[this] { run(); }};
   }
 
@@ -173,14 +157,13 @@ public:
       if (p.server >= 0)
         ::close(p.server);
     }
-    ::close(listener_);
   }
 
   held_relay(const held_relay&) = delete;
   held_relay& operator=(const held_relay&) = delete;
 
   std::uint16_t port() const noexcept {
-    return port_;
+    return listener_.port();
   }
 
   /// Carries what was held and everything after it.
@@ -208,7 +191,7 @@ private:
             ::connect(p.server, reinterpret_cast<sockaddr*>(&addr),
                       sizeof addr);
           }
-      std::vector<pollfd> fds{{listener_, POLLIN, 0}};
+      std::vector<pollfd> fds{{listener_.fd(), POLLIN, 0}};
       std::vector<carried*> owners;
       for (auto& p : pairs_)
         if (p.server >= 0 && !p.closed) {
@@ -234,7 +217,7 @@ private:
         }
       }
       if (fds[0].revents & POLLIN) {
-        int client = ::accept(listener_, nullptr, nullptr);
+        int client = ::accept(listener_.fd(), nullptr, nullptr);
         if (client >= 0)
           pairs_.push_back(carried{client, -1, false});
       }
@@ -248,8 +231,7 @@ private:
   };
 
   std::uint16_t target_port_;
-  std::uint16_t port_ = 0;
-  int listener_ = -1;
+  testing::loopback_listener listener_;
   std::deque<carried> pairs_; // stable addresses while polling
   std::atomic<bool> open_{false};
   std::atomic<bool> stop_{false};
@@ -304,6 +286,16 @@ struct link_fixture {
   std::shared_ptr<reply_slot> call(user_command cmd = {}) {
     auto slot = std::make_shared<reply_slot>();
     caf::anon_send(link.gateway, local_call{std::move(cmd), slot});
+    return slot;
+  }
+
+  /// Links to a peer that never answers and sends it a command; returns
+  /// the command's slot once the peer has it.
+  std::shared_ptr<reply_slot> call_silent_peer() {
+    seen->answer = peer_answer::never;
+    connect(60s);
+    auto slot = call();
+    REQUIRE(seen->wait([&] { return seen->commands.size() == 1; }));
     return slot;
   }
 
@@ -465,10 +457,7 @@ TEST_CASE("closing a link answers every command still waiting with a 503, "
           "and the gateway answers later ones at once",
           "[peer_link]") {
   link_fixture f;
-  f.seen->answer = peer_answer::never;
-  f.connect(60s);
-  auto waiting = f.call();
-  REQUIRE(f.seen->wait([&] { return f.seen->commands.size() == 1; }));
+  auto waiting = f.call_silent_peer();
   caf::anon_send_exit(f.link.actor, caf::exit_reason::user_shutdown);
   REQUIRE(waiting->wait_for(patience));
   CHECK(waiting->value().outcome == stream_outcome::unavailable);
@@ -496,10 +485,7 @@ TEST_CASE("when the peer's endpoint goes down, the commands waiting on it "
           "are answered 503 at once and the node hears the link is down",
           "[peer_link]") {
   link_fixture f;
-  f.seen->answer = peer_answer::never;
-  f.connect(60s);
-  auto waiting = f.call();
-  REQUIRE(f.seen->wait([&] { return f.seen->commands.size() == 1; }));
+  auto waiting = f.call_silent_peer();
   REQUIRE(f.wait_link(true));
   // The peer's actor ends (its node is stopping): the middleman tells the
   // link, which must not leave the command to its minute-long timeout.
