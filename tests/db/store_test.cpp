@@ -155,6 +155,14 @@ struct failing_long_leases {
     REQUIRE(admin.exec("ALTER TABLE stream_journal DROP CONSTRAINT short_ttl"));
   }
 
+  /// A grant whose commits fail until `drop`.
+  static stream_change failing_grant(std::uint64_t user, std::string key,
+                                     std::uint32_t shard) {
+    auto c = grant(user, std::move(key), shard);
+    c.ttl_seconds = 5000;
+    return c;
+  }
+
   pg_connection admin;
 };
 
@@ -445,8 +453,7 @@ TEST_CASE("a batch whose commit keeps failing is retried with a back-off "
   persistence_settings settings;
   settings.retry_after = std::chrono::milliseconds{50};
   running_persistence p{f, settings};
-  auto long_lease = grant(1, "a", 1);
-  long_lease.ttl_seconds = 5000;
+  auto long_lease = failing_long_leases::failing_grant(1, "a", 1);
   p.self->send(p.actor, long_lease);
   CHECK(soon([&] { return p.counters->errors >= 2; }));
   // Tries at 0, 50, 150, 350, 750, 1550 and 3150 ms: at most 7 in 3 s
@@ -466,8 +473,7 @@ TEST_CASE("the retry back-off stops doubling at its cap", "[db]") {
   settings.retry_after = std::chrono::milliseconds{50};
   settings.max_retry_after = std::chrono::milliseconds{200};
   running_persistence p{f, settings};
-  auto long_lease = grant(1, "a", 1);
-  long_lease.ttl_seconds = 5000;
+  auto long_lease = failing_long_leases::failing_grant(1, "a", 1);
   p.self->send(p.actor, long_lease);
   // Capped at 200 ms, the 12th try comes about 2 s after the first.
   // Doubling on without the cap it would come after 50 * (2^11 - 1) ms,
@@ -583,8 +589,7 @@ TEST_CASE("a failed batch is retried under the changes that came after it",
   running_persistence p{f, settings};
   // And the commit holding it waits, so that a newer change gathers.
   shard_lock lock{f.d, 1};
-  auto long_lease = grant(1, "a", 1);
-  long_lease.ttl_seconds = 5000;
+  auto long_lease = failing_long_leases::failing_grant(1, "a", 1);
   p.self->send(p.actor, commit_atom::value, long_lease);
   CHECK(soon([&] { return p.counters->queue_depth == 1; }));
   // The newer close for the same stream must win over the failed grant.
