@@ -106,7 +106,7 @@ int run_db_command(const std::vector<std::string>& args,
   if (!lock_timeout || lock_timeout->count() < 1
       || *lock_timeout > std::chrono::hours{1}) {
     std::fprintf(stderr, "videostreams db: --lock-timeout needs a duration "
-                         "from 1ms to 1h\n%s",
+                         "from 1ms to 60m\n%s",
                  usage);
     return 2;
   }

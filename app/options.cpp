@@ -486,7 +486,7 @@ std::string help_text() {
                   env_name(spec.name).c_str());
     out += line;
   }
-  out += "  --help\n      print this text and exit\n";
+  out += "  -h, --help\n      print this text and exit\n";
   out += "\nDatabase commands (videostreams db --help):\n";
   out += db_usage();
   return out;

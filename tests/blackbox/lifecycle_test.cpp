@@ -171,3 +171,55 @@ TEST_CASE("a request being read when SIGTERM arrives gets its answer",
   INFO("stderr: " << svc.stderr_text());
   CHECK(status.describe() == "exit code 0");
 }
+
+TEST_CASE("from SIGTERM on, /readyz answers 503 stopping while the players' "
+          "port drains",
+          "[blackbox]") {
+  // docs/operations.md, Probes: readiness is 503 "from SIGTERM on", so that
+  // no new player is sent to a node that is going away. A request under
+  // way on the players' port keeps the drain (and the operations port) going.
+  service_process svc{{"--shutdown-timeout=60s", "--read-timeout=120s"}};
+  REQUIRE(svc.ops_port() > 0);
+  auto ops = make_client(svc.ops_port());
+  REQUIRE(get(*ops, "/readyz").status == 200);
+  raw_connection under_way{svc.port()};
+  REQUIRE(under_way.write("GET /api/startstream/31 HTTP/1.1\r\n"));
+  svc.send_signal(SIGTERM);
+  reply seen;
+  CHECK(eventually([&] {
+    seen = get(*ops, "/readyz");
+    return seen.status == 503;
+  }));
+  INFO("last /readyz: " << seen.status << " " << seen.body);
+  CHECK(seen.body.find("stopping") != std::string::npos);
+  CHECK(get(*ops, "/healthz").status == 200); // alive, only not ready
+  // The request under way is still answered; then the process exits 0.
+  REQUIRE(under_way.write("Host: t\r\n\r\n"));
+  CHECK(body_of(under_way.read_response()) == granted_body(1));
+  auto status = svc.stop(std::chrono::seconds{60});
+  INFO("stderr: " << svc.stderr_text());
+  CHECK(status.describe() == "exit code 0");
+}
+
+TEST_CASE("a --shutdown-timeout above the default 10 s lets a request under "
+          "way finish for that long after SIGTERM",
+          "[blackbox]") {
+  // Only a lower bound is checked (a busy machine can make the wait longer,
+  // never shorter): 12 s after SIGTERM, with --shutdown-timeout=60s, the
+  // request that was being sent is still taken and answered.
+  service_process svc{{"--shutdown-timeout=60s", "--read-timeout=120s"}};
+  raw_connection under_way{svc.port()};
+  REQUIRE(under_way.write("GET /api/startstream/32 HTTP/1.1\r\n"));
+  svc.send_signal(SIGTERM);
+  REQUIRE(eventually([&] {
+    return svc.stderr_text().find("SIGTERM received") != std::string::npos;
+  }));
+  std::this_thread::sleep_for(std::chrono::seconds{12});
+  REQUIRE(under_way.write("Host: t\r\n\r\n"));
+  auto answer = under_way.read_response();
+  INFO("answer: " << answer);
+  CHECK(body_of(answer) == granted_body(1));
+  auto status = svc.stop(std::chrono::seconds{60});
+  INFO("stderr: " << svc.stderr_text());
+  CHECK(status.describe() == "exit code 0");
+}

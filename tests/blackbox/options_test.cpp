@@ -165,3 +165,75 @@ TEST_CASE("the port on the command line overrides VIDEOSTREAMS_PORT", "[blackbox
   auto cli = make_client(svc.port());
   CHECK(get(*cli, "/healthz").status == 200);
 }
+
+namespace {
+
+/// A database libpq fails to reach at once: its socket directory does not
+/// exist. A db command that gets as far as connecting exits 1.
+const std::string unreachable_database
+  = "--database-url=host=/nonexistent-dir port=5432 user=x";
+
+} // namespace
+
+TEST_CASE("videostreams db: --lock-timeout takes 1ms to 60m, one more is "
+          "bad usage",
+          "[blackbox]") {
+  // A duration takes ms, s or m, so the bound is written as one would type
+  // it (it said "1h" once, which was refused).
+  for (std::string ok : {"1ms", "1", "60m", "3600s", "3600000ms"}) {
+    auto r = run_binary({"db", "status", "--lock-timeout=" + ok,
+                         unreachable_database});
+    INFO(ok << ": " << r.err);
+    CHECK(r.status.describe() == "exit code 1"); // it tried to connect
+    CHECK(r.err.find("database unreachable") != std::string::npos);
+    CHECK(r.err.find("--lock-timeout needs") == std::string::npos);
+  }
+  for (std::string bad : {"0ms", "0", "3600001ms", "61m", "2h"}) {
+    auto r = run_binary({"db", "status", "--lock-timeout=" + bad,
+                         unreachable_database});
+    INFO(bad << ": " << r.err);
+    CHECK(r.status.describe() == "exit code 2");
+    CHECK(r.err.find("--lock-timeout needs a duration from 1ms to 60m")
+          != std::string::npos);
+    CHECK(r.err.find("database unreachable") == std::string::npos);
+  }
+}
+
+TEST_CASE("videostreams db: --shards is bad usage for any command but "
+          "reshard",
+          "[blackbox]") {
+  for (std::string verb : {"migrate", "rollback", "seed", "status"}) {
+    auto r = run_binary({"db", verb, "--shards=4", unreachable_database});
+    INFO(verb << ": " << r.err);
+    CHECK(r.status.describe() == "exit code 2");
+    CHECK(r.err.find("--shards is for reshard only") != std::string::npos);
+    CHECK(r.err.find("database unreachable") == std::string::npos);
+  }
+  // reshard itself takes it, and goes on to connect.
+  auto r = run_binary({"db", "reshard", "--shards=4", unreachable_database});
+  INFO(r.err);
+  CHECK(r.status.describe() == "exit code 1");
+}
+
+TEST_CASE("videostreams db --help and -h print the usage on stdout and exit 0",
+          "[blackbox]") {
+  for (std::string flag : {"--help", "-h"}) {
+    auto r = run_binary({"db", flag});
+    INFO(flag << ": " << r.err);
+    CHECK(r.status.describe() == "exit code 0");
+    CHECK(r.out.find("usage: videostreams db migrate|rollback|seed|status")
+          != std::string::npos);
+    CHECK(r.out.find("--lock-timeout") != std::string::npos);
+    CHECK(r.err.empty());
+  }
+}
+
+TEST_CASE("the short flag -h prints the help text and exits 0, as "
+          "--help does",
+          "[blackbox]") {
+  auto r = run_binary({"-h"});
+  INFO("stderr: " << r.err);
+  CHECK(r.status.describe() == "exit code 0");
+  CHECK(r.out.find("Usage: videostreams") != std::string::npos);
+  CHECK(r.err.find("listening") == std::string::npos);
+}

@@ -159,3 +159,151 @@ TEST_CASE("the exposition check itself finds what it must", "[unit]") {
                          "h_sum 0\nh_count 0\n")
           .ok());
 }
+
+TEST_CASE("a request latency on a bucket's bound counts in that bucket, and "
+          "_count and _sum hold every request",
+          "[unit]") {
+  using namespace std::chrono_literals;
+  http_metrics metrics;
+  stream_counters counters;
+  // Exactly 1 ms: in le="0.001" (Prometheus buckets are "less or equal").
+  metrics.record(route::startstream, 200, 1ms);
+  // Exactly 2.5 s, the largest bound, and 3 s, above every bound.
+  metrics.record(route::startstream, 200, 2500ms);
+  metrics.record(route::startstream, 503, 3s);
+  auto r = check_exposition(metrics.render(counters));
+  INFO(r.problems_text());
+  CHECK(r.ok());
+  auto bucket = [&r](const char* le) {
+    return r.value(std::string{"videostreams_http_request_duration_seconds_"
+                               "bucket{route=\"/api/startstream/:user_id\","
+                               "le=\""}
+                   + le + "\"}");
+  };
+  CHECK(bucket("0.0005") == 0);
+  CHECK(bucket("0.001") == 1);
+  CHECK(bucket("1") == 1);
+  CHECK(bucket("2.5") == 2);
+  CHECK(bucket("+Inf") == 3);
+  CHECK(r.value(R"(videostreams_http_request_duration_seconds_count{route="/api/startstream/:user_id"})")
+        == 3);
+  CHECK(r.value(R"(videostreams_http_request_duration_seconds_sum{route="/api/startstream/:user_id"})")
+        == Approx(5.501));
+  CHECK(r.value(R"(videostreams_http_requests_total{route="/api/startstream/:user_id",code="200"})")
+        == 2);
+  CHECK(r.value(R"(videostreams_http_requests_total{route="/api/startstream/:user_id",code="503"})")
+        == 1);
+  // Other routes stay empty.
+  CHECK(r.value(R"(videostreams_http_request_duration_seconds_count{route="/api/endstream/:user_id"})")
+        == 0);
+  // The persistence histograms count what lies above their last bound too.
+  persistence_counters persistence;
+  persistence.commit_duration[0].store(1);
+  persistence.commit_duration[persistence_counters::commit_buckets.size()]
+    .store(2); // above 10 s
+  persistence.commit_ns.store(25'000'000'000);
+  auto p = check_exposition(metrics.render(counters, &persistence));
+  CHECK(p.value(R"(videostreams_persistence_commit_duration_seconds_bucket{le="10"})")
+        == 1);
+  CHECK(p.value(R"(videostreams_persistence_commit_duration_seconds_bucket{le="+Inf"})")
+        == 3);
+  CHECK(p.value("videostreams_persistence_commit_duration_seconds_count")
+        == 3);
+  CHECK(p.value("videostreams_persistence_commit_duration_seconds_sum")
+        == Approx(25));
+}
+
+TEST_CASE("videostreams_database_up follows whether the database answers",
+          "[unit]") {
+  http_metrics metrics;
+  stream_counters counters;
+  persistence_counters persistence;
+  persistence.reachable.store(true);
+  CHECK(check_exposition(metrics.render(counters, &persistence))
+          .value("videostreams_database_up")
+        == 1);
+  persistence.reachable.store(false);
+  CHECK(check_exposition(metrics.render(counters, &persistence))
+          .value("videostreams_database_up")
+        == 0);
+  persistence.reachable.store(true);
+  CHECK(check_exposition(metrics.render(counters, &persistence))
+          .value("videostreams_database_up")
+        == 1);
+}
+
+TEST_CASE("each counter and gauge shows under its own family", "[unit]") {
+  http_metrics metrics;
+  stream_counters counters;
+  counters.open_streams.store(101);
+  counters.live_user_actors.store(102);
+  counters.passive_records.store(103);
+  counters.grants.store(104);
+  counters.failed_grants.store(105);
+  counters.denials.store(106);
+  counters.expirations.store(107);
+  counters.passivations.store(108);
+  counters.activations.store(109);
+  counters.lease_refusals.store(110);
+  counters.late_commands.store(111);
+  cluster_counters cluster;
+  cluster.members.store(201);
+  cluster.shards_owned.store(202);
+  cluster.takeovers.store(203);
+  cluster.handoffs.store(204);
+  cluster.shards_lost.store(205);
+  cluster.renewal_failures.store(206);
+  cluster.held.store(207);
+  cluster.held_timeouts.store(208);
+  auto& api = metrics.listener(listener_kind::api);
+  api.open_connections.store(301);
+  api.accepted.store(302);
+  api.shed.store(303);
+  api.evicted.store(304);
+  api.timed_out.store(305);
+  api.refused.store(306);
+  api.workers.store(307);
+  api.busy_workers.store(308);
+  auto& ops = metrics.listener(listener_kind::ops);
+  ops.workers.store(401);
+  ops.busy_workers.store(402);
+  auto r = check_exposition(metrics.render(counters, nullptr, &cluster));
+  INFO(r.problems_text());
+  CHECK(r.ok());
+  const std::vector<std::pair<std::string, double>> expected{
+    {"videostreams_open_streams", 101},
+    {"videostreams_live_user_actors", 102},
+    {"videostreams_passive_user_records", 103},
+    {"videostreams_stream_grants_total", 104},
+    {"videostreams_stream_grant_failures_total", 105},
+    {"videostreams_stream_denials_total", 106},
+    {"videostreams_stream_expirations_total", 107},
+    {"videostreams_user_passivations_total", 108},
+    {"videostreams_user_activations_total", 109},
+    {"videostreams_stream_lease_refusals_total", 110},
+    {"videostreams_stream_late_commands_total", 111},
+    {"videostreams_cluster_members", 201},
+    {"videostreams_cluster_shards_owned", 202},
+    {"videostreams_cluster_takeovers_total", 203},
+    {"videostreams_cluster_handoffs_total", 204},
+    {"videostreams_cluster_shards_lost_total", 205},
+    {"videostreams_cluster_lease_renewal_failures_total", 206},
+    {"videostreams_cluster_held_requests_total", 207},
+    {"videostreams_cluster_held_timeouts_total", 208},
+    {R"(videostreams_http_open_connections{listener="api"})", 301},
+    {R"(videostreams_http_connections_accepted_total{listener="api"})", 302},
+    {R"(videostreams_http_connections_shed_total{listener="api"})", 303},
+    {R"(videostreams_http_connections_evicted_total{listener="api"})", 304},
+    {R"(videostreams_http_connections_timed_out_total{listener="api"})", 305},
+    {R"(videostreams_http_requests_refused_total{listener="api"})", 306},
+    {R"(videostreams_http_workers{listener="api"})", 307},
+    {R"(videostreams_http_busy_workers{listener="api"})", 308},
+    {R"(videostreams_http_workers{listener="ops"})", 401},
+    {R"(videostreams_http_busy_workers{listener="ops"})", 402},
+    {R"(videostreams_http_open_connections{listener="ops"})", 0},
+  };
+  for (auto& [series, value] : expected) {
+    INFO(series);
+    CHECK(r.value(series) == value);
+  }
+}

@@ -294,3 +294,108 @@ TEST_CASE("a member's figures are read from any Prometheus exposition",
   CHECK_FALSE(read_member_figures("up 1\nother_metric 2\n"));
   CHECK_FALSE(read_member_figures(""));
 }
+
+TEST_CASE("a member's user requests count every user route of both APIs, "
+          "its server errors only the 5xx codes",
+          "[unit]") {
+  auto f = read_member_figures(
+    "videostreams_open_streams 0\n"
+    "videostreams_http_requests_total{route=\"/api/startstream/:user_id\","
+    "code=\"200\"} 1\n"
+    "videostreams_http_requests_total{route=\"/api/endstream/:user_id\","
+    "code=\"200\"} 2\n"
+    "videostreams_http_requests_total{route=\"/api/v2/users/:user_id/"
+    "streams\",code=\"201\"} 4\n"
+    "videostreams_http_requests_total{route=\"/api/v2/users/:user_id/"
+    "streams/:session_id\",code=\"204\"} 8\n"
+    "videostreams_http_requests_total{route=\"/api/v2/users/:user_id/"
+    "limit\",code=\"401\"} 16\n"
+    "videostreams_http_requests_total{route=\"/api/v2/users/:user_id/"
+    "streams/:session_id\",code=\"404\"} 32\n"
+    "videostreams_http_requests_total{route=\"/metrics\",code=\"503\"} 64\n");
+  REQUIRE(f);
+  CHECK(f->requests == 127);
+  CHECK(f->user_requests == 1 + 2 + 4 + 8 + 32);
+  CHECK(f->server_errors == 64);
+}
+
+namespace {
+
+/// A member that gives no HTTP address: listed without a scrape.
+member_view addressless(const std::string& id) {
+  member_view m;
+  m.node_id = id;
+  m.status = "up";
+  return m;
+}
+
+std::string own_exposition(int open) {
+  return "videostreams_open_streams " + std::to_string(open) + "\n";
+}
+
+} // namespace
+
+TEST_CASE("the members' figures: at most max_members are asked, the rest "
+          "listed as not asked",
+          "[unit]") {
+  member_metrics_settings settings;
+  settings.max_members = 2;
+  member_metrics_collector collector{settings, [] { return own_exposition(3); }};
+  cluster_view view;
+  view.node_id = "n1";
+  view.members = {addressless("n1"), addressless("n2"), addressless("n3"),
+                  addressless("n4")};
+  auto body = json::parse(collector.collect(view)).as_object();
+  auto& members = body.at("members").as_array();
+  REQUIRE(members.size() == 4);
+  CHECK(members[0].at("nodeId") == "n1");
+  CHECK(members[0].at("openStreams") == 3);
+  CHECK(members[1].at("nodeId") == "n2");
+  CHECK(members[1].at("error") == "no HTTP address known");
+  CHECK(members[2].at("nodeId") == "n3");
+  CHECK(members[2].at("error") == "no HTTP address known");
+  CHECK(members[3].at("nodeId") == "n4");
+  CHECK(members[3].at("reachable") == false);
+  CHECK(members[3].at("error") == "not asked: more members than 2");
+}
+
+TEST_CASE("the members' figures: a recent collection is answered again, an "
+          "older one is not",
+          "[unit]") {
+  int open = 0;
+  cluster_view view;
+  view.node_id = "n1";
+  view.members = {addressless("n1")};
+  member_metrics_settings reuse;
+  reuse.reuse_for = std::chrono::hours{1};
+  member_metrics_collector kept{reuse, [&open] { return own_exposition(++open); }};
+  auto first = kept.collect(view);
+  CHECK(kept.collect(view) == first);
+  CHECK(open == 1);
+  member_metrics_settings fresh;
+  fresh.reuse_for = std::chrono::milliseconds{0};
+  member_metrics_collector asked{fresh,
+                                 [&open] { return own_exposition(++open); }};
+  auto a = json::parse(asked.collect(view)).as_object();
+  auto b = json::parse(asked.collect(view)).as_object();
+  CHECK(a.at("members").as_array()[0].at("openStreams") == 2);
+  CHECK(b.at("members").as_array()[0].at("openStreams") == 3);
+}
+
+TEST_CASE("the members' figures list this node first when the view does not "
+          "(it is leaving, or has not joined)",
+          "[unit]") {
+  member_metrics_collector collector{member_metrics_settings{},
+                                     [] { return own_exposition(5); }};
+  cluster_view view;
+  view.node_id = "n1";
+  view.members = {addressless("n2")};
+  auto body = json::parse(collector.collect(view)).as_object();
+  auto& members = body.at("members").as_array();
+  REQUIRE(members.size() == 2);
+  CHECK(members[0].at("nodeId") == "n1");
+  CHECK(members[0].at("reachable") == true);
+  CHECK(members[0].at("openStreams") == 5);
+  CHECK(members[1].at("nodeId") == "n2");
+  CHECK(members[1].at("reachable") == false);
+}

@@ -312,3 +312,106 @@ TEST_CASE("the node id in force is --node-id, else the host name", "[unit]") {
   opts.node_id.clear();
   CHECK_FALSE(effective_node_id(opts).empty());
 }
+
+TEST_CASE("every bounded option takes its documented bounds and refuses one "
+          "step past them",
+          "[unit]") {
+  struct bounds {
+    const char* name;
+    const char* lowest;      // accepted
+    const char* below;       // refused, or nullptr when nothing is below
+    const char* highest;     // accepted
+    const char* above;       // refused
+  };
+  const std::vector<bounds> table{
+    {"port", "0", "-1", "65535", "65536"},
+    {"max-streams", "0", "-1", "1000", "1001"},
+    {"shards", "1", "0", "65536", "65537"},
+    {"passivate-after", "10ms", "9ms", "1440m", "86400001ms"},
+    {"request-timeout", "1ms", "0ms", "1m", "60001ms"},
+    {"ops-port", "-1", "-2", "65535", "65536"},
+    {"http-threads", "1", "0", "4096", "4097"},
+    {"http-max-threads", "1", "0", "16384", "16385"},
+    {"max-connections", "1", "0", "1000000", "1000001"},
+    {"actor-threads", "1", "0", "256", "257"},
+    {"keep-alive-timeout", "1", "0", "3600", "3601"},
+    {"keep-alive-max-requests", "1", "0", "1000000000", "1000000001"},
+    {"read-timeout", "1s", "999ms", "5m", "300001ms"},
+    {"write-timeout", "100ms", "99ms", "5m", "300001ms"},
+    {"shutdown-timeout", "0", nullptr, "5m", "300001ms"},
+    {"flush-interval", "0", nullptr, "10s", "10001ms"},
+    {"write-backlog", "1000", "999", "100000000", "100000001"},
+    {"fold-min-changes", "1", "0", "1000000000", "1000000001"},
+    {"cluster-port", "0", "-1", "65535", "65536"},
+    {"lease-ttl", "2s", "1999ms", "1m", "60001ms"},
+  };
+  for (auto& b : table) {
+    auto flag = std::string{"--"} + b.name + "=";
+    INFO(flag);
+    for (auto ok : {b.lowest, b.highest}) {
+      INFO(ok);
+      parse_ok({flag + ok});
+    }
+    for (auto bad : {b.below, b.above}) {
+      if (bad == nullptr)
+        continue;
+      INFO(bad);
+      CHECK_THAT(parse_error({flag + bad}),
+                 Catch::Contains(std::string{"--"} + b.name + "="));
+    }
+  }
+  // The messages give the range, durations in the unit they are written in.
+  CHECK_THAT(parse_error({"--read-timeout=999ms"}),
+             Catch::Contains("from 1s to 5m"));
+  CHECK_THAT(parse_error({"--flush-interval=11s"}),
+             Catch::Contains("from 0s to 10s"));
+  CHECK_THAT(parse_error({"--write-backlog=999"}),
+             Catch::Contains("from 1000 to 100000000"));
+  // A duration of 0 reads "0s", never "0m".
+  CHECK(parse_ok({"--shutdown-timeout=0"}).changed
+        == std::vector<std::string>{"--shutdown-timeout=0s"});
+}
+
+TEST_CASE("the lease TTLs may meet: --min-ttl, --default-ttl and --max-ttl "
+          "may be equal",
+          "[unit]") {
+  // The default (60) equal to the smallest, then to the largest allowed.
+  CHECK(parse_ok({"--min-ttl=60"}).values.min_ttl_seconds == 60);
+  CHECK(parse_ok({"--max-ttl=60"}).values.max_ttl_seconds == 60);
+  auto p = parse_ok({"--min-ttl=30", "--max-ttl=30", "--default-ttl=30"});
+  CHECK(p.values.min_ttl_seconds == 30);
+  CHECK(p.values.default_ttl_seconds == 30);
+  CHECK(p.values.max_ttl_seconds == 30);
+  // One past either end is refused.
+  CHECK_THAT(parse_error({"--min-ttl=61"}), Catch::Contains("--default-ttl"));
+  CHECK_THAT(parse_error({"--max-ttl=59"}), Catch::Contains("--default-ttl"));
+  CHECK_THAT(parse_error({"--min-ttl=31", "--max-ttl=30",
+                          "--default-ttl=30"}),
+             Catch::Contains("--min-ttl=31 is above --max-ttl=30"));
+}
+
+TEST_CASE("the short flag -h asks for the help text as --help does",
+          "[unit]") {
+  CHECK(parse_ok({"-h"}).help);
+  CHECK(parse_ok({"--port=0", "-h"}).help);
+  CHECK_THAT(parse_error({"-x"}), Catch::Contains("-x"));
+}
+
+TEST_CASE("the admin token takes every character the help text names, and "
+          "no other",
+          "[unit]") {
+  const std::string all = "ABCXYZabcxyz0189._~+/=-";
+  CHECK(valid_admin_token(all));
+  for (char c : all) {
+    INFO(c);
+    CHECK(valid_admin_token(std::string{"t"} + c));
+  }
+  fake_env env{{{"VIDEOSTREAMS_ADMIN_TOKEN", "a~b"}}};
+  CHECK(parse_ok({}, env).values.admin_token == "a~b");
+  for (auto bad : {" ", "%", ":", "\"", ",", ";", "\\", "@", "!", "\x7f"}) {
+    INFO(bad);
+    CHECK_FALSE(valid_admin_token(std::string{"t"} + bad));
+    CHECK_THAT(parse_error({std::string{"--admin-token=t"} + bad}),
+               Catch::Contains("--admin-token"));
+  }
+}
