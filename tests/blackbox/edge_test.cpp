@@ -554,3 +554,284 @@ TEST_CASE("SIGTERM drains both ports by one deadline: a slow client of the "
        << " ms");
   CHECK(took < 13s);
 }
+
+namespace {
+
+/// A figure of the players' listener (`videostreams_http_<name>`), read on
+/// the operations port (so that reading it opens no connection it counts);
+/// -1 when the scrape failed.
+double api_figure(const service_process& svc, const std::string& name) {
+  auto text = raw_exchange(svc.ops_port(), "GET /metrics HTTP/1.1\r\n"
+                                           "Host: t\r\n\r\n");
+  return metric_value(body_of(text),
+                      "videostreams_http_" + name + "{listener=\"api\"}")
+    .value_or(-1);
+}
+
+} // namespace
+
+TEST_CASE("an idle keep-alive connection is closed after "
+          "--keep-alive-timeout, and not before",
+          "[blackbox][edge]") {
+  // The read timeout is shorter: an idle connection is not timed by it.
+  service_process svc{{"--keep-alive-timeout=3", "--read-timeout=1s",
+                       patient}};
+  raw_connection conn{svc.port()};
+  REQUIRE(conn.connected());
+  // Its last activity is after this, so it closes 3 s after this at the
+  // earliest.
+  auto sent = std::chrono::steady_clock::now();
+  REQUIRE(conn.write("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"));
+  REQUIRE(status_of(conn.read_response()) == 200);
+  CHECK(conn.closed_by_peer(30s));
+  auto idle = std::chrono::steady_clock::now() - sent;
+  INFO("closed after "
+       << std::chrono::duration_cast<std::chrono::milliseconds>(idle).count()
+       << " ms");
+  CHECK(idle >= 3s);
+}
+
+TEST_CASE("the option --keep-alive-max-requests: the last answer a "
+          "connection may carry says Connection: close, and what follows it "
+          "never runs",
+          "[blackbox][edge]") {
+  service_process svc{{"--keep-alive-max-requests=2", patient}};
+  raw_connection conn{svc.port()};
+  const std::string start = "GET /api/startstream/31 HTTP/1.1\r\nHost: t"
+                            "\r\n\r\n";
+  REQUIRE(conn.write(start + start + start));
+  auto first = conn.read_response();
+  CHECK(body_of(first) == granted_body(1));
+  CHECK_FALSE(has_header(first, "Connection: close"));
+  auto second = conn.read_response();
+  CHECK(body_of(second) == granted_body(2));
+  CHECK(has_header(second, "Connection: close"));
+  CHECK(conn.closed_by_peer());
+  CHECK(streams_of(svc.port(), 31) == 2);
+}
+
+TEST_CASE("a client that takes no answer within --write-timeout is cut, "
+          "and not before",
+          "[blackbox][edge]") {
+  service_process svc{{"--write-timeout=1s", patient}};
+  REQUIRE(eventually([&] { return api_figure(svc, "open_connections") == 0; }));
+  // About 75 MB of answers for 64 KB of requests: they fill the socket.
+  const std::string ask = "GET /api/openapi.json HTTP/1.1\r\nHost: t\r\n\r\n";
+  std::string pipelined;
+  for (int i = 0; i < 1500; ++i)
+    pipelined += ask;
+  raw_connection reads_none{svc.port()};
+  auto sent = std::chrono::steady_clock::now();
+  REQUIRE(reads_none.write(pipelined));
+  // Cut, it is closed (as the client still reads nothing).
+  CHECK(eventually([&] { return api_figure(svc, "open_connections") == 0; }));
+  auto waited = std::chrono::steady_clock::now() - sent;
+  INFO("closed after "
+       << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()
+       << " ms");
+  CHECK(waited >= 1s);
+  // What reached its socket before the cut is all it gets.
+  int answers = 0;
+  while (answers < 1500 && status_of(reads_none.read_response()) == 200)
+    ++answers;
+  CHECK(answers < 1500);
+}
+
+TEST_CASE("Expect: 100-continue gets one 100 Continue per request, however "
+          "its body arrives, on each request of a connection",
+          "[blackbox][edge]") {
+  service_process svc;
+  raw_connection conn{svc.port()};
+  for (std::string session : {"a", "b"}) {
+    INFO("session " << session);
+    std::string body = R"({"sessionId":")" + session + R"("})";
+    REQUIRE(conn.write("POST /api/v2/users/33/streams HTTP/1.1\r\nHost: t\r\n"
+                       "Expect: 100-continue\r\nContent-Length: "
+                       + std::to_string(body.size()) + "\r\n\r\n"));
+    auto interim = conn.read_response();
+    REQUIRE(status_of(interim) == 100);
+    // The body in two segments: the first leaves the request incomplete.
+    REQUIRE(conn.write(body.substr(0, 5)));
+    std::this_thread::sleep_for(200ms);
+    REQUIRE(conn.write(body.substr(5)));
+    auto response = conn.read_response();
+    INFO(response);
+    CHECK(status_of(response) == 201);
+  }
+  CHECK(streams_of(svc.port(), 33) == 2);
+}
+
+TEST_CASE("a client that shuts its side after its requests gets every "
+          "answer, then the connection closes",
+          "[blackbox][edge]") {
+  service_process svc;
+  {
+    raw_connection conn{svc.port()};
+    REQUIRE(conn.write("GET /api/startstream/34 HTTP/1.1\r\nHost: t\r\n\r\n"
+                       "GET /api/startstream/34 HTTP/1.1\r\nHost: t\r\n\r\n"));
+    REQUIRE(conn.shut_write());
+    CHECK(body_of(conn.read_response()) == granted_body(1));
+    CHECK(body_of(conn.read_response()) == granted_body(2));
+    CHECK(conn.closed_by_peer());
+  }
+  {
+    // A request it left incomplete can never complete: closed unanswered.
+    raw_connection conn{svc.port()};
+    REQUIRE(conn.write("GET /api/startstream/34 HTTP/1.1\r\nHo"));
+    REQUIRE(conn.shut_write());
+    CHECK(conn.closed_by_peer());
+  }
+  CHECK(streams_of(svc.port(), 34) == 2);
+}
+
+TEST_CASE("an unknown method on the operations port is a 404 for a path it "
+          "does not serve, a 405 with Allow for one it does",
+          "[blackbox][edge]") {
+  service_process svc;
+  REQUIRE(svc.ops_port() > 0);
+  auto players = raw_exchange(svc.ops_port(), "FOO /api/startstream/35 "
+                                              "HTTP/1.1\r\nHost: t\r\n\r\n");
+  INFO(players);
+  CHECK(status_of(players) == 404);
+  CHECK(body_of(players).find("operations port") != std::string::npos);
+  CHECK(has_header(players, "Connection: close"));
+  auto probe = raw_exchange(svc.ops_port(),
+                            "FOO /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+  INFO(probe);
+  CHECK(status_of(probe) == 405);
+  CHECK(has_header(probe, "Allow: GET, HEAD, OPTIONS"));
+}
+
+TEST_CASE("an Authorization value that decodes to DEL (%7F) is a 400 like "
+          "any control character",
+          "[blackbox][edge]") {
+  service_process svc{{"--admin-token=secret"}};
+  auto response = raw_exchange(
+    svc.port(), "PUT /api/v2/users/36/limit HTTP/1.1\r\nHost: t\r\n"
+                "Authorization: Bearer secret%7F\r\n"
+                "Content-Length: 16\r\n\r\n{\"maxStreams\":1}");
+  INFO(response);
+  CHECK(status_of(response) == 400);
+  CHECK(body_of(response).find("Authorization") != std::string::npos);
+  auto cli = make_client(svc.port());
+  CHECK(get(*cli, "/api/v2/users/36/streams").body.find("\"maxStreams\":3")
+        != std::string::npos);
+}
+
+TEST_CASE("at --max-connections a request still arriving makes room before "
+          "answers waiting for their client",
+          "[blackbox][edge]") {
+  service_process svc{{"--max-connections=2", "--write-timeout=120s",
+                       "--read-timeout=120s", patient}};
+  REQUIRE(eventually([&] { return api_figure(svc, "open_connections") == 0; }));
+  // Answers wait for a client that reads none.
+  const std::string ask = "GET /api/openapi.json HTTP/1.1\r\nHost: t\r\n\r\n";
+  std::string pipelined;
+  for (int i = 0; i < 1500; ++i)
+    pipelined += ask;
+  raw_connection reads_none{svc.port()};
+  REQUIRE(reads_none.write(pipelined));
+  // A request still arriving, begun after those answers began to wait.
+  raw_connection arriving{svc.port()};
+  REQUIRE(arriving.write("GET /healthz HTTP/1.1\r\n"));
+  REQUIRE(eventually([&] { return api_figure(svc, "open_connections") == 2; }));
+  // (Time for a worker to read what each has sent, so that neither looks
+  // idle.)
+  std::this_thread::sleep_for(300ms);
+  raw_connection fresh{svc.port()};
+  REQUIRE(fresh.write("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"));
+  CHECK(status_of(fresh.read_response()) == 200);
+  CHECK(arriving.closed_by_peer());
+  CHECK(api_figure(svc, "connections_evicted_total") == 1);
+  // The answers that waited are still there.
+  auto first = reads_none.read_response();
+  CHECK(status_of(first) == 200);
+}
+
+TEST_CASE("the read timeout of a pipelined request counts from its own "
+          "first byte, not from the request before it",
+          "[blackbox][edge]") {
+  // 6 s: each part arrives 4 s after the one before, so the second request
+  // is whole 4 s after its first byte (2 s to spare) and 8 s after the
+  // first request's.
+  service_process svc{{"--read-timeout=6s", patient}};
+  raw_connection conn{svc.port()};
+  REQUIRE(conn.write("GET /api/startstream/37 HTTP/1.1\r\n"));
+  std::this_thread::sleep_for(4s);
+  REQUIRE(conn.write("Host: t\r\n\r\nGET /api/startstream/37 HTTP/1.1\r\n"));
+  CHECK(body_of(conn.read_response()) == granted_body(1));
+  std::this_thread::sleep_for(4s);
+  REQUIRE(conn.write("Host: t\r\n\r\n"));
+  auto second = conn.read_response();
+  INFO(second);
+  CHECK(body_of(second) == granted_body(2));
+}
+
+TEST_CASE("after 30 idle seconds the worker pool is back at --http-threads, "
+          "never below, and still answers",
+          "[blackbox][edge]") {
+  // One worker kept: a pool that shrank below it would have none left to
+  // answer (nor to notice it is starved).
+  service_process svc{{"--http-threads=1", patient}};
+  REQUIRE(api_figure(svc, "workers") == 1);
+  // Idle for longer than a worker above the kept count waits for work.
+  std::this_thread::sleep_for(33s);
+  CHECK(api_figure(svc, "workers") == 1);
+  auto response = raw_exchange(svc.port(), "GET /api/startstream/38 "
+                                           "HTTP/1.1\r\nHost: t\r\n\r\n");
+  CHECK(body_of(response) == granted_body(1));
+}
+
+TEST_CASE("answers still on their way when a request is refused all arrive, "
+          "the refusal last, though the client sends on",
+          "[blackbox][edge]") {
+  // Closed at once with bytes of the client unread, the connection would
+  // be reset, and the answers still in its socket lost: it lingers instead.
+  service_process svc{{"--write-timeout=60s", patient}};
+  // About 15 MB of answers (more than the sockets hold), then a request
+  // with a body on a GET.
+  const std::string ask = "GET /api/openapi.json HTTP/1.1\r\nHost: t\r\n\r\n";
+  std::string pipelined;
+  for (int i = 0; i < 300; ++i)
+    pipelined += ask;
+  pipelined += "GET /api HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n"
+               "hello";
+  raw_connection conn{svc.port()};
+  REQUIRE(conn.write(pipelined));
+  // While its answers wait for it, it sends more (which the service reads
+  // once they are taken, and drops).
+  std::this_thread::sleep_for(200ms);
+  REQUIRE(conn.write(std::string(1000, 'x')));
+  std::this_thread::sleep_for(200ms);
+  // It reads them slowly, so that the last ones still wait in the
+  // service's socket when the refusal has been written.
+  int answers = 0;
+  while (answers < 300 && status_of(conn.read_response()) == 200) {
+    ++answers;
+    std::this_thread::sleep_for(5ms);
+  }
+  CHECK(answers == 300);
+  auto refusal = conn.read_response();
+  INFO(refusal);
+  CHECK(status_of(refusal) == 400);
+  CHECK(has_header(refusal, "Connection: close"));
+  CHECK(conn.closed_by_peer());
+}
+
+TEST_CASE("a refused request's connection lingers a short while, then is "
+          "closed though its client keeps it open",
+          "[blackbox][edge]") {
+  service_process svc{{patient}};
+  REQUIRE(eventually([&] { return api_figure(svc, "open_connections") == 0; }));
+  raw_connection conn{svc.port()};
+  REQUIRE(conn.write("GET /api HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                     "\r\nhello"));
+  auto refusal = conn.read_response();
+  INFO(refusal);
+  CHECK(status_of(refusal) == 400);
+  // Half-closed: the service sends nothing more, but still reads.
+  CHECK(conn.closed_by_peer());
+  // It holds the connection for 2 s at most (a client that never closes
+  // must not keep it forever).
+  CHECK(eventually([&] { return api_figure(svc, "open_connections") == 0; }));
+}

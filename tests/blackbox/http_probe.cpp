@@ -158,6 +158,10 @@ std::string raw_connection::read_response(bool to_head) {
   return response;
 }
 
+bool raw_connection::shut_write() {
+  return ::shutdown(fd_, SHUT_WR) == 0;
+}
+
 bool raw_connection::closed_by_peer(std::chrono::milliseconds limit) {
   if (!buffered_.empty())
     return false;

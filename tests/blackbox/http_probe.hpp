@@ -90,6 +90,10 @@ public:
   /// out before a whole response arrived.
   std::string read_response(bool to_head = false);
 
+  /// Shuts the writing side (the service reads an end of stream); false
+  /// on failure.
+  bool shut_write();
+
   /// True once the service has closed the connection (end of stream or a
   /// reset) with nothing more to read; false if more bytes arrive or it is
   /// still open after `limit`.

@@ -88,6 +88,13 @@ TEST_CASE("string fields are checked for type", "[unit]") {
   auto bad = optional_string(object_of(R"({"sessionId":7})"), "sessionId");
   REQUIRE(std::holds_alternative<field_error>(bad));
   CHECK(std::get<field_error>(bad).field == "sessionId");
+  // null is as if the field were absent, as for integer fields.
+  auto null = optional_string(object_of(R"({"sessionId":null})"), "sessionId");
+  REQUIRE(std::holds_alternative<opt>(null));
+  CHECK(std::get<opt>(null) == std::nullopt);
+  auto absent = optional_string(object_of(R"({})"), "sessionId");
+  REQUIRE(std::holds_alternative<opt>(absent));
+  CHECK(std::get<opt>(absent) == std::nullopt);
 }
 
 TEST_CASE("integral doubles at the edge of int64 are read exactly or refused",
