@@ -121,7 +121,8 @@ void render_listeners(std::string& out,
        return static_cast<std::int64_t>(f.evicted.load(relaxed));
      }},
     {"videostreams_http_connections_timed_out_total", "counter",
-     "Connections cut because a request did not arrive whole in time.",
+     "Connections cut because a request did not arrive whole within "
+     "--read-timeout, or their client took no answer within --write-timeout.",
      [](const listener_figures& f) {
        return static_cast<std::int64_t>(f.timed_out.load(relaxed));
      }},
