@@ -20,6 +20,16 @@ using namespace std::chrono_literals;
 
 namespace {
 
+/// `n` pipelined requests for the ~50 KB OpenAPI description: 43 bytes
+/// each, so few bytes of requests ask for many of answers.
+std::string openapi_asks(int n) {
+  const std::string ask = "GET /api/openapi.json HTTP/1.1\r\nHost: t\r\n\r\n";
+  std::string pipelined;
+  for (int i = 0; i < n; ++i)
+    pipelined += ask;
+  return pipelined;
+}
+
 /// Generous for a busy machine: these tests are not about request timeouts.
 const std::string patient = "--request-timeout=10s";
 
@@ -286,10 +296,7 @@ TEST_CASE("a client that pipelines requests for large answers and reads "
   REQUIRE(baseline > 0);
   // Each asks for the ~50 KB OpenAPI description 1,500 times (64 KB of
   // requests, 75 MB of answers).
-  const std::string ask = "GET /api/openapi.json HTTP/1.1\r\nHost: t\r\n\r\n";
-  std::string pipelined;
-  for (int i = 0; i < 1500; ++i)
-    pipelined += ask;
+  auto pipelined = openapi_asks(1500);
   std::vector<std::unique_ptr<raw_connection>> readers_of_none;
   for (int i = 0; i < 6; ++i) {
     readers_of_none.push_back(std::make_unique<raw_connection>(svc.port()));
@@ -616,10 +623,7 @@ TEST_CASE("a client that takes no answer within --write-timeout is cut, "
   service_process svc{{"--write-timeout=1s", patient}};
   REQUIRE(eventually([&] { return api_figure(svc, "open_connections") == 0; }));
   // About 75 MB of answers for 64 KB of requests: they fill the socket.
-  const std::string ask = "GET /api/openapi.json HTTP/1.1\r\nHost: t\r\n\r\n";
-  std::string pipelined;
-  for (int i = 0; i < 1500; ++i)
-    pipelined += ask;
+  auto pipelined = openapi_asks(1500);
   raw_connection reads_none{svc.port()};
   auto sent = std::chrono::steady_clock::now();
   REQUIRE(reads_none.write(pipelined));
@@ -725,10 +729,7 @@ TEST_CASE("at --max-connections a request still arriving makes room before "
                        "--read-timeout=120s", patient}};
   REQUIRE(eventually([&] { return api_figure(svc, "open_connections") == 0; }));
   // Answers wait for a client that reads none.
-  const std::string ask = "GET /api/openapi.json HTTP/1.1\r\nHost: t\r\n\r\n";
-  std::string pipelined;
-  for (int i = 0; i < 1500; ++i)
-    pipelined += ask;
+  auto pipelined = openapi_asks(1500);
   raw_connection reads_none{svc.port()};
   REQUIRE(reads_none.write(pipelined));
   // A request still arriving, begun after those answers began to wait.
@@ -790,10 +791,7 @@ TEST_CASE("answers still on their way when a request is refused all arrive, "
   service_process svc{{"--write-timeout=60s", patient}};
   // About 15 MB of answers (more than the sockets hold), then a request
   // with a body on a GET.
-  const std::string ask = "GET /api/openapi.json HTTP/1.1\r\nHost: t\r\n\r\n";
-  std::string pipelined;
-  for (int i = 0; i < 300; ++i)
-    pipelined += ask;
+  auto pipelined = openapi_asks(300);
   pipelined += "GET /api HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n"
                "hello";
   raw_connection conn{svc.port()};
