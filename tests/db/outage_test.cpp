@@ -247,3 +247,47 @@ TEST_CASE("at --max-connections with a worker holding every connection (a "
     CHECK((status == 200 || status == 503));
   }
 }
+
+TEST_CASE("while every HTTP worker waits for a commit that hangs, the pool "
+          "grows and the API port still answers",
+          "[db]") {
+  own_postgres pg{"starved"};
+  service_process svc{{"--database-url=" + pg.dsn, "--request-timeout=20s",
+                       "--http-threads=2", "--http-max-threads=8"}};
+  auto ops = make_client(svc.ops_port(), true);
+  REQUIRE(eventually([&] { return database_status(*ops) == "ok"; }, 30s));
+  auto api_gauge = [&](const std::string& name) {
+    return metric_value(scrape(*ops), name + "{listener=\"api\"}")
+      .value_or(-1);
+  };
+  REQUIRE(api_gauge("videostreams_http_workers") == 2);
+  auto locker = lock_every_shard(pg.dsn);
+  // Two sync grants, each holding its worker until its commit gives up
+  // (10 s: the writer's bound on a commit).
+  std::vector<std::unique_ptr<raw_connection>> held;
+  for (int user = 1; user <= 2; ++user) {
+    held.push_back(std::make_unique<raw_connection>(svc.port()));
+    REQUIRE(held.back()->write("GET /api/startstream/" + std::to_string(user)
+                               + " HTTP/1.1\r\nHost: t\r\n\r\n"));
+  }
+  REQUIRE(eventually([&] {
+    return api_gauge("videostreams_http_busy_workers") == 2;
+  }));
+  // A new client on the same port is answered by a worker added for it,
+  // while both grants still wait. Without the growth it would wait for
+  // the commits to give up, and the grants would have been answered by
+  // then.
+  raw_connection fresh{svc.port()};
+  REQUIRE(fresh.write("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"));
+  CHECK(status_of(fresh.read_response()) == 200);
+  // (The worker that answered it may not have counted itself free yet.)
+  CHECK(api_gauge("videostreams_http_busy_workers") >= 2);
+  CHECK(api_gauge("videostreams_http_workers") > 2);
+  REQUIRE(locker.exec("ROLLBACK"));
+  // The held requests are answered (granted, or 503 if the commit missed
+  // its deadline on a slow machine).
+  for (auto& c : held) {
+    auto status = status_of(c->read_response());
+    CHECK((status == 200 || status == 503));
+  }
+}
