@@ -4,7 +4,10 @@
 // every message on the test's own thread, and time only moves when the test
 // advances it.
 
+#include <algorithm>
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 
 #include "caf/actor_cast.hpp"
@@ -65,13 +68,10 @@ struct shard_fixture {
             return caf::delegated<bool>{};
           },
           [this](settle_atom, bool committed) {
-            for (auto& rp : hung) {
-              if (committed)
-                rp.deliver(true);
-              else
-                rp.deliver(caf::make_error(caf::sec::request_timeout));
-            }
-            hung.clear();
+            settle(hung.size(), committed);
+          },
+          [this](settle_atom, bool committed, std::uint64_t n) {
+            settle(n, committed);
           },
         };
       });
@@ -141,6 +141,13 @@ struct shard_fixture {
     sched.run();
   }
 
+  /// Answers only the first `n` of the sync changes the stand-in kept, in
+  /// the order they came; then runs what follows.
+  void settle_first(std::uint64_t n, bool committed) {
+    caf::anon_send(sink_of_changes, settle_atom::value, committed, n);
+    sched.run();
+  }
+
   /// Moves both the actors' timers and the injected clock by `d`, in steps
   /// of the shard's tick, running everything that becomes due.
   void idle_for(std::chrono::milliseconds d) {
@@ -150,6 +157,19 @@ struct shard_fixture {
       sched.advance_time(step);
       sched.run();
     }
+  }
+
+  /// Answers the first `n` hung changes (inside the stand-in actor: a
+  /// promise is delivered by the actor that holds it).
+  void settle(std::uint64_t n, bool committed) {
+    n = std::min<std::uint64_t>(n, hung.size());
+    for (std::uint64_t i = 0; i < n; ++i) {
+      if (committed)
+        hung[i].deliver(true);
+      else
+        hung[i].deliver(caf::make_error(caf::sec::request_timeout));
+    }
+    hung.erase(hung.begin(), hung.begin() + static_cast<std::ptrdiff_t>(n));
   }
 
   std::shared_ptr<manual_clock> clock = std::make_shared<manual_clock>();

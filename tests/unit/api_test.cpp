@@ -576,3 +576,46 @@ TEST_CASE("GET /api/cluster is 503 with Retry-After until a view is "
     CHECK(f.send("GET", "/api/cluster", {}, "Bearer s3cret").status == 200);
   }
 }
+
+TEST_CASE("the router gives a command its caller's deadline, so one that "
+          "arrives after it decides nothing",
+          "[unit]") {
+  api_fixture f;
+  user_command start;
+  start.op = user_op::start_legacy;
+  start.user = 21;
+  // A caller that waits no time at all: its command always reaches the
+  // user actor after the caller gave up, and must not leave it a stream
+  // that nobody was told about.
+  auto late = f.users_router->call(start, std::chrono::nanoseconds{0});
+  if (late)
+    CHECK(late->outcome == stream_outcome::unavailable);
+  user_command list;
+  list.op = user_op::list_sessions;
+  list.user = 21;
+  auto listed = f.users_router->call(list, std::chrono::seconds{30});
+  REQUIRE(listed);
+  CHECK(listed->outcome == stream_outcome::listed);
+  CHECK(listed->stream_count == 0);
+  CHECK(f.counters.late_commands == 1);
+}
+
+TEST_CASE("while the node is starting, a limit change is a 503 and changes "
+          "nothing",
+          "[unit]") {
+  api_fixture f{owners::deciding, "s3cret"};
+  f.rest->set_readiness(readiness::starting);
+  // The limits are part of the state being loaded: one set now could be
+  // overwritten by the loading, after the operator was told it was made.
+  auto path = "/api/v2/users/22/limit";
+  auto set = f.send("PUT", path, R"({"maxStreams":1})", "Bearer s3cret");
+  CHECK(set.status == 503);
+  CHECK(set.body == R"({"msg":"Service Unavailable"})");
+  CHECK(header(set, "Retry-After") == "1");
+  auto cleared = f.send("DELETE", path, {}, "Bearer s3cret");
+  CHECK(cleared.status == 503);
+  CHECK(header(cleared, "Retry-After") == "1");
+  f.rest->set_readiness(readiness::ready);
+  auto listed = f.send_json("GET", "/api/v2/users/22/streams");
+  CHECK(listed.at("maxStreams") == 3);
+}

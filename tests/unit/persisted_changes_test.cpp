@@ -394,3 +394,98 @@ TEST_CASE("sync durability: a session that expired and is opened again "
   CHECK(f.changes.back().kind == change_kind::close);
   CHECK(f.changes.back().key == "tv");
 }
+
+TEST_CASE("sync durability: a renewal that changes the TTL is written "
+          "behind, and a failed write takes nothing away",
+          "[unit]") {
+  shard_fixture f{3, 0, true, true};
+  CHECK(f.call(cmd(user_op::open_session, 17, "tv", 30)).outcome
+        == stream_outcome::granted);
+  // The session is committed already: a new TTL is not a grant, so it
+  // neither waits for its write nor is undone when that write fails.
+  f.answer = commit_answer::error;
+  auto r = f.call(cmd(user_op::open_session, 17, "tv", 120));
+  CHECK(r.outcome == stream_outcome::renewed);
+  CHECK(r.stream_count == 1);
+  CHECK(r.session.ttl_seconds == 120);
+  CHECK(f.counters.failed_grants == 0);
+  CHECK(f.counters.open_streams == 1);
+  REQUIRE(f.changes.size() == 2);
+  CHECK(f.changes[1].kind == change_kind::grant);
+  CHECK(f.changes[1].ttl_seconds == 120);
+  auto listed = f.call(cmd(user_op::list_sessions, 17));
+  REQUIRE(listed.sessions.size() == 1);
+  CHECK(listed.sessions[0].id == "tv");
+}
+
+TEST_CASE("sync durability: a replace of a session whose grant is pending "
+          "waits for it, and is a plain open when that grant failed",
+          "[unit]") {
+  shard_fixture f{1, 0, true, true};
+  f.answer = commit_answer::never;
+  auto first = f.post(cmd(user_op::open_session, 18, "tv", 60));
+  f.sched.run();
+  REQUIRE_FALSE(first->wait_for(0ns));
+  // Decided now, it would end "tv" and say so, while "tv"'s own caller is
+  // about to be told that its grant failed.
+  f.answer = commit_answer::ok;
+  auto replace = cmd(user_op::open_session, 18, "phone", 60);
+  replace.replace_session_id = "tv";
+  auto second = f.post(replace);
+  f.sched.run();
+  CHECK_FALSE(second->wait_for(0ns));
+  REQUIRE(f.hung.size() == 1);
+  f.settle_hung(false);
+  REQUIRE(first->wait_for(0ns));
+  CHECK(first->value().outcome == stream_outcome::unavailable);
+  REQUIRE(second->wait_for(0ns));
+  CHECK(second->value().outcome == stream_outcome::granted);
+  CHECK_FALSE(second->value().replaced);
+  CHECK(second->value().stream_count == 1);
+  auto listed = f.call(cmd(user_op::list_sessions, 18));
+  REQUIRE(listed.sessions.size() == 1);
+  CHECK(listed.sessions[0].id == "phone");
+  CHECK(f.counters.open_streams == 1);
+}
+
+TEST_CASE("sync durability: setting the limit a user already has is "
+          "answered at once, without a write",
+          "[unit]") {
+  shard_fixture f{3, 0, true, true};
+  CHECK(f.call(cmd(user_op::set_limit, 19, {}, 0, 2)).max_streams == 2);
+  REQUIRE(f.changes.size() == 1);
+  // Nothing changes, so nothing waits for a database that may be down.
+  f.answer = commit_answer::error;
+  auto again = f.call(cmd(user_op::set_limit, 19, {}, 0, 2));
+  CHECK(again.outcome == stream_outcome::limit_set);
+  CHECK(again.max_streams == 2);
+  auto cleared = f.call(cmd(user_op::clear_limit, 20));
+  CHECK(cleared.outcome == stream_outcome::limit_set);
+  CHECK(cleared.max_streams == 3);
+  CHECK(f.changes.size() == 1);
+}
+
+TEST_CASE("sync durability: a deferred passivation waits for the last of "
+          "several pending commits",
+          "[unit]") {
+  shard_fixture f{3, 0, true, true};
+  f.answer = commit_answer::never;
+  auto a = f.post(cmd(user_op::open_session, 21, "a", 60));
+  auto b = f.post(cmd(user_op::open_session, 21, "b", 60));
+  f.sched.run();
+  REQUIRE(f.hung.size() == 2);
+  f.idle_for(3s); // passivation is due, and deferred
+  // The first commit succeeds; the second is still in flight.
+  f.settle_first(1, true);
+  REQUIRE(a->wait_for(0ns));
+  CHECK(a->value().outcome == stream_outcome::granted);
+  // The second fails: handed over before it settled, the user's record
+  // would keep a stream whose caller is never answered.
+  f.settle_hung(false);
+  REQUIRE(b->wait_for(0ns));
+  CHECK(b->value().outcome == stream_outcome::unavailable);
+  f.answer = commit_answer::ok;
+  auto listed = f.call(cmd(user_op::list_sessions, 21));
+  REQUIRE(listed.sessions.size() == 1);
+  CHECK(listed.sessions[0].id == "a");
+}

@@ -23,7 +23,7 @@ TEST_CASE("paths that match no route are unmatched", "[unit]") {
                     "/api/startstream", "/api/startstream/",
                     "/api/startstream//", "/api/startstream/1/x",
                     "/api/startstream//1", "/api/stopstream/1", "/healthz/x",
-                    "/api/startstream/1//"}) {
+                    "/api/startstream/1//", "xapi", "xapi/startstream/1"}) {
     INFO("path: '" << path << "'");
     CHECK(match_route(path).which == route::unmatched);
   }
@@ -46,7 +46,8 @@ TEST_CASE("v2 paths resolve with their parameters", "[unit]") {
   CHECK(match_route("/api/v2/users/42/limit").which == route::v2_limit);
   for (auto path : {"/api/v2/users/42", "/api/v2/users/42/streams/a/b",
                     "/api/v2/users//streams", "/api/v2/user/42/streams",
-                    "/api/v3/users/42/streams", "/api/v2/users/42/limits"}) {
+                    "/api/v3/users/42/streams", "/api/v2/users/42/limits",
+                    "/api/v2/users/42/limit/x"}) {
     INFO(path);
     CHECK(match_route(path).which == route::unmatched);
   }

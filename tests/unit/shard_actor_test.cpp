@@ -265,3 +265,34 @@ TEST_CASE("past its shard's decision deadline a user actor decides nothing",
   deadlines->set(17, shard_deadlines::forever);
   CHECK(f.call(end, 9).outcome == stream_outcome::closed);
 }
+
+TEST_CASE("a hand-off undone before it drained is answered with an error",
+          "[unit]") {
+  // A user whose grant waits for its commit cannot be passivated yet, so
+  // the hand-off is still waiting for it when it is undone.
+  shard_fixture f{3, 0, true, true};
+  f.answer = videostreams::testing::commit_answer::never;
+  auto grant = f.post(start, 3);
+  f.sched.run();
+  REQUIRE(f.hung.size() == 1);
+  redirect_target gate{f};
+  std::optional<std::uint64_t> drained;
+  bool refused = false;
+  f.sys.spawn([&](caf::event_based_actor* c) {
+    c->request(f.shard, caf::infinite, handoff_atom::value, gate.endpoint)
+      .then([&](std::uint64_t records) { drained = records; },
+            [&](caf::error&) { refused = true; });
+  });
+  f.sched.run();
+  REQUIRE_FALSE(drained);
+  REQUIRE_FALSE(refused);
+  // Whoever waits for the hand-off must hear that it will not complete.
+  caf::anon_send(f.shard, resume_atom::value);
+  f.sched.run();
+  CHECK(refused);
+  CHECK_FALSE(drained);
+  f.settle_hung(true);
+  REQUIRE(grant->wait_for(std::chrono::nanoseconds{0}));
+  CHECK(grant->value().outcome == stream_outcome::granted);
+  caf::anon_send_exit(gate.endpoint, caf::exit_reason::user_shutdown);
+}
