@@ -957,6 +957,47 @@ TEST_CASE("db rollback and db seed are refused while a member is alive and "
   CHECK(d.count("SELECT max(version) FROM schema_migrations") == 1);
 }
 
+TEST_CASE("db seed writes every row on its shard under the stored shard "
+          "count",
+          "[db]") {
+  migrated_database d;
+  auto db = d.connect();
+  REQUIRE(reshard(db, 32));
+  REQUIRE(seed(db));
+  CHECK(d.count("SELECT count(*) FROM stream_sessions") == 6);
+  CHECK(d.count("SELECT count(*) FROM user_limits") == 1);
+  CHECK(misplaced_rows(d, 32) == 0);
+}
+
+TEST_CASE("db seed's rows stay when a node folds the shards it holds "
+          "before anyone took the seeded ones",
+          "[db]") {
+  migrated_database d;
+  auto db = d.connect();
+  REQUIRE(seed(db));
+  auto seeded = streams_text(d);
+  REQUIRE(d.count("SELECT count(*) FROM stream_sessions") == 6);
+  // A shard the seed did not touch (users 1-4 are on 4 shards at most).
+  std::uint32_t other = 0;
+  while (d.count("SELECT count(*) FROM (SELECT shard FROM stream_sessions "
+                 "UNION ALL SELECT shard FROM user_limits) AS x WHERE shard = "
+                 + std::to_string(other))
+         > 0)
+    ++other;
+  // A node holding only that shard commits and folds it: the journal rows
+  // every snapshot covers go, and the seed's row must not be one of them.
+  fold_settings folds;
+  folds.steps = 1;
+  stream_store store{d.connect(), folds};
+  REQUIRE(store.prepare_for_commits());
+  own_shards(d, store, "node-a", {other});
+  REQUIRE(all_committed(store.commit({grant(9, "a", other)})));
+  REQUIRE(store.fold());
+  CHECK(streams_text(d, "WHERE user_id <> 9") == seeded);
+  CHECK(d.count("SELECT max_streams FROM user_limits WHERE user_id = 4")
+        == 5);
+}
+
 // -- The service and the stored shard count ---------------------------------
 
 TEST_CASE("the service refuses a --shards other than the stored count, "

@@ -227,3 +227,20 @@ TEST_CASE("pg_connection: answers_within says whether a connection still "
   REQUIRE(db.reset());
   CHECK(db.answers_within(2000ms));
 }
+
+TEST_CASE("pg_connection: a prepared statement the session lost is prepared "
+          "again by the next call",
+          "[db][connection]") {
+  auto db = connect_or_fail(server_dsn());
+  auto add_one = [&db] {
+    auto rows = db.exec_prepared("add_one", "SELECT $1::int + 1", {"41"});
+    return rows && rows->size() == 1 ? rows->at(0, 0) : std::string{};
+  };
+  REQUIRE(add_one() == "42");
+  // As a pooler that switched sessions, or an operator's DEALLOCATE, does:
+  // the call that finds the statement gone fails, the next prepares it.
+  REQUIRE(db.exec("DEALLOCATE add_one"));
+  CHECK(add_one().empty());
+  CHECK(add_one() == "42");
+  CHECK(add_one() == "42");
+}

@@ -198,7 +198,15 @@ TEST_CASE("seed inserts users with open streams, idempotently", "[db]") {
   auto db = d.connect();
   REQUIRE(migrate(db));
   REQUIRE(seed(db));
+  auto started = d.query("SELECT string_agg(started_at::text, ',' ORDER BY "
+                         "user_id, stream_key) FROM stream_sessions");
   REQUIRE(seed(db));
+  // The second seed found everything there: it wrote nothing, and the
+  // streams keep the start they had.
+  CHECK(d.count("SELECT count(*) FROM stream_journal") == 1);
+  CHECK(d.query("SELECT string_agg(started_at::text, ',' ORDER BY user_id, "
+                "stream_key) FROM stream_sessions")
+        == started);
   CHECK(d.count("SELECT count(*) FROM stream_sessions") == 6);
   CHECK(d.count("SELECT count(*) FROM stream_sessions WHERE user_id = 3") == 3);
   CHECK(d.count("SELECT count(*) FROM stream_sessions WHERE has_id") == 2);
@@ -353,6 +361,10 @@ TEST_CASE("videostreams db: bad usage is 2, an unreachable database 1",
           "[db]") {
   CHECK(run_binary("db").exit_code == 2);
   CHECK(run_binary("db frobnicate --database-url=x").exit_code == 2);
+  // One command only: a second word is not taken for it.
+  auto two = run_binary("db status seed --database-url=x");
+  CHECK(two.exit_code == 2);
+  CHECK_THAT(two.output, Catch::Contains("unexpected argument 'seed'"));
   auto no_url = run_binary("db status");
   CHECK(no_url.exit_code == 2);
   CHECK_THAT(no_url.output, Catch::Contains("DATABASE_URL"));

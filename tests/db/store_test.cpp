@@ -192,6 +192,13 @@ std::string answer_of(caf::scoped_actor& self,
   return what;
 }
 
+/// How many sessions of the test's database wait for a lock (a commit
+/// waiting for a `shard_lock` is one).
+int lock_waiters(scratch_database& d) {
+  return d.count("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                 "current_database() AND wait_event_type = 'Lock'");
+}
+
 } // namespace
 
 TEST_CASE("a batch of grants, closes and limits lands in one commit",
@@ -205,6 +212,7 @@ TEST_CASE("a batch of grants, closes and limits lands in one commit",
         == 7);
   CHECK(f.d.query("SELECT epoch FROM stream_sessions WHERE stream_key = 'a'")
         == "1");
+  CHECK(f.d.query("SELECT epoch FROM user_limits WHERE user_id = 3") == "1");
   CHECK(f.d.query("SELECT expires_at - started_at FROM stream_sessions "
                   "WHERE stream_key = 'a'")
         == "00:01:00");
@@ -261,6 +269,26 @@ TEST_CASE("a stale writer is fenced per shard: the shards it lost write "
   REQUIRE(released);
   CHECK(released->lost == shard_epochs{{0, a.epochs.at(0)}});
   CHECK(streams_of(a.d, 8) == 0);
+}
+
+TEST_CASE("a change of a shard the store never held is dropped also from "
+          "a batch that a fence cut",
+          "[db]") {
+  store_fixture a;
+  stream_store b{a.d.connect()};
+  expire_leases(a.d, {1});
+  own_shards(a.d, b, "node-b", {1});
+  // One change of a shard never held, one of a shard lost, one of a shard
+  // still held: only the last is written, and only it is acknowledged.
+  auto done = a.store->commit({grant(7, "z", 99), grant(6, "y", 1),
+                               grant(5, "x", 0)});
+  REQUIRE(done);
+  CHECK(done->dropped
+        == std::set<std::pair<std::uint32_t, std::int64_t>>{{1, 0}, {99, 0}});
+  CHECK(done->lost == shard_epochs{{1, a.epochs.at(1)}});
+  CHECK(streams_of(a.d, 5) == 1);
+  CHECK(streams_of(a.d, 6) == 0);
+  CHECK(streams_of(a.d, 7) == 0);
 }
 
 TEST_CASE("a change decided under an earlier tenure of a shard is never "
@@ -393,6 +421,35 @@ TEST_CASE("a commit that hangs: sync changes are answered with a timeout, "
   CHECK(streams_of(f.d, 2) == 0);
 }
 
+TEST_CASE("an idle persistence actor whose connection was cut connects "
+          "afresh by its probe",
+          "[db]") {
+  store_fixture f;
+  persistence_settings settings;
+  settings.probe_every = std::chrono::milliseconds{100};
+  running_persistence p{f, settings};
+  p.self->send(p.actor, commit_atom::value, grant(1, "a", 0));
+  CHECK(answer_of(p.self) == "committed");
+  // As a server restart or a failover would: every session of the test's
+  // database ends (the writer's and the fold connection's).
+  auto admin = f.d.connect();
+  auto others = [&admin] {
+    auto rows = admin.exec("SELECT count(*) FROM pg_stat_activity WHERE "
+                           "datname = current_database() AND pid <> "
+                           "pg_backend_pid()");
+    REQUIRE(rows);
+    return std::stoi(rows->at(0, 0));
+  };
+  REQUIRE(admin.exec("SELECT pg_terminate_backend(pid) FROM "
+                     "pg_stat_activity WHERE datname = current_database() "
+                     "AND pid <> pg_backend_pid()"));
+  CHECK(soon([&] { return others() == 0; }));
+  // With no change to commit, the probe finds the connection dead and
+  // connects again: the database reads as reachable, with a session.
+  CHECK(soon([&] { return others() == 1 && p.counters->reachable; }));
+  CHECK(p.counters->errors == 0);
+}
+
 TEST_CASE("a sync change gives up by its own answer-by time when that "
           "comes before the commit timeout",
           "[db]") {
@@ -428,11 +485,7 @@ TEST_CASE("sync waits for the commit in flight, not only for what gathers "
   // flight (waiting for the lock) and nothing gathers behind it.
   p.self->send(p.actor, close(1, "a", 1));
   p.self->send(p.actor, grant(2, "b", 1));
-  CHECK(soon([&] {
-    return f.d.count("SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                     "current_database() AND wait_event_type = 'Lock'")
-           == 1;
-  }));
+  CHECK(soon([&] { return lock_waiters(f.d) == 1; }));
   // What a hand-off does before it releases a shard's lease: the answer
   // must wait for that commit, or the lease goes while changes that
   // memory already has are unwritten (and then fenced: lost).
@@ -441,6 +494,28 @@ TEST_CASE("sync waits for the commit in flight, not only for what gathers "
   lock.release();
   CHECK(answer_of(p.self) == "committed");
   // Answered only once the commit is in the database.
+  CHECK(streams_of(f.d, 2) == 1);
+}
+
+TEST_CASE("sync waits for what gathered behind the commit in flight too",
+          "[db]") {
+  store_fixture f;
+  running_persistence p{f};
+  // The commit in flight waits for a lock on shard 1, and so will the one
+  // gathering behind it, on shard 2.
+  shard_lock first{f.d, 1};
+  shard_lock second{f.d, 2};
+  p.self->send(p.actor, grant(1, "a", 1));
+  CHECK(soon([&] { return lock_waiters(f.d) == 1; }));
+  p.self->send(p.actor, grant(2, "b", 2));
+  CHECK(soon([&] { return p.counters->queue_depth == 2; }));
+  p.self->send(p.actor, sync_atom::value);
+  first.release();
+  CHECK(soon([&] { return p.counters->commits == 1; }));
+  // The grant of shard 2 is not written yet: no answer.
+  CHECK(answer_of(p.self, std::chrono::milliseconds{500}) == "no answer");
+  second.release();
+  CHECK(answer_of(p.self) == "committed");
   CHECK(streams_of(f.d, 2) == 1);
 }
 
@@ -485,6 +560,69 @@ TEST_CASE("the retry back-off stops doubling at its cap", "[db]") {
   CHECK(streams_of(f.d, 1) == 1);
 }
 
+TEST_CASE("a full batch waits for the back-off after a failed commit, and "
+          "once a commit succeeds it is committed at once again",
+          "[db]") {
+  store_fixture f;
+  failing_long_leases failing{f.d};
+  persistence_settings settings;
+  // Only a full batch (or an explicit flush) starts a commit here.
+  settings.flush_interval = std::chrono::seconds{60};
+  settings.max_batch = 2;
+  settings.retry_after = std::chrono::seconds{5};
+  settings.max_retry_after = std::chrono::seconds{5};
+  settings.commit_timeout = std::chrono::seconds{120};
+  running_persistence p{f, settings};
+  p.self->send(p.actor, failing_long_leases::failing_grant(1, "a", 1));
+  CHECK(soon([&] { return p.counters->errors == 1; }));
+  // The failed change and a new one fill a batch: no commit is tried
+  // before the back-off (5 s) ends.
+  p.self->send(p.actor, grant(2, "b", 0));
+  CHECK(soon([&] { return p.counters->queue_depth == 2; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds{300});
+  CHECK(p.counters->errors == 1);
+  failing.drop();
+  // Flushed after the back-off, the batch commits.
+  CHECK(soon([&] {
+    p.self->send(p.actor, flush_atom::value);
+    return p.counters->queue_depth == 0;
+  }));
+  CHECK(p.counters->commits == 1);
+  // The back-off is over: a full batch is committed at once, not after
+  // the flush interval.
+  p.self->send(p.actor, commit_atom::value, grant(3, "c", 0));
+  p.self->send(p.actor, commit_atom::value, grant(4, "d", 0));
+  CHECK(answer_of(p.self, std::chrono::seconds{30}) == "committed");
+  CHECK(answer_of(p.self, std::chrono::seconds{30}) == "committed");
+  CHECK(streams_of(f.d, 4) == 1);
+}
+
+TEST_CASE("a flush due from before a commit failed does not cut its "
+          "back-off short",
+          "[db]") {
+  store_fixture f;
+  failing_long_leases failing{f.d};
+  persistence_settings settings;
+  settings.flush_interval = std::chrono::seconds{2};
+  settings.max_batch = 2;
+  settings.retry_after = std::chrono::seconds{60};
+  settings.max_retry_after = std::chrono::seconds{60};
+  settings.commit_timeout = std::chrono::seconds{120};
+  running_persistence p{f, settings};
+  p.self->send(p.actor, commit_atom::value, grant(1, "a", 0));
+  CHECK(answer_of(p.self) == "committed");
+  // The next change waits for a flush 2 s after that commit's start; the
+  // one after it fills the batch, which is committed at once, and fails.
+  p.self->send(p.actor, failing_long_leases::failing_grant(2, "b", 1));
+  p.self->send(p.actor, grant(3, "c", 0));
+  CHECK(soon([&] { return p.counters->errors == 1; }));
+  // The flush comes within the back-off of a minute: it must not start a
+  // commit.
+  std::this_thread::sleep_for(std::chrono::seconds{4});
+  CHECK(p.counters->errors == 1);
+  CHECK(p.counters->commits == 1);
+}
+
 TEST_CASE("the flush interval spaces commits under load only", "[db]") {
   store_fixture f;
   persistence_settings settings;
@@ -507,6 +645,33 @@ TEST_CASE("the flush interval spaces commits under load only", "[db]") {
   p.self->send(p.actor, flush_atom::value);
   CHECK(answer_of(p.self) == "committed");
   CHECK(p.counters->commits == 2);
+  CHECK(streams_of(f.d, 2) == 1);
+}
+
+TEST_CASE("changes that gathered while a commit ran wait for the flush "
+          "interval since that commit started",
+          "[db]") {
+  store_fixture f;
+  persistence_settings settings;
+  settings.flush_interval = std::chrono::seconds{60};
+  settings.commit_timeout = std::chrono::seconds{120};
+  running_persistence p{f, settings};
+  shard_lock lock{f.d, 1};
+  // After a quiet spell the first change commits at once (and waits for
+  // the lock); the next gathers behind it.
+  p.self->send(p.actor, commit_atom::value, grant(1, "a", 1));
+  CHECK(soon([&] { return lock_waiters(f.d) == 1; }));
+  p.self->send(p.actor, commit_atom::value, grant(2, "b", 0));
+  CHECK(soon([&] { return p.counters->queue_depth == 2; }));
+  lock.release();
+  CHECK(answer_of(p.self) == "committed");
+  // The first commit's return does not start the next one: a minute since
+  // the first one's start has not passed.
+  std::this_thread::sleep_for(std::chrono::milliseconds{300});
+  CHECK(p.counters->commits == 1);
+  CHECK(streams_of(f.d, 2) == 0);
+  p.self->send(p.actor, flush_atom::value);
+  CHECK(answer_of(p.self) == "committed");
   CHECK(streams_of(f.d, 2) == 1);
 }
 
@@ -533,6 +698,24 @@ TEST_CASE("a sync change refused for a full backlog is answered so", "[db]") {
   CHECK(p.counters->refused == 2);
   CHECK(f.d.count("SELECT max_streams FROM user_limits WHERE user_id = 3")
         == 2);
+}
+
+TEST_CASE("the backlog counts the batch in flight", "[db]") {
+  store_fixture f;
+  auto settings = patient_settings();
+  settings.max_backlog = 2;
+  running_persistence p{f, settings};
+  shard_lock lock{f.d, 1};
+  p.self->send(p.actor, grant(1, "a", 1)); // in flight, waits for the lock
+  CHECK(soon([&] { return lock_waiters(f.d) == 1; }));
+  p.self->send(p.actor, grant(2, "b", 0)); // gathers: two changes unwritten
+  p.self->send(p.actor, commit_atom::value, grant(3, "c", 0));
+  CHECK_THAT(answer_of(p.self), Catch::Contains("backlog full"));
+  CHECK(p.counters->refused == 1);
+  lock.release();
+  CHECK(soon([&] { return p.counters->queue_depth == 0; }));
+  CHECK(streams_of(f.d, 2) == 1);
+  CHECK(streams_of(f.d, 3) == 0);
 }
 
 TEST_CASE("the close undoing a timed-out grant is taken even with the "
@@ -611,7 +794,11 @@ TEST_CASE("when the persistence actor stops, nobody is left waiting", "[db]") {
   shard_lock lock{f.d, 1};
   p.self->send(p.actor, commit_atom::value, grant(1, "a", 1)); // hangs
   CHECK(soon([&] { return p.counters->queue_depth == 1; }));
+  // And one gathering behind it.
+  p.self->send(p.actor, commit_atom::value, grant(2, "b", 0));
+  CHECK(soon([&] { return p.counters->queue_depth == 2; }));
   caf::anon_send_exit(p.actor, caf::exit_reason::user_shutdown);
+  CHECK_THAT(answer_of(p.self), Catch::Contains("stopped"));
   CHECK_THAT(answer_of(p.self), Catch::Contains("stopped"));
   lock.release(); // lets the writer's thread end
 }
@@ -903,6 +1090,13 @@ TEST_CASE("commits between taking a fold step and writing it stay",
   auto newer = store->take_fold_step();
   REQUIRE(store->write_fold(newer));
   CHECK(f.d.count("SELECT count(*) FROM stream_journal") == 0);
+  {
+    // Where the journal stood is the snapshots' position now.
+    auto db = f.d.connect();
+    auto read = read_committed_state(db, {0, 1, 2, 3});
+    REQUIRE(read);
+    CHECK(read->position == newer.position);
+  }
   REQUIRE(store->write_fold(job));
   CHECK(stored_state(f.d) == std::make_pair(model.streams_text(),
                                             model.limits_text()));
@@ -918,6 +1112,41 @@ TEST_CASE("commits between taking a fold step and writing it stay",
   CHECK(stored_state(f.d) == std::make_pair(model.streams_text(),
                                             model.limits_text()));
   CHECK(f.d.count("SELECT count(*) FROM stream_journal") == 0);
+}
+
+TEST_CASE("the persistence actor takes a failed fold step again after the "
+          "next commit",
+          "[db]") {
+  store_fixture f;
+  fold_settings folds;
+  folds.factor = 1;
+  folds.min_changes = 4;
+  folds.steps = 1;
+  f.store = std::make_shared<stream_store>(f.d.connect(), folds,
+                                          f.d.connect());
+  REQUIRE(f.store->prepare_for_commits());
+  f.epochs = own_shards(f.d, *f.store, "node-a", {0, 1, 2, 3});
+  // Every snapshot write fails (it breaks a constraint) until dropped.
+  auto admin = f.d.connect();
+  REQUIRE(admin.exec("ALTER TABLE shard_snapshots ADD CONSTRAINT no_folds "
+                     "CHECK (position = 0)"));
+  running_persistence p{f};
+  // The same stream again and again: the state stays one stream, so a
+  // fold step is due every 4 changes.
+  auto commit_one = [&] {
+    p.self->send(p.actor, commit_atom::value, grant(1, "a", 1));
+    return answer_of(p.self) == "committed";
+  };
+  for (int i = 0; i < 4; ++i)
+    REQUIRE(commit_one());
+  CHECK(soon([&] { return p.counters->errors == 1; }));
+  CHECK(p.counters->folds == 0);
+  REQUIRE(admin.exec("ALTER TABLE shard_snapshots DROP CONSTRAINT no_folds"));
+  // One commit, not four more, sets the step off again.
+  REQUIRE(commit_one());
+  CHECK(soon([&] { return p.counters->folds == 1; }));
+  CHECK(f.d.count("SELECT count(*) FROM shard_snapshots WHERE position > 0")
+        == 4);
 }
 
 TEST_CASE("a failed fold step is taken again after the next commit", "[db]") {
