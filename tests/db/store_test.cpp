@@ -100,6 +100,21 @@ persistence_settings patient_settings() {
   return settings;
 }
 
+/// Settings for watching the retry back-off: a failed commit is retried
+/// after `back_off`, always the same; a change waits for the flush interval
+/// unless it fills a batch of `max_batch`.
+persistence_settings fixed_back_off(std::chrono::milliseconds back_off,
+                                    std::chrono::milliseconds flush_interval,
+                                    std::size_t max_batch) {
+  persistence_settings settings;
+  settings.flush_interval = flush_interval;
+  settings.max_batch = max_batch;
+  settings.retry_after = back_off;
+  settings.max_retry_after = back_off;
+  settings.commit_timeout = std::chrono::seconds{120};
+  return settings;
+}
+
 /// A persistence actor writing through a fixture's store, on an actor
 /// system of its own, and a scoped actor to talk to it. Declare it before
 /// any `shard_lock`: the lock must go first, or the actor system's end
@@ -565,14 +580,9 @@ TEST_CASE("a full batch waits for the back-off after a failed commit, and "
           "[db]") {
   store_fixture f;
   failing_long_leases failing{f.d};
-  persistence_settings settings;
   // Only a full batch (or an explicit flush) starts a commit here.
-  settings.flush_interval = std::chrono::seconds{60};
-  settings.max_batch = 2;
-  settings.retry_after = std::chrono::seconds{5};
-  settings.max_retry_after = std::chrono::seconds{5};
-  settings.commit_timeout = std::chrono::seconds{120};
-  running_persistence p{f, settings};
+  running_persistence p{f, fixed_back_off(std::chrono::seconds{5},
+                                          std::chrono::seconds{60}, 2)};
   p.self->send(p.actor, failing_long_leases::failing_grant(1, "a", 1));
   CHECK(soon([&] { return p.counters->errors == 1; }));
   // The failed change and a new one fill a batch: no commit is tried
@@ -602,13 +612,8 @@ TEST_CASE("a flush due from before a commit failed does not cut its "
           "[db]") {
   store_fixture f;
   failing_long_leases failing{f.d};
-  persistence_settings settings;
-  settings.flush_interval = std::chrono::seconds{2};
-  settings.max_batch = 2;
-  settings.retry_after = std::chrono::seconds{60};
-  settings.max_retry_after = std::chrono::seconds{60};
-  settings.commit_timeout = std::chrono::seconds{120};
-  running_persistence p{f, settings};
+  running_persistence p{f, fixed_back_off(std::chrono::seconds{60},
+                                          std::chrono::seconds{2}, 2)};
   p.self->send(p.actor, commit_atom::value, grant(1, "a", 0));
   CHECK(answer_of(p.self) == "committed");
   // The next change waits for a flush 2 s after that commit's start; the
