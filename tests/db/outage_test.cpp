@@ -55,6 +55,34 @@ bool backlog_drained(httplib::Client& cli) {
     30s);
 }
 
+/// Sends `startstream` for users 1..`n`, each on a connection of its own,
+/// without reading the answers: with every shard locked, each holds an
+/// HTTP worker until its commit gives up (10 s) or the lock goes.
+std::vector<std::unique_ptr<raw_connection>> held_grants(int port, int n) {
+  std::vector<std::unique_ptr<raw_connection>> held;
+  for (int user = 1; user <= n; ++user) {
+    held.push_back(std::make_unique<raw_connection>(port));
+    REQUIRE(held.back()->write("GET /api/startstream/" + std::to_string(user)
+                               + " HTTP/1.1\r\nHost: t\r\n\r\n"));
+  }
+  return held;
+}
+
+/// Checks that each held request was answered once the lock went: granted,
+/// or 503 if its commit missed its deadline on a slow machine.
+void check_answered(std::vector<std::unique_ptr<raw_connection>>& held) {
+  for (auto& c : held) {
+    auto status = status_of(c->read_response());
+    CHECK((status == 200 || status == 503));
+  }
+}
+
+/// The value of gauge `name` for the API port's listener, read through
+/// `ops` (the operations port); -1 when absent.
+double api_gauge(httplib::Client& ops, const std::string& name) {
+  return metric_value(scrape(ops), name + "{listener=\"api\"}").value_or(-1);
+}
+
 } // namespace
 
 TEST_CASE("a database outage: reads and closes go on, sync grants and "
@@ -218,18 +246,9 @@ TEST_CASE("at --max-connections with a worker holding every connection (a "
   auto ops = make_client(svc.ops_port(), true);
   REQUIRE(eventually([&] { return database_status(*ops) == "ok"; }, 30s));
   auto locker = lock_every_shard(pg.dsn);
-  std::vector<std::unique_ptr<raw_connection>> held;
-  for (int user = 1; user <= 2; ++user) {
-    held.push_back(std::make_unique<raw_connection>(svc.port()));
-    REQUIRE(held.back()->write("GET /api/startstream/" + std::to_string(user)
-                               + " HTTP/1.1\r\nHost: t\r\n\r\n"));
-  }
-  auto api_gauge = [&](const std::string& name) {
-    return metric_value(scrape(*ops), name + "{listener=\"api\"}")
-      .value_or(-1);
-  };
+  auto held = held_grants(svc.port(), 2);
   REQUIRE(eventually([&] {
-    return api_gauge("videostreams_http_busy_workers") == 2;
+    return api_gauge(*ops, "videostreams_http_busy_workers") == 2;
   }));
   raw_connection shed{svc.port()};
   auto response = shed.read_response();
@@ -240,12 +259,7 @@ TEST_CASE("at --max-connections with a worker holding every connection (a "
   CHECK(metric_value(scrape(*ops), R"x(videostreams_http_requests_total{route="(edge)",code="503"})x")
         == 1);
   REQUIRE(locker.exec("ROLLBACK"));
-  // The held requests are answered (granted, or 503 if the commit missed
-  // its deadline on a slow machine).
-  for (auto& c : held) {
-    auto status = status_of(c->read_response());
-    CHECK((status == 200 || status == 503));
-  }
+  check_answered(held);
 }
 
 TEST_CASE("while every HTTP worker waits for a commit that hangs, the pool "
@@ -256,22 +270,12 @@ TEST_CASE("while every HTTP worker waits for a commit that hangs, the pool "
                        "--http-threads=2", "--http-max-threads=8"}};
   auto ops = make_client(svc.ops_port(), true);
   REQUIRE(eventually([&] { return database_status(*ops) == "ok"; }, 30s));
-  auto api_gauge = [&](const std::string& name) {
-    return metric_value(scrape(*ops), name + "{listener=\"api\"}")
-      .value_or(-1);
-  };
-  REQUIRE(api_gauge("videostreams_http_workers") == 2);
+  REQUIRE(api_gauge(*ops, "videostreams_http_workers") == 2);
   auto locker = lock_every_shard(pg.dsn);
-  // Two sync grants, each holding its worker until its commit gives up
-  // (10 s: the writer's bound on a commit).
-  std::vector<std::unique_ptr<raw_connection>> held;
-  for (int user = 1; user <= 2; ++user) {
-    held.push_back(std::make_unique<raw_connection>(svc.port()));
-    REQUIRE(held.back()->write("GET /api/startstream/" + std::to_string(user)
-                               + " HTTP/1.1\r\nHost: t\r\n\r\n"));
-  }
+  // Two sync grants, each holding its worker.
+  auto held = held_grants(svc.port(), 2);
   REQUIRE(eventually([&] {
-    return api_gauge("videostreams_http_busy_workers") == 2;
+    return api_gauge(*ops, "videostreams_http_busy_workers") == 2;
   }));
   // A new client on the same port is answered by a worker added for it,
   // while both grants still wait. Without the growth it would wait for
@@ -281,13 +285,8 @@ TEST_CASE("while every HTTP worker waits for a commit that hangs, the pool "
   REQUIRE(fresh.write("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"));
   CHECK(status_of(fresh.read_response()) == 200);
   // (The worker that answered it may not have counted itself free yet.)
-  CHECK(api_gauge("videostreams_http_busy_workers") >= 2);
-  CHECK(api_gauge("videostreams_http_workers") > 2);
+  CHECK(api_gauge(*ops, "videostreams_http_busy_workers") >= 2);
+  CHECK(api_gauge(*ops, "videostreams_http_workers") > 2);
   REQUIRE(locker.exec("ROLLBACK"));
-  // The held requests are answered (granted, or 503 if the commit missed
-  // its deadline on a slow machine).
-  for (auto& c : held) {
-    auto status = status_of(c->read_response());
-    CHECK((status == 200 || status == 503));
-  }
+  check_answered(held);
 }

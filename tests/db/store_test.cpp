@@ -71,11 +71,10 @@ int streams_of(scratch_database& d, std::uint64_t user) {
 
 /// A migrated scratch database and a store that owns shards 0..3.
 struct store_fixture {
-  store_fixture() {
+  explicit store_fixture(fold_settings folds = {}) {
     auto db = d.connect();
     REQUIRE(migrate(db));
-    store = std::make_shared<stream_store>(d.connect(), fold_settings{},
-                                           d.connect());
+    store = std::make_shared<stream_store>(d.connect(), folds, d.connect());
     REQUIRE(store->prepare_for_commits());
     epochs = own_shards(d, *store, "node-a", {0, 1, 2, 3});
   }
@@ -84,6 +83,16 @@ struct store_fixture {
   std::shared_ptr<stream_store> store;
   shard_epochs epochs;
 };
+
+/// Folds that start after `min_changes` changes (one snapshot's worth of
+/// state is far fewer), in `steps` steps.
+fold_settings folds_after(std::size_t min_changes, std::size_t steps) {
+  fold_settings folds;
+  folds.factor = 1;
+  folds.min_changes = min_changes;
+  folds.steps = steps;
+  return folds;
+}
 
 struct quiet_config : caf::actor_system_config {
   quiet_config() {
@@ -989,15 +998,7 @@ TEST_CASE("a fold is fenced like a commit", "[db]") {
 }
 
 TEST_CASE("the persistence actor folds the journal as it grows", "[db]") {
-  store_fixture f;
-  fold_settings folds;
-  folds.factor = 1;
-  folds.min_changes = 40;
-  folds.steps = 2;
-  f.store = std::make_shared<stream_store>(f.d.connect(), folds,
-                                          f.d.connect());
-  REQUIRE(f.store->prepare_for_commits());
-  f.epochs = own_shards(f.d, *f.store, "node-a", {0, 1, 2, 3});
+  store_fixture f{folds_after(40, 2)};
   running_persistence p{f};
   state_model model;
   for (std::uint64_t user = 0; user < 400; ++user) {
@@ -1021,15 +1022,7 @@ TEST_CASE("the persistence actor folds the journal as it grows", "[db]") {
 TEST_CASE("a fold step that came due while another ran is taken when that "
           "one ends, without another commit",
           "[db]") {
-  store_fixture f;
-  fold_settings folds;
-  folds.factor = 1;
-  folds.min_changes = 4;
-  folds.steps = 2;
-  f.store = std::make_shared<stream_store>(f.d.connect(), folds,
-                                          f.d.connect());
-  REQUIRE(f.store->prepare_for_commits());
-  f.epochs = own_shards(f.d, *f.store, "node-a", {0, 1, 2, 3});
+  store_fixture f{folds_after(4, 2)};
   // Another session holds the snapshot table: the first step waits for it
   // (the fold connection has no lock timeout here).
   auto locker = f.d.connect();
@@ -1122,15 +1115,7 @@ TEST_CASE("commits between taking a fold step and writing it stay",
 TEST_CASE("the persistence actor takes a failed fold step again after the "
           "next commit",
           "[db]") {
-  store_fixture f;
-  fold_settings folds;
-  folds.factor = 1;
-  folds.min_changes = 4;
-  folds.steps = 1;
-  f.store = std::make_shared<stream_store>(f.d.connect(), folds,
-                                          f.d.connect());
-  REQUIRE(f.store->prepare_for_commits());
-  f.epochs = own_shards(f.d, *f.store, "node-a", {0, 1, 2, 3});
+  store_fixture f{folds_after(4, 1)};
   // Every snapshot write fails (it breaks a constraint) until dropped.
   auto admin = f.d.connect();
   REQUIRE(admin.exec("ALTER TABLE shard_snapshots ADD CONSTRAINT no_folds "
