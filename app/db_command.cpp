@@ -1,9 +1,11 @@
 #include "app/db_command.hpp"
 
 #include <charconv>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 
 #include "app/options.hpp"
 #include "persistence/persistence_error.hpp"
@@ -16,9 +18,10 @@ namespace {
 
 constexpr const char* usage
   = "usage: videostreams db migrate|rollback|seed|status "
-    "[--database-url=URL] [--lock-timeout=D]\n"
-    "       videostreams db reshard --shards=N [--database-url=URL] "
-    "[--lock-timeout=D]\n"
+    "[--database-url=URL]\n"
+    "       [--lock-timeout=D] [--statement-timeout=D]\n"
+    "       videostreams db reshard --shards=N [--database-url=URL]\n"
+    "       [--lock-timeout=D] [--statement-timeout=D]\n"
     "  migrate   apply every pending migration\n"
     "  rollback  revert the newest applied migration\n"
     "  seed      insert test data: users 1-3 with open streams, user 4 with "
@@ -32,14 +35,42 @@ constexpr const char* usage
     "DATABASE_URL\n(a libpq URI or connection string), as for the service.\n"
     "A command waits at most --lock-timeout (default 1m; 250ms, 30s, 2m, a "
     "bare number\n"
-    "is seconds) for a lock another command or a node holds, then fails.\n";
+    "is seconds) for a lock another command or a node holds, then fails.\n"
+    "A statement may take at most --statement-timeout (default 10m, up to "
+    "1440m): the\n"
+    "server cancels it then, and a server that has not answered 2 s later "
+    "(paused,\n"
+    "or cut off by the network) is given up on. Raise it for a reshard or a "
+    "migration\n"
+    "of a very large database.\n";
 
-int failed(const caf::error& err) {
+/// `text` as a duration from 1 ms to `max`; nothing when it is not one.
+std::optional<std::chrono::milliseconds>
+duration_up_to(const std::string& text, std::chrono::milliseconds max) {
+  auto d = parse_duration(text);
+  if (!d || d->count() < 1 || *d > max)
+    return std::nullopt;
+  return d;
+}
+
+/// Says why the command failed; exit code 1. `connected`: the connection
+/// had been made, so a lost one may have lost an answer too.
+int failed(const caf::error& err, bool connected = true) {
   std::fprintf(stderr, "videostreams db: %s\n", describe(err).c_str());
   if (is(err, persistence_error::lock_timeout))
     std::fprintf(stderr, "videostreams db: gave up waiting (--lock-timeout) "
                          "for a lock that another db command or a node's "
                          "transaction holds; try again later\n");
+  if (is(err, persistence_error::canceled))
+    std::fprintf(stderr, "videostreams db: the server canceled the "
+                         "statement (it ran longer than --statement-timeout, "
+                         "or an operator canceled it); its transaction was "
+                         "rolled back\n");
+  if (connected && is(err, persistence_error::unreachable))
+    std::fprintf(stderr, "videostreams db: the connection was lost, or the "
+                         "server gave no answer within --statement-timeout; "
+                         "a change it was committing may or may not have "
+                         "landed: `videostreams db status` tells\n");
   return 1;
 }
 
@@ -56,6 +87,7 @@ int run_db_command(const std::vector<std::string>& args,
   std::string url = database_url_from_environment(getenv).url;
   std::string shards_text;
   std::string lock_timeout_text = "1m";
+  std::string statement_timeout_text = "10m";
   for (auto& arg : args) {
     if (arg.rfind("--database-url=", 0) == 0) {
       url = arg.substr(15);
@@ -63,6 +95,8 @@ int run_db_command(const std::vector<std::string>& args,
       shards_text = arg.substr(9);
     } else if (arg.rfind("--lock-timeout=", 0) == 0) {
       lock_timeout_text = arg.substr(15);
+    } else if (arg.rfind("--statement-timeout=", 0) == 0) {
+      statement_timeout_text = arg.substr(20);
     } else if (arg == "--help" || arg == "-h") {
       std::fputs(usage, stdout);
       return 0;
@@ -102,11 +136,18 @@ int run_db_command(const std::vector<std::string>& args,
                  usage);
     return 2;
   }
-  auto lock_timeout = parse_duration(lock_timeout_text);
-  if (!lock_timeout || lock_timeout->count() < 1
-      || *lock_timeout > std::chrono::hours{1}) {
+  auto lock_timeout = duration_up_to(lock_timeout_text, std::chrono::hours{1});
+  if (!lock_timeout) {
     std::fprintf(stderr, "videostreams db: --lock-timeout needs a duration "
                          "from 1ms to 60m\n%s",
+                 usage);
+    return 2;
+  }
+  auto statement_timeout = duration_up_to(statement_timeout_text,
+                                          std::chrono::hours{24});
+  if (!statement_timeout) {
+    std::fprintf(stderr, "videostreams db: --statement-timeout needs a "
+                         "duration from 1ms to 1440m\n%s",
                  usage);
     return 2;
   }
@@ -115,9 +156,17 @@ int run_db_command(const std::vector<std::string>& args,
                          "VIDEOSTREAMS_DATABASE_URL or --database-url\n");
     return 2;
   }
-  auto db = pg_connection::connect(url);
+  // Connecting is bounded by the URL's connect_timeout (else 10 s); every
+  // statement by --statement-timeout, on both sides: a server that is
+  // paused still acknowledges TCP, so neither keepalives nor the server's
+  // own statement_timeout would end the wait. This side waits 2 s longer,
+  // for a server that answers to say that it canceled (and rolled back).
+  pg_timeouts timeouts;
+  timeouts.answer = *statement_timeout;
+  timeouts.answer_grace = std::chrono::seconds{2};
+  auto db = pg_connection::connect(url, timeouts);
   if (!db)
-    return failed(db.error());
+    return failed(db.error(), false);
   if (auto set = db->exec("SET lock_timeout = '"
                           + std::to_string(lock_timeout->count()) + "ms'");
       !set)

@@ -22,6 +22,8 @@ std::string to_string(persistence_error x) {
       return "commit not confirmed in time";
     case persistence_error::lock_timeout:
       return "gave up waiting for a lock";
+    case persistence_error::canceled:
+      return "statement canceled by the server";
   }
   return "unknown";
 }

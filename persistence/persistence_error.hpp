@@ -30,6 +30,10 @@ enum class persistence_error : std::uint8_t {
   /// A statement gave up waiting for a lock (`lock_timeout`, SQLSTATE
   /// 55P03): someone else holds it; nothing was changed.
   lock_timeout,
+  /// The server canceled the statement (SQLSTATE 57014): its
+  /// `statement_timeout` passed, or an operator canceled it; its
+  /// transaction was rolled back.
+  canceled,
 };
 
 /// Renders a `persistence_error`.

@@ -276,7 +276,8 @@ caf::expected<void> pg_connection::set_session_setup(std::string sql) {
 caf::expected<pg_rows> pg_connection::exec(const std::string& sql) {
   if (conn_ == nullptr)
     return not_connected();
-  return answer(PQsendQuery(conn_, sql.c_str()) == 1, timeouts_.answer);
+  return answer(PQsendQuery(conn_, sql.c_str()) == 1,
+                timeouts_.answer_wait());
 }
 
 caf::expected<pg_rows>
@@ -289,7 +290,7 @@ pg_connection::exec(const std::string& sql,
                                   static_cast<int>(params.size()), nullptr,
                                   values.data(), nullptr, nullptr, 0)
                   == 1,
-                timeouts_.answer);
+                timeouts_.answer_wait());
 }
 
 caf::expected<pg_rows>
@@ -301,7 +302,7 @@ pg_connection::exec_prepared(const std::string& name, const std::string& sql,
     auto done = answer(PQsendPrepare(conn_, name.c_str(), sql.c_str(),
                                      static_cast<int>(params.size()), nullptr)
                          == 1,
-                       timeouts_.answer);
+                       timeouts_.answer_wait());
     if (!done)
       return done.error();
     prepared_.insert(name);
@@ -312,7 +313,7 @@ pg_connection::exec_prepared(const std::string& name, const std::string& sql,
                                               values.data(), nullptr, nullptr,
                                               0)
                             == 1,
-                          timeouts_.answer);
+                          timeouts_.answer_wait());
   if (!res)
     return res.error();
   // 26000: the session lost the statement (a pooler switched sessions, or
@@ -385,8 +386,12 @@ caf::expected<pg_rows> pg_connection::check(pg_result* res) {
   auto code = PQstatus(conn_) == CONNECTION_OK ? persistence_error::statement
                                                 : persistence_error::unreachable;
   if (auto* state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
-      state != nullptr && std::string_view{state} == "55P03")
-    code = persistence_error::lock_timeout;
+      state != nullptr) {
+    if (std::string_view{state} == "55P03")
+      code = persistence_error::lock_timeout;
+    else if (std::string_view{state} == "57014")
+      code = persistence_error::canceled;
+  }
   return make_error(code, msg);
 }
 

@@ -75,6 +75,18 @@ struct pg_timeouts {
   /// closed (the statement may or may not have run), the call fails
   /// `unreachable`, and `reset` connects afresh. Zero: no bound.
   std::chrono::milliseconds answer{0};
+
+  /// How much longer than `answer` this side waits before it gives up on
+  /// the server, so that a server that answers gets to say that it
+  /// canceled the statement (its transaction rolled back), rather than
+  /// leave it unknown whether a commit landed.
+  std::chrono::milliseconds answer_grace{0};
+
+  /// How long this side waits for the answer to a statement: zero (no
+  /// bound) without `answer`.
+  std::chrono::milliseconds answer_wait() const noexcept {
+    return answer.count() > 0 ? answer + answer_grace : answer;
+  }
 };
 
 /// One libpq connection. Blocking: use it only from a detached actor or a

@@ -175,27 +175,42 @@ const std::string unreachable_database
 
 } // namespace
 
-TEST_CASE("videostreams db: --lock-timeout takes 1ms to 60m, one more is "
-          "bad usage",
+TEST_CASE("videostreams db: --lock-timeout takes 1ms to 60m and "
+          "--statement-timeout 1ms to 1440m, one more is bad usage",
           "[blackbox]") {
-  // A duration takes ms, s or m, so the bound is written as one would type
-  // it (it said "1h" once, which was refused).
-  for (std::string ok : {"1ms", "1", "60m", "3600s", "3600000ms"}) {
-    auto r = run_binary({"db", "status", "--lock-timeout=" + ok,
-                         unreachable_database});
-    INFO(ok << ": " << r.err);
-    CHECK(r.status.describe() == "exit code 1"); // it tried to connect
-    CHECK(r.err.find("database unreachable") != std::string::npos);
-    CHECK(r.err.find("--lock-timeout needs") == std::string::npos);
-  }
-  for (std::string bad : {"0ms", "0", "3600001ms", "61m", "2h"}) {
-    auto r = run_binary({"db", "status", "--lock-timeout=" + bad,
-                         unreachable_database});
-    INFO(bad << ": " << r.err);
-    CHECK(r.status.describe() == "exit code 2");
-    CHECK(r.err.find("--lock-timeout needs a duration from 1ms to 60m")
-          != std::string::npos);
-    CHECK(r.err.find("database unreachable") == std::string::npos);
+  // A duration takes ms, s or m, so a bound is written as one would type
+  // it (--lock-timeout's said "1h" once, which was refused).
+  struct bounded_flag {
+    std::string flag;
+    std::vector<std::string> ok;
+    std::vector<std::string> bad;
+    std::string refusal;
+  };
+  for (auto& f : std::vector<bounded_flag>{
+         {"--lock-timeout",
+          {"1ms", "1", "60m", "3600s", "3600000ms"},
+          {"0ms", "0", "3600001ms", "61m", "2h"},
+          "--lock-timeout needs a duration from 1ms to 60m"},
+         {"--statement-timeout",
+          {"1ms", "1", "1440m", "86400s", "86400000ms"},
+          {"0ms", "0", "86400001ms", "1441m", "24h", ""},
+          "--statement-timeout needs a duration from 1ms to 1440m"}}) {
+    for (auto& ok : f.ok) {
+      auto r = run_binary({"db", "status", f.flag + "=" + ok,
+                           unreachable_database});
+      INFO(f.flag << "=" << ok << ": " << r.err);
+      CHECK(r.status.describe() == "exit code 1"); // it tried to connect
+      CHECK(r.err.find("database unreachable") != std::string::npos);
+      CHECK(r.err.find(f.flag + " needs") == std::string::npos);
+    }
+    for (auto& bad : f.bad) {
+      auto r = run_binary({"db", "status", f.flag + "=" + bad,
+                           unreachable_database});
+      INFO(f.flag << "=" << bad << ": " << r.err);
+      CHECK(r.status.describe() == "exit code 2");
+      CHECK(r.err.find(f.refusal) != std::string::npos);
+      CHECK(r.err.find("database unreachable") == std::string::npos);
+    }
   }
 }
 
@@ -224,6 +239,7 @@ TEST_CASE("videostreams db --help and -h print the usage on stdout and exit 0",
     CHECK(r.out.find("usage: videostreams db migrate|rollback|seed|status")
           != std::string::npos);
     CHECK(r.out.find("--lock-timeout") != std::string::npos);
+    CHECK(r.out.find("--statement-timeout") != std::string::npos);
     CHECK(r.err.empty());
   }
 }

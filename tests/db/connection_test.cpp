@@ -128,6 +128,33 @@ TEST_CASE("pg_connection: a statement the server never answers fails at the "
   CHECK(add_one() == "42");
 }
 
+TEST_CASE("pg_connection: with an answer grace the server cancels at the "
+          "answer timeout and this side waits the grace longer",
+          "[db][connection]") {
+  silent_proxy proxy{server_dsn()};
+  auto timeouts = bounds(1000ms, 400ms);
+  timeouts.answer_grace = 1500ms;
+  auto db = connect_or_fail(proxy.dsn(), timeouts);
+  CHECK(first_value(db, "SHOW statement_timeout") == "400ms");
+  // A server that answers says it canceled: the grace is far longer than
+  // a cancel takes, so the answer is the server's, not a closed connection.
+  auto slow = db.exec("SELECT pg_sleep(5)");
+  REQUIRE_FALSE(slow);
+  CHECK(is(slow.error(), persistence_error::canceled));
+  CHECK_THAT(describe(slow.error()), Catch::Contains("statement timeout"));
+  CHECK(first_value(db, "SELECT 6") == "6");
+  // A server that does not answer is given up on after both.
+  proxy.silence_carried();
+  auto start = steady::now();
+  auto lost = db.exec("SELECT 1");
+  auto took = seconds_since(start);
+  REQUIRE_FALSE(lost);
+  CHECK(is(lost.error(), persistence_error::unreachable));
+  CHECK_THAT(describe(lost.error()),
+             Catch::Contains("no answer from the database within 1900 ms"));
+  CHECK(took >= 1.85);
+}
+
 TEST_CASE("pg_connection: a statement that ends within the answer timeout is "
           "waited for, and its answer is PQexec's",
           "[db][connection]") {
@@ -151,7 +178,7 @@ TEST_CASE("pg_connection: a statement that ends within the answer timeout is "
   auto cancelled = bounded.exec("SET statement_timeout = 200; "
                                  "SELECT pg_sleep(3)");
   REQUIRE_FALSE(cancelled);
-  CHECK(is(cancelled.error(), persistence_error::statement));
+  CHECK(is(cancelled.error(), persistence_error::canceled));
   CHECK_THAT(describe(cancelled.error()),
              Catch::Contains("statement timeout"));
   CHECK(first_value(bounded, "SELECT 5") == "5");

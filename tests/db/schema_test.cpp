@@ -4,6 +4,8 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -296,6 +298,93 @@ TEST_CASE("a db command waits at most --lock-timeout for a lock another "
     CHECK(b.exit_code == 2);
     CHECK_THAT(b.output, Catch::Contains("--lock-timeout"));
   }
+}
+
+TEST_CASE("a db command whose server stops answering gives up after "
+          "--statement-timeout, saying so",
+          "[db]") {
+  scratch_database d;
+  // Another migrator holds the migrations' lock, so the command's backend
+  // sits waiting for it; the test then pauses that backend, as a paused
+  // server (or one cut off by a network that still acknowledges) would:
+  // the command's socket stays open and nothing answers, so only the
+  // command's own bound can end its wait.
+  auto holder = d.connect();
+  REQUIRE(holder.exec("BEGIN"));
+  REQUIRE(holder.exec("SELECT pg_advisory_xact_lock(7316853917)"));
+  std::atomic<bool> done{false};
+  command_result r{};
+  std::thread command{[&] {
+    // A hang is ended by `timeout`, so that the test fails instead.
+    r = run_shell(std::string{"env -u DATABASE_URL -u "
+                              "VIDEOSTREAMS_DATABASE_URL timeout -s KILL 120 "}
+                  + VIDEOSTREAMS_BINARY
+                  + " db migrate --statement-timeout=8s --database-url='"
+                  + d.dsn + "'");
+    done = true;
+  }};
+  struct join_on_exit {
+    std::thread& t;
+    ~join_on_exit() {
+      if (t.joinable())
+        t.join();
+    }
+  } joined{command};
+  struct resume_on_exit {
+    int pid = 0;
+    ~resume_on_exit() {
+      if (pid > 0)
+        ::kill(pid, SIGCONT);
+    }
+  } paused;
+  auto admin = d.connect();
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{60};
+  while (paused.pid == 0 && !done
+         && std::chrono::steady_clock::now() < deadline) {
+    auto rows = admin.exec("SELECT pid FROM pg_stat_activity WHERE datname = "
+                           "current_database() AND wait_event_type = 'Lock'");
+    REQUIRE(rows);
+    if (rows->size() == 1 && ::kill(std::stoi(rows->at(0, 0)), SIGSTOP) == 0)
+      paused.pid = std::stoi(rows->at(0, 0));
+    else
+      std::this_thread::sleep_for(std::chrono::milliseconds{20});
+  }
+  // The server's own statement_timeout (8 s) can only have answered if
+  // finding the backend took that long.
+  REQUIRE(paused.pid > 0);
+  REQUIRE_FALSE(done);
+  command.join();
+  INFO(r.output);
+  CHECK(r.exit_code == 1); // 137: it waited for good and was killed
+  CHECK_THAT(r.output,
+             Catch::Contains("no answer from the database within 10000 ms"));
+  CHECK_THAT(r.output, Catch::Contains("--statement-timeout"));
+  CHECK_THAT(r.output, Catch::Contains("`videostreams db status` tells"));
+  ::kill(paused.pid, SIGCONT);
+  paused.pid = 0;
+  REQUIRE(holder.exec("ROLLBACK"));
+  CHECK_FALSE(d.has_table("stream_journal"));
+
+  // A server that answers cancels the statement at the bound itself (its
+  // statement_timeout), before the lock wait's own 1 minute, and gets to
+  // say so: the command waits 2 s more than the bound.
+  REQUIRE(holder.exec("BEGIN"));
+  REQUIRE(holder.exec("SELECT pg_advisory_xact_lock(7316853917)"));
+  auto canceled = run_binary("db migrate --statement-timeout=1s "
+                             "--database-url='"
+                             + d.dsn + "'");
+  INFO(canceled.output);
+  CHECK(canceled.exit_code == 1);
+  CHECK_THAT(canceled.output, Catch::Contains("statement canceled by the "
+                                              "server"));
+  CHECK_THAT(canceled.output, Catch::Contains("--statement-timeout"));
+  CHECK_THAT(canceled.output, Catch::Contains("rolled back"));
+  REQUIRE(holder.exec("COMMIT"));
+  CHECK_FALSE(d.has_table("stream_journal"));
+  CHECK(run_binary("db migrate --statement-timeout=1s --database-url='" + d.dsn
+                   + "'")
+          .exit_code
+        == 0);
 }
 
 TEST_CASE("videostreams db commands work on the binary", "[db]") {
