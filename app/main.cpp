@@ -138,12 +138,11 @@ int main(int argc, char** argv) {
                                                    : changed.substr(1));
     std::string ops = node.ops_port() < 0
                         ? std::string{"off"}
-                        : cfg.values.bind + ":"
-                            + std::to_string(node.ops_port());
+                        : host_port(cfg.values.bind, node.ops_port());
     // Tests and scripts read the port from this line (text: the message;
     // JSON: the fields `port` and `ops_port`).
     log->info("start",
-              "listening on " + cfg.values.bind + ":" + std::to_string(port)
+              "listening on " + host_port(cfg.values.bind, port)
                 + ", operations on " + ops + ", mode " + mode + ", options:"
                 + (changed.empty() ? " defaults" : changed),
               std::move(fields));

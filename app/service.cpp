@@ -384,8 +384,8 @@ struct service::impl {
       node, static_cast<std::uint16_t>(opts.cluster_port), opts.bind.c_str(),
       true);
     if (!port)
-      throw std::runtime_error("cannot listen for other nodes on " + opts.bind
-                               + ":" + std::to_string(opts.cluster_port)
+      throw std::runtime_error("cannot listen for other nodes on "
+                               + host_port(opts.bind, opts.cluster_port)
                                + ": " + sys.render(port.error()));
     cluster_port = *port;
   }
@@ -571,8 +571,8 @@ int service::ops_port() const {
 std::string service::cluster_address() const {
   if (!impl_->writer)
     return {};
-  return impl_->node_id + " at " + impl_->advertised + ":"
-         + std::to_string(impl_->cluster_port);
+  return impl_->node_id + " at "
+         + host_port(impl_->advertised, impl_->cluster_port);
 }
 
 void service::run() {

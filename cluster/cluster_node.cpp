@@ -1164,8 +1164,8 @@ void note_member_changes(node_pointer self,
     if (i != st.known_members.end() && i->second.incarnation == m.incarnation)
       continue;
     note(self, log_level::info, "member_joined",
-         "member " + id + " joined, at " + m.advertise_host + ":"
-           + std::to_string(m.cluster_port),
+         "member " + id + " joined, at "
+           + host_port(m.advertise_host, m.cluster_port),
          {{"peer", id},
           {"host", m.advertise_host},
           {"cluster_port", m.cluster_port},

@@ -793,10 +793,7 @@ void http_server::log_request(std::string_view method, std::string_view path,
   auto seconds = std::chrono::duration<double>(took).count();
   char ms[32];
   std::snprintf(ms, sizeof(ms), "%.3f", seconds * 1000);
-  std::string remote{peer_ip};
-  if (remote.find(':') != std::string::npos)
-    remote = "[" + remote + "]"; // IPv6
-  remote += ":" + std::to_string(peer_port);
+  auto remote = host_port(peer_ip, peer_port);
   settings_.access_log->info(
     "request",
     std::string{method} + " " + std::string{path} + " "

@@ -262,6 +262,15 @@ std::optional<log_format> parse_log_format(std::string_view x) noexcept {
   return std::nullopt;
 }
 
+std::string host_port(std::string_view host, int port) {
+  std::string result;
+  if (host.find(':') != std::string_view::npos)
+    result.append("[").append(host).append("]");
+  else
+    result.append(host);
+  return result + ":" + std::to_string(port);
+}
+
 std::string json_quote(std::string_view x) {
   std::string out;
   append_json_escaped(out, x);

@@ -98,6 +98,10 @@ struct log_event {
 std::string format_log_line(log_format format, std::string_view node_id,
                             std::int64_t wall_ms, const log_event& event);
 
+/// "HOST:PORT" as a message shows an address, with an IPv6 address in
+/// brackets ("[::1]:8080"), as a URL writes it.
+std::string host_port(std::string_view host, int port);
+
 /// `x` as a JSON string, quotes included (see `format_log_line`).
 std::string json_quote(std::string_view x);
 

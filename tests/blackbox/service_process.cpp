@@ -30,7 +30,9 @@ using clock_type = std::chrono::steady_clock;
 /// `port` and `ops_port`, -1 when off). False while there is none yet.
 bool find_start_line(const std::string& text, const std::string& host,
                      int& port, int& ops_port) {
-  auto text_prefix = "videostreams: listening on " + host + ":";
+  // An IPv6 address is shown in brackets, as a URL writes it.
+  auto shown = host.find(':') == std::string::npos ? host : "[" + host + "]";
+  auto text_prefix = "videostreams: listening on " + shown + ":";
   auto at = text.find(text_prefix);
   if (at != std::string::npos) {
     auto digits = at + text_prefix.size();
@@ -38,7 +40,7 @@ bool find_start_line(const std::string& text, const std::string& host,
     if (comma == std::string::npos)
       return false;
     port = std::atoi(text.c_str() + digits);
-    auto ops_prefix = "operations on " + host + ":";
+    auto ops_prefix = "operations on " + shown + ":";
     auto ops = text.find(ops_prefix, comma);
     if (ops != std::string::npos)
       ops_port = std::atoi(text.c_str() + ops + ops_prefix.size());

@@ -22,6 +22,13 @@ test_node::test_node(int n, const std::string& dsn,
 
 test_node::test_node(int n, std::string id, const std::string& dsn,
                      std::vector<std::string> extra)
+  : test_node("127.0.0." + std::to_string(n), std::move(id), dsn,
+              std::move(extra)) {
+  // Nothing else to do.
+}
+
+test_node::test_node(const std::string& host, std::string id,
+                     const std::string& dsn, std::vector<std::string> extra)
   : id_(std::move(id)) {
   for (auto& x : extra)
     if (x.rfind("--admin-token=", 0) == 0)
@@ -29,7 +36,7 @@ test_node::test_node(int n, std::string id, const std::string& dsn,
   extra.push_back("--database-url=" + dsn);
   extra.push_back("--node-id=" + id_);
   process_ = std::make_unique<service_process>(
-    std::move(extra), environment{}, true, "127.0.0." + std::to_string(n));
+    std::move(extra), environment{}, true, host);
 }
 
 test_node::~test_node() {

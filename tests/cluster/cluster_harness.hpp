@@ -41,6 +41,10 @@ public:
   test_node(int n, std::string id, const std::string& dsn,
             std::vector<std::string> extra = {});
 
+  /// The same on loopback address `host` (::1, say).
+  test_node(const std::string& host, std::string id, const std::string& dsn,
+            std::vector<std::string> extra = {});
+
   /// Stops the node. With `VIDEOSTREAMS_TEST_NODE_LOGS` set to a directory,
   /// first writes everything the node logged to
   /// DIR/<test process id>-<node id>-<port>.log (to find out why a cluster

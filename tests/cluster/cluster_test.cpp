@@ -114,6 +114,43 @@ TEST_CASE("three nodes form a cluster: every node names the same owner for "
   CHECK(*batches <= *forwarded);
 }
 
+TEST_CASE("two nodes on ::1 form a cluster: each answers for the other's "
+          "users, and both show IPv6 addresses as URLs write them",
+          "[cluster]") {
+  cluster_database d;
+  test_node a{"::1", "six-a", d.dsn, patient};
+  test_node b{"::1", "six-b", d.dsn, patient};
+  REQUIRE(wait_converged({&a, &b}));
+  auto view = a.view();
+  REQUIRE(view);
+  CHECK(owners(*view) == assign(128, {"six-a", "six-b"}));
+  for (auto& m : view->at("members").as_array()) {
+    CHECK(m.at("advertiseHost").as_string() == "::1");
+    CHECK(m.at("clusterPort").as_int64() > 0);
+  }
+  // Through each node, users the other owns: every request is forwarded
+  // over the middleman, to the peer at ::1.
+  for (auto [entry, owner] : {std::pair{&a, &b}, std::pair{&b, &a}}) {
+    auto cli = entry->client();
+    for (auto user : users_owned_by(*view, owner->id(), 5)) {
+      auto path = "/api/startstream/" + std::to_string(user);
+      CHECK(get(*cli, path).body == granted_body(1));
+      CHECK(stored_streams(d, user) == 1);
+    }
+    auto forwarded = entry->metric(
+      R"(videostreams_cluster_forwarded_requests_total{peer=")" + owner->id()
+      + R"("})");
+    REQUIRE(forwarded);
+    CHECK(*forwarded >= 5);
+  }
+  // The start line and the other's joining name addresses in brackets.
+  auto log = a.process().stderr_text();
+  CHECK_THAT(log, Catch::Contains("listening on [::1]:"));
+  CHECK_THAT(log, Catch::Contains("operations on [::1]:"));
+  CHECK_THAT(log, Catch::Contains("cluster node six-a at [::1]:"));
+  CHECK_THAT(log, Catch::Contains("member six-b joined, at [::1]:"));
+}
+
 TEST_CASE("concurrent starts for one user through every node grant exactly "
           "the limit",
           "[cluster]") {

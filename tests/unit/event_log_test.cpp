@@ -240,3 +240,13 @@ TEST_CASE("an event log writes each event as one whole line, whatever the "
   }
   CHECK(count == threads * lines);
 }
+
+TEST_CASE("host_port writes an IPv6 address in brackets, as a URL does, and "
+          "anything else as it is",
+          "[unit]") {
+  CHECK(host_port("::1", 8080) == "[::1]:8080");
+  CHECK(host_port("fd00::7:1", 4370) == "[fd00::7:1]:4370");
+  CHECK(host_port("127.0.0.3", 0) == "127.0.0.3:0");
+  CHECK(host_port("videostreams-0.videostreams", 9090)
+        == "videostreams-0.videostreams:9090");
+}
