@@ -177,6 +177,9 @@ async function clusterScenario(args, check) {
       if (!row) continue;
       check(row.cells[1] === m.status, m.nodeId + " shows status " + row.cells[1] + ", not " + m.status);
       check(Number(row.cells[2]) === m.shards, m.nodeId + " shows " + row.cells[2] + " shards, not " + m.shards);
+      // Where its HTTP port is, as a URL writes it: IPv6 in brackets.
+      const address = (m.advertiseHost.includes(":") ? "[" + m.advertiseHost + "]" : m.advertiseHost) + ":" + m.httpPort;
+      check(row.cells[3] === address, m.nodeId + " shows address " + row.cells[3] + ", not " + address);
     }
     const cards = await page.evaluate(() => ({
       members: document.getElementById("c-members").textContent,

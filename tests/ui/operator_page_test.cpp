@@ -59,7 +59,10 @@ script_result run_page_script(const std::vector<std::string>& args) {
 }
 
 std::string url_of(const std::string& host, int port) {
-  return "http://" + host + ":" + std::to_string(port);
+  // An IPv6 address in brackets.
+  return "http://"
+         + (host.find(':') == std::string::npos ? host : "[" + host + "]")
+         + ":" + std::to_string(port);
 }
 
 } // namespace
@@ -79,6 +82,20 @@ TEST_CASE("the operator page shows a 3-node cluster in headless Chromium",
     args.push_back(shot);
   }
   auto result = run_page_script(args);
+  INFO(result.output);
+  CHECK(result.exit_code == 0);
+}
+
+TEST_CASE("the operator page shows a 2-node cluster on ::1, its addresses "
+          "in brackets",
+          "[ui]") {
+  cluster_database d;
+  test_node a{"::1", "six-a", d.dsn};
+  test_node b{"::1", "six-b", d.dsn};
+  REQUIRE(wait_converged({&a, &b}));
+  auto result = run_page_script({"cluster", "--url", url_of(a.host(), a.port()),
+                                 "--others", url_of(b.host(), b.port()),
+                                 "--user", "77", "--members", "2"});
   INFO(result.output);
   CHECK(result.exit_code == 0);
 }
