@@ -162,7 +162,25 @@ async function clusterScenario(args, check) {
   try {
     const page = await browser.newPage();
     await page.setViewport({ width: 1280, height: 900, deviceScaleFactor: 1 });
-    const problems = watch(page, () => false);
+    // While `outage` holds, the page's figures request is answered 503 (a
+    // node that cannot gather them), on purpose.
+    let outage = false;
+    // While `lookupMarkup` holds, a look-up is answered 503 with markup in
+    // its message.
+    let lookupMarkup = false;
+    const problems = watch(page, (text, where, status) =>
+      (outage || lookupMarkup) && (status === 503 || /status of 503/.test(text)));
+    await page.setRequestInterception(true);
+    page.on("request", (r) => {
+      if (outage && new URL(r.url()).pathname === "/api/cluster/metrics")
+        r.respond({ status: 503, contentType: "application/json",
+                    body: JSON.stringify({ msg: "test outage" }) });
+      else if (lookupMarkup && new URL(r.url()).pathname.startsWith("/api/cluster/users/"))
+        r.respond({ status: 503, contentType: "application/json",
+                    body: JSON.stringify({ msg: '<i id="injected">x</i>' }) });
+      else
+        r.continue();
+    });
     await page.goto(base + "/ui/", { waitUntil: "load", timeout: TIMEOUT_MS });
 
     // Members: one row each, with status and shard count as the API says.
@@ -180,11 +198,16 @@ async function clusterScenario(args, check) {
       // Where its HTTP port is, as a URL writes it: IPv6 in brackets.
       const address = (m.advertiseHost.includes(":") ? "[" + m.advertiseHost + "]" : m.advertiseHost) + ":" + m.httpPort;
       check(row.cells[3] === address, m.nodeId + " shows address " + row.cells[3] + ", not " + address);
+      // The node that serves the page says so, and only it.
+      check(row.cells[0].endsWith("(this node)") === (m.nodeId === view.nodeId),
+            m.nodeId + "'s name cell is " + row.cells[0]);
     }
     const cards = await page.evaluate(() => ({
       members: document.getElementById("c-members").textContent,
+      membersSub: document.getElementById("c-members-sub").textContent,
       shards: document.getElementById("c-shards").textContent }));
     check(cards.members === String(memberCount), "the members card shows " + cards.members);
+    check(cards.membersSub === memberCount + " up", "the members card says " + cards.membersSub);
     check(cards.shards === String(view.shardCount), "the shards card shows " + cards.shards);
 
     // The shard grid: every shard, with its owner and state.
@@ -226,6 +249,9 @@ async function clusterScenario(args, check) {
       }
       return { ok, out };
     }, Object.fromEntries(expectedOpen));
+    // Nothing failed: no node shows a 5xx rate.
+    for (const [node, cells] of Object.entries(figures.out))
+      check(cells[10] === "0.0", node + " shows a 5xx rate of " + cells[10]);
     const userRates = Object.values(figures.out).map((c) => Number(c[6].replace(/,/g, "")));
     check(userRates.some((x) => x > 0), "no node shows a user request rate above 0: " + JSON.stringify(figures.out));
     const total = await page.evaluate(() => document.getElementById("c-streams").textContent);
@@ -242,11 +268,14 @@ async function clusterScenario(args, check) {
                facts: facts && [...facts.children].map((d) => d.textContent),
                owner: facts && document.getElementById("lookup-owner").textContent,
                sessions: rows.map((r) => r.cells[0].textContent.trim()),
+               expires: rows.map((r) => r.cells[2].textContent.trim()),
                highlighted: [...document.querySelectorAll(".shard.found")].map((c) => Number(c.dataset.shard)) };
     });
     const shard = shardOf(user, view.shardCount);
     check(found.facts.some((f) => f === "Shard" + shard + " of " + view.shardCount),
           "the look-up does not show shard " + shard + ": " + JSON.stringify(found.facts));
+    check(found.facts.some((f) => f === "Streams" + listed.streamCount + " of " + listed.maxStreams),
+          "the look-up does not show " + listed.streamCount + " of " + listed.maxStreams + " streams: " + JSON.stringify(found.facts));
     check(found.owner === "Owner" + ownerOf(user), "the look-up shows owner " + found.owner + ", not " + ownerOf(user));
     const want = listed.sessions.map((s) => s.sessionId === null ? "startstream (no id)" : s.sessionId);
     check(JSON.stringify(found.sessions) === JSON.stringify(want),
@@ -254,6 +283,70 @@ async function clusterScenario(args, check) {
     check(JSON.stringify(want) === JSON.stringify(["tv-living-room", "phone-2", "startstream (no id)"]),
           "the API lists " + JSON.stringify(want));
     check(JSON.stringify(found.highlighted) === JSON.stringify([shard]), "the grid highlights " + found.highlighted);
+    // A lease that never ends says so; the others show when they end.
+    listed.sessions.forEach((s, i) => {
+      const shown = found.expires[i] || "";
+      check(s.expiresAt === null ? shown === "never" : /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d · in /.test(shown),
+            "session " + s.sessionId + " (expiresAt " + s.expiresAt + ") shows Expires " + shown);
+    });
+    // The highlight outlives the grid's next refresh.
+    const before = await page.evaluate(() => document.getElementById("status").textContent);
+    const after = await waitInPage(page, "a refresh after the look-up", (was) => {
+      const now = document.getElementById("status").textContent;
+      return { ok: now !== was && /^updated/.test(now),
+               highlighted: [...document.querySelectorAll(".shard.found")].map((c) => Number(c.dataset.shard)) };
+    }, before);
+    check(JSON.stringify(after.highlighted) === JSON.stringify([shard]),
+          "after a refresh the grid highlights " + after.highlighted);
+
+    // A user with no open stream.
+    await page.click("#user", { clickCount: 3 });
+    await page.type("#user", " 100000 "); // spaces around it, as pasted
+    await page.keyboard.press("Enter");
+    const empty = await waitInPage(page, "the look-up of a user without streams", () => {
+      const out = document.getElementById("lookup-result");
+      return { ok: !!document.getElementById("lookup-facts") && /User100000/.test(out.textContent),
+               text: out.textContent };
+    });
+    check(/No open sessions\./.test(empty.text), "a user without streams shows: " + empty.text);
+
+    // Not a user id: said at once, nothing asked.
+    await page.click("#user", { clickCount: 3 });
+    await page.type("#user", "7a");
+    await page.keyboard.press("Enter");
+    const bad = await waitInPage(page, "the refusal of a bad user id", () => {
+      const out = document.getElementById("lookup-result");
+      return { ok: !document.getElementById("lookup-facts"), text: out.textContent };
+    });
+    check(bad.text === "A user id is a non-negative whole number.", "a bad user id shows: " + bad.text);
+
+    // Figures that cannot be had: a banner says why, the shards still show,
+    // and it goes once they can be had again.
+    outage = true;
+    const banner = await waitInPage(page, "the figures banner", () => {
+      const b = document.getElementById("banner");
+      return { ok: !b.hidden, text: b.textContent,
+               shards: document.querySelectorAll("#grid .shard").length };
+    });
+    check(banner.text === "Figures unavailable: /api/cluster/metrics answered 503: test outage",
+          "the banner says " + banner.text);
+    check(banner.shards === view.shardCount, "the grid shows " + banner.shards + " shards during the outage");
+    outage = false;
+    await waitInPage(page, "the banner to go", () => ({ ok: document.getElementById("banner").hidden }));
+
+    // What the service says is shown as text, never read as markup.
+    lookupMarkup = true;
+    await page.click("#user", { clickCount: 3 });
+    await page.type("#user", "8");
+    await page.keyboard.press("Enter");
+    const shownError = await waitInPage(page, "the look-up's error", () => {
+      const out = document.getElementById("lookup-result");
+      return { ok: /answered 503/.test(out.textContent), text: out.textContent,
+               injected: !!document.getElementById("injected") };
+    });
+    lookupMarkup = false;
+    check(!shownError.injected, "a message's markup became an element");
+    check(/answered 503: <i id="injected">x<\/i>$/.test(shownError.text), "the look-up's error shows: " + shownError.text);
 
     if (args.screenshot) {
       await page.evaluate(() => window.scrollTo(0, 0));
@@ -288,7 +381,7 @@ async function tokenScenario(args, check) {
     });
     check(/refused/.test(refused.text), "no refusal shown");
     check(await page.evaluate(() => sessionStorage.length) === 0, "a refused token was kept");
-    await page.type("#token", token);
+    await page.type("#token", "  " + token + " "); // as pasted: the spaces are not the token's
     await page.keyboard.press("Enter");
     await waitInPage(page, "the dashboard", () => ({
       ok: document.getElementById("login").hidden && !document.getElementById("dashboard").hidden
@@ -302,6 +395,41 @@ async function tokenScenario(args, check) {
     await page.reload({ waitUntil: "load" });
     await waitInPage(page, "the dashboard after a reload", () => ({
       ok: document.getElementById("login").hidden && document.querySelectorAll("#grid .shard").length > 0 }));
+    // A token refused later (revoked between two requests), on a look-up or
+    // on the figures alone, is forgotten too, and the form asks again.
+    let refuse = null; // the path prefix answered 401
+    await page.setRequestInterception(true);
+    page.on("request", (r) => {
+      if (refuse && new URL(r.url()).pathname.startsWith(refuse))
+        r.respond({ status: 401, contentType: "application/json",
+                    body: JSON.stringify({ msg: "unauthorized" }) });
+      else
+        r.continue();
+    });
+    const askedAgain = (what) => waitInPage(page, "the token form after a refused " + what, () => ({
+      ok: !document.getElementById("login").hidden,
+      dashboard: !document.getElementById("dashboard").hidden,
+      error: document.getElementById("login-error").textContent,
+      kept: sessionStorage.getItem("videostreams.adminToken") }));
+    for (const [what, path] of [["look-up", "/api/cluster/users/"], ["figures request", "/api/cluster/metrics"]]) {
+      refuse = null;
+      if (!(await page.evaluate(() => document.getElementById("login").hidden))) {
+        await page.type("#token", token);
+        await page.keyboard.press("Enter");
+      }
+      await waitInPage(page, "the dashboard before a refused " + what, () => ({
+        ok: document.getElementById("login").hidden && document.querySelectorAll("#grid .shard").length > 0 }));
+      refuse = path;
+      if (what === "look-up") {
+        await page.type("#user", "42");
+        await page.keyboard.press("Enter");
+      }
+      const asked = await askedAgain(what);
+      check(!asked.dashboard, "the dashboard still shows after a refused " + what);
+      check(asked.kept === null, "a token refused on a " + what + " was kept: " + asked.kept);
+      check(/refused/.test(asked.error), "no refusal shown after a refused " + what + ": " + asked.error);
+    }
+    refuse = null;
     const other = await browser.newPage();
     watch(other, () => true);
     await other.goto(base + "/ui/", { waitUntil: "load", timeout: TIMEOUT_MS });
